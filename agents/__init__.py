@@ -1,0 +1,1 @@
+"""Agents for LLMSplit: MBRL, RSM-PPO (the paper), SB3 baselines, heuristics and the oracle."""

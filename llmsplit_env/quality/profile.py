@@ -1,0 +1,194 @@
+"""Quality profiles: log-perplexity of a real split LLM measured over split × channel level × seeds.
+
+A profile is a JSON file written by ``python -m llmsplit_env.profile``. Shipped profiles live in
+``llmsplit_env/profiles/`` and load by name (``load_profile("smollm2-135m-analog")``).
+
+| field             | shape            | meaning                                                            |
+|-------------------|------------------|--------------------------------------------------------------------|
+| ``splits``        | [S]              | consecutive split points k (layers on the UE)                      |
+| ``levels``        | [V]              | channel levels, strictly increasing (SNR dB, or erasure ρ)         |
+| ``log_ppl``       | [S, V, seeds]    | measured log-perplexity of each channel draw                       |
+| ``mean_log_ppl``  | [S, V]           | mean over seeds                                                    |
+| ``std_log_ppl``   | [S, V]           | sample standard deviation over seeds (ddof = 1)                    |
+| ``loss_fraction`` | [S, V]           | mean fraction of packets/elements lost                             |
+| ``clean_ppl``     | scalar           | perplexity of the unsplit model                                    |
+| ``leakage``       | [S]              | probe accuracy on ``H_k``; 0 at k = L (nothing is sent)            |
+| ``probe_accuracy``| [S]              | the probe's accuracy on ``H_k`` for every k, ``H_L`` included       |
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from llmsplit_env.channel import SCHEMES
+
+FORMAT = "llmsplit-profile"
+FORMAT_VERSION = 1
+LEVEL_NAMES = {"analog": "snr_db", "digital": "snr_db", "erasure": "rho"}
+
+
+class ProfileError(ValueError):
+    """A profile file is malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    scheme: str
+    level_name: str
+    splits: np.ndarray
+    levels: np.ndarray
+    seeds: np.ndarray
+    log_ppl: np.ndarray
+    mean_log_ppl: np.ndarray
+    std_log_ppl: np.ndarray
+    loss_fraction: np.ndarray
+    clean_ppl: float
+    leakage: np.ndarray
+    probe_accuracy: np.ndarray
+    metadata: dict = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.metadata.get("num_layers", self.splits[-1]))
+
+    @property
+    def mean_ppl(self) -> np.ndarray:
+        return np.exp(self.mean_log_ppl)
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "scheme": self.scheme,
+            "level_name": self.level_name,
+            "splits": self.splits.tolist(),
+            "levels": self.levels.tolist(),
+            "seeds": self.seeds.tolist(),
+            "clean_ppl": self.clean_ppl,
+            "log_ppl": self.log_ppl.tolist(),
+            "mean_log_ppl": self.mean_log_ppl.tolist(),
+            "std_log_ppl": self.std_log_ppl.tolist(),
+            "loss_fraction": self.loss_fraction.tolist(),
+            "leakage": self.leakage.tolist(),
+            "probe_accuracy": self.probe_accuracy.tolist(),
+            "metadata": self.metadata,
+        }
+
+
+def shipped_profiles() -> list[str]:
+    """Names of the profiles that ship with the package."""
+    root = resources.files("llmsplit_env") / "profiles"
+    return sorted(p.name.removesuffix(".json") for p in root.iterdir() if p.name.endswith(".json"))
+
+
+def _array(data: dict, key: str, ndim: int, where: str) -> np.ndarray:
+    if key not in data:
+        raise ProfileError(f"{where}: missing field {key!r}")
+    try:
+        arr = np.asarray(data[key], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ProfileError(f"{where}: field {key!r} is not a numeric array") from None
+    if arr.ndim != ndim:
+        raise ProfileError(f"{where}: field {key!r} must have {ndim} dimensions, has {arr.ndim}")
+    if not np.all(np.isfinite(arr)):
+        raise ProfileError(f"{where}: field {key!r} has non-finite values")
+    return arr
+
+
+def profile_from_dict(data: dict, where: str = "profile") -> Profile:
+    """Validate a profile's JSON object and build a `Profile` (errors name the bad field)."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != FORMAT:
+        raise ProfileError(f"{where}: field 'format' must be {FORMAT!r}, got {data.get('format')!r}")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ProfileError(
+            f"{where}: unsupported format_version {data.get('format_version')!r} (this package reads {FORMAT_VERSION})"
+        )
+    scheme = data.get("scheme")
+    if scheme not in SCHEMES:
+        raise ProfileError(f"{where}: field 'scheme' must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    level_name = data.get("level_name")
+    if level_name != LEVEL_NAMES[scheme]:
+        raise ProfileError(
+            f"{where}: level_name for scheme {scheme!r} must be {LEVEL_NAMES[scheme]!r}, got {level_name!r}"
+        )
+    splits = _array(data, "splits", 1, where)
+    levels = _array(data, "levels", 1, where)
+    seeds = _array(data, "seeds", 1, where)
+    S, V, R = len(splits), len(levels), len(seeds)
+    if S == 0 or V < 2 or R < 1:
+        raise ProfileError(f"{where}: needs >= 1 split, >= 2 levels and >= 1 seed (got {S}, {V}, {R})")
+    if not np.array_equal(splits, np.arange(splits[0], splits[0] + S)) or splits[0] < 1:
+        raise ProfileError(f"{where}: 'splits' must be consecutive integers starting at >= 1, got {splits.tolist()}")
+    if np.any(np.diff(levels) <= 0):
+        raise ProfileError(f"{where}: 'levels' must be strictly increasing")
+    if scheme == "erasure" and (levels[0] < 0 or levels[-1] > 1):
+        raise ProfileError(f"{where}: erasure levels (rho) must lie in [0, 1]")
+    log_ppl = _array(data, "log_ppl", 3, where)
+    if log_ppl.shape != (S, V, R):
+        raise ProfileError(
+            f"{where}: 'log_ppl' has shape {log_ppl.shape}, expected (splits, levels, seeds) = {(S, V, R)}"
+        )
+    arrays = {}
+    for key in ("mean_log_ppl", "std_log_ppl", "loss_fraction"):
+        arrays[key] = _array(data, key, 2, where)
+        if arrays[key].shape != (S, V):
+            raise ProfileError(f"{where}: {key!r} has shape {arrays[key].shape}, expected (splits, levels) = {(S, V)}")
+    for key in ("leakage", "probe_accuracy"):
+        arrays[key] = _array(data, key, 1, where)
+        if arrays[key].shape != (S,):
+            raise ProfileError(f"{where}: {key!r} has {len(arrays[key])} entries, expected one per split ({S})")
+        if np.any(arrays[key] < 0) or np.any(arrays[key] > 1):
+            raise ProfileError(f"{where}: {key!r} must lie in [0, 1]")
+    if np.any(arrays["loss_fraction"] < 0) or np.any(arrays["loss_fraction"] > 1):
+        raise ProfileError(f"{where}: 'loss_fraction' must lie in [0, 1]")
+    if not np.allclose(arrays["mean_log_ppl"], log_ppl.mean(axis=2), rtol=0, atol=1e-9):
+        raise ProfileError(f"{where}: 'mean_log_ppl' is not the mean of 'log_ppl' over seeds")
+    std = log_ppl.std(axis=2, ddof=1) if R > 1 else np.zeros((S, V))
+    if not np.allclose(arrays["std_log_ppl"], std, rtol=0, atol=1e-9):
+        raise ProfileError(f"{where}: 'std_log_ppl' is not the sample std (ddof=1) of 'log_ppl' over seeds")
+    clean = data.get("clean_ppl")
+    if isinstance(clean, bool) or not isinstance(clean, (int, float)) or not np.isfinite(clean) or clean < 1:
+        raise ProfileError(f"{where}: 'clean_ppl' must be a finite number >= 1, got {clean!r}")
+    metadata = data.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ProfileError(f"{where}: 'metadata' must be an object")
+    return Profile(
+        scheme=scheme,
+        level_name=level_name,
+        splits=splits.astype(int),
+        levels=levels,
+        seeds=seeds.astype(int),
+        log_ppl=log_ppl,
+        clean_ppl=float(clean),
+        metadata=metadata,
+        source=where,
+        **arrays,
+    )
+
+
+def load_profile(name_or_path: str | os.PathLike) -> Profile:
+    """Load a shipped profile by name (see `shipped_profiles`) or a profile JSON file by path."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        name = str(name_or_path)
+        shipped = resources.files("llmsplit_env") / "profiles" / f"{name}.json"
+        if shipped.is_file():
+            path = Path(str(shipped))
+        else:
+            raise FileNotFoundError(
+                f"profile {name!r} is neither a file nor a shipped profile; shipped: {', '.join(shipped_profiles())}"
+            )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"{path}: not valid JSON ({e})") from None
+    return profile_from_dict(data, str(path))
