@@ -26,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from llmsplit_env.channel import SCHEMES
-
 FORMAT = "llmsplit-profile"
 FORMAT_VERSION = 1
 LEVEL_NAMES = {"analog": "snr_db", "digital": "snr_db", "erasure": "rho"}
+SCHEMES = tuple(LEVEL_NAMES)  # kept here, not imported from channel, so loading a profile never imports torch
 
 
 class ProfileError(ValueError):

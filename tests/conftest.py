@@ -1,0 +1,97 @@
+"""Shared fixtures: tiny random-init causal LMs of several families, with a tokenizer trained here.
+
+Nothing is downloaded: the tokenizer is a small byte-level BPE trained on the standard library's docs, and models are
+built from configs with random weights (seeded).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tests never touch the user's cache, except the converted real model (slow tests), which is read-only data."""
+    old = os.environ.get("LLMSPLIT_CACHE")
+    os.environ["LLMSPLIT_CACHE"] = str(tmp_path_factory.mktemp("llmsplit-cache"))
+    yield
+    if old is None:
+        os.environ.pop("LLMSPLIT_CACHE", None)
+    else:
+        os.environ["LLMSPLIT_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    from pydoc_data.topics import topics
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<eos>"], show_progress=False)
+    tok.train_from_iterator([topics[k] for k in sorted(topics)], trainer)
+    out = tmp_path_factory.mktemp("tokenizer")
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(out)
+    return out
+
+
+def _config(family: str, vocab: int):
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+
+    common = {"vocab_size": vocab, "max_position_embeddings": 256}
+    if family == "llama":
+        return LlamaConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+            tie_word_embeddings=True, **common,
+        )  # fmt: skip
+    if family == "qwen2":
+        return Qwen2Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+            **common,
+        )  # fmt: skip
+    if family == "gpt2":
+        return GPT2Config(vocab_size=vocab, n_positions=256, n_embd=32, n_layer=4, n_head=4)
+    if family == "gpt_neox":  # no fast path: exercises the hook-based path
+        return GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, **common)
+    raise ValueError(family)
+
+
+def make_tiny_model(root: Path, family: str, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """Save a tiny random ``family`` causal LM with the test tokenizer into ``root/family``; return the directory."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = root / family
+    if (out / "config.json").is_file():
+        return out
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(_config(family, 512))
+    model.save_pretrained(out)
+    for f in tokenizer_dir.iterdir():
+        shutil.copy(f, out / f.name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, tokenizer_dir) -> dict[str, Path]:
+    """Directories of tiny random models: ``llama``, ``qwen2``, ``gpt2`` (fast paths) and ``gpt_neox`` (hook path)."""
+    root = tmp_path_factory.mktemp("models")
+    return {f: make_tiny_model(root, f, tokenizer_dir) for f in ("llama", "qwen2", "gpt2", "gpt_neox")}
+
+
+@pytest.fixture(scope="session")
+def real_runner():
+    """The real SmolLM2 on 512 tokens of Python docs, fp32 (slow tests only)."""
+    from llmsplit_env.llm import SplitRunner
+
+    return SplitRunner.from_pretrained("smollm2-135m", "pydoc", num_tokens=512, window=256, dtype="float32")
