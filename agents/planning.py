@@ -1,0 +1,266 @@
+"""Planners native to a discrete split choice.
+
+The action space is small (``K ≤ L + 1`` splits), so nothing here samples actions: the one-step planners score every
+allowed split, and the H-step planner solves the switching-cost-coupled problem exactly by dynamic programming.
+
+Conventions
+-----------
+- An *action* is a column index ``a ∈ {0..K-1}`` of a reward table; ``splits[a]`` is the split point ``k`` it stands
+  for (the agent uses ``k = a + k_min``). Switching costs are computed from split values, never from indices.
+- A *mask* is boolean, ``True`` = allowed (the MaskablePPO convention).
+- Ties go to the lowest allowed index, so every planner here is deterministic given its inputs (and ``rng``).
+
+One-step tables are ``[K]`` (a mean per split) or ``[M, K]`` (one row per ensemble member, or per sample).
+Horizon tables are ``[H, K]`` or ``[N, H, K]`` for ``N`` sampled rollouts; the rollouts are averaged, which gives
+the open-loop plan that maximises the expected return, since the objective is linear in the rewards.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+ArrayLike = np.ndarray | Sequence[float] | Sequence[Sequence[float]]
+METHODS = ("greedy", "ucb", "thompson")
+
+
+def _finite_table(rewards: ArrayLike, ndims: tuple[int, ...], name: str) -> np.ndarray:
+    r = np.asarray(rewards, dtype=np.float64)
+    if r.ndim not in ndims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {r.shape}")
+    if r.shape[-1] < 1 or r.size == 0:
+        raise ValueError(f"{name} is empty (shape {r.shape})")
+    if not np.all(np.isfinite(r)):
+        raise ValueError(f"{name} contains non-finite values")
+    return r
+
+
+def _check_mask(mask: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Boolean mask broadcast to ``shape`` (``[K]`` or ``[H, K]``); every row must allow at least one action."""
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.dtype != np.bool_:
+        if not np.all(np.isin(m, (0, 1))):
+            raise ValueError("mask must be boolean (True = allowed)")
+        m = m.astype(bool)
+    try:
+        m = np.broadcast_to(m, shape)
+    except ValueError:
+        raise ValueError(f"mask shape {m.shape} does not match the reward table's {shape}") from None
+    if not np.all(m.any(axis=-1)):
+        raise ValueError("mask allows no action (at some step)")
+    return m
+
+
+def _masked_argmax(scores: np.ndarray, mask: np.ndarray | None) -> int:
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+    return int(np.argmax(scores))
+
+
+# ---------------------------------------------------------------------- one step
+def greedy_action(rewards: ArrayLike, mask: ArrayLike | None = None) -> int:
+    """Allowed action with the highest mean predicted reward.
+
+    :param rewards: ``[K]`` means, or ``[M, K]`` member predictions (averaged over members)
+    :param mask: ``[K]`` booleans, ``True`` = allowed
+    """
+    r = _finite_table(rewards, (1, 2), "rewards")
+    mean = r if r.ndim == 1 else r.mean(axis=0)
+    return _masked_argmax(mean, _check_mask(mask, mean.shape))
+
+
+def ucb_action(member_rewards: ArrayLike, beta: float = 1.0, mask: ArrayLike | None = None) -> int:
+    """Optimism under epistemic uncertainty: argmax of ``mean + beta * std`` over members.
+
+    :param member_rewards: ``[M, K]`` predictions of ``M ≥ 1`` ensemble members (std is 0 for ``M = 1``)
+    :param beta: exploration bonus per standard deviation of member disagreement (``beta = 0`` is greedy)
+    :param mask: ``[K]`` booleans, ``True`` = allowed
+    """
+    r = _finite_table(member_rewards, (2,), "member_rewards")
+    if not (np.isfinite(beta) and beta >= 0):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    score = r.mean(axis=0) + beta * r.std(axis=0)
+    return _masked_argmax(score, _check_mask(mask, score.shape))
+
+
+def thompson_action(member_rewards: ArrayLike, rng: np.random.Generator, mask: ArrayLike | None = None) -> int:
+    """Thompson sampling over the ensemble: draw one member per decision and act greedily on its predictions.
+
+    :param member_rewards: ``[M, K]`` predictions of ``M`` members (or ``M`` posterior samples)
+    :param rng: numpy generator that picks the member
+    :param mask: ``[K]`` booleans, ``True`` = allowed
+    """
+    r = _finite_table(member_rewards, (2,), "member_rewards")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+    row = r[rng.integers(r.shape[0])]
+    return _masked_argmax(row, _check_mask(mask, row.shape))
+
+
+def select_action(
+    member_rewards: ArrayLike,
+    method: str = "greedy",
+    *,
+    beta: float = 1.0,
+    rng: np.random.Generator | None = None,
+    mask: ArrayLike | None = None,
+) -> int:
+    """Dispatch to ``greedy_action``, ``ucb_action`` or ``thompson_action`` on an ``[M, K]`` member table."""
+    if method == "greedy":
+        return greedy_action(member_rewards, mask)
+    if method == "ucb":
+        return ucb_action(member_rewards, beta, mask)
+    if method == "thompson":
+        if rng is None:
+            raise ValueError("thompson needs rng")
+        return thompson_action(member_rewards, rng, mask)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+# ---------------------------------------------------------------------- horizon H
+class SplitPlan(NamedTuple):
+    """An open-loop plan over the horizon."""
+
+    #: action index to take now (``actions[0]``)
+    first_action: int
+    #: ``[H]`` action indices, one per step
+    actions: np.ndarray
+    #: the plan's objective ``Σ_t r[t, a_t] − w·|k_t − k_{t−1}| / L`` (switching from ``prev_split`` included)
+    value: float
+
+
+def switching_cost_matrix(splits: ArrayLike, num_layers: int, switch_weight: float) -> np.ndarray:
+    """``C[i, j] = switch_weight · |splits[i] − splits[j]| / num_layers`` (cost of moving from action i to j)."""
+    s = _check_splits(splits, None)
+    num_layers, switch_weight = _check_layers_weight(num_layers, switch_weight)
+    return switch_weight * np.abs(s[:, None] - s[None, :]) / num_layers
+
+
+def _check_splits(splits: ArrayLike, k: int | None) -> np.ndarray:
+    s = np.asarray(splits, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s)):
+        raise ValueError(f"splits must be a non-empty 1-D array of finite split values, got shape {s.shape}")
+    if k is not None and s.size != k:
+        raise ValueError(f"splits has {s.size} entries but the reward table has {k} columns")
+    return s
+
+
+def _check_layers_weight(num_layers: int, switch_weight: float) -> tuple[int, float]:
+    if int(num_layers) != num_layers or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+    if not (np.isfinite(switch_weight) and switch_weight >= 0):
+        raise ValueError(f"switch_weight must be a finite number >= 0, got {switch_weight!r}")
+    return int(num_layers), float(switch_weight)
+
+
+def _prepare(
+    rewards: ArrayLike,
+    splits: ArrayLike,
+    num_layers: int,
+    switch_weight: float,
+    prev_split: float | None,
+    mask: ArrayLike | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated ``[H, K]`` table with masked entries at -inf, the ``[K, K]`` cost matrix, and the first-step cost."""
+    r = _finite_table(rewards, (2, 3), "rewards")
+    if r.ndim == 3:
+        r = r.mean(axis=0)
+    s = _check_splits(splits, r.shape[1])
+    num_layers, w = _check_layers_weight(num_layers, switch_weight)
+    m = _check_mask(mask, r.shape)
+    if m is not None:
+        r = np.where(m, r, -np.inf)
+    cost = w * np.abs(s[:, None] - s[None, :]) / num_layers
+    if prev_split is None:
+        first_cost = np.zeros_like(s)
+    else:
+        if not np.isfinite(prev_split):
+            raise ValueError(f"prev_split must be finite or None, got {prev_split!r}")
+        first_cost = w * np.abs(s - float(prev_split)) / num_layers
+    return r, s, cost, first_cost
+
+
+def plan_dp(
+    rewards: ArrayLike,
+    splits: ArrayLike,
+    num_layers: int,
+    switch_weight: float,
+    prev_split: float | None = None,
+    mask: ArrayLike | None = None,
+) -> SplitPlan:
+    """Exact H-step plan over splits by dynamic programming (Viterbi), ``O(H·K²)`` vectorised.
+
+    Maximises ``Σ_t r[t, a_t] − switch_weight · |splits[a_t] − splits[a_{t−1}]| / num_layers`` with
+    ``splits[a_{−1}] = prev_split`` (no first-step switching cost when ``prev_split`` is ``None``).
+
+    :param rewards: ``[H, K]`` predicted rewards without the switching term, or ``[N, H, K]`` over ``N`` rollouts
+        (averaged)
+    :param splits: ``[K]`` split value of each column
+    :param num_layers: ``L`` in the switching cost
+    :param switch_weight: ``w ≥ 0``
+    :param prev_split: the split in force before step 0
+    :param mask: ``[K]`` or ``[H, K]`` booleans, ``True`` = allowed
+    """
+    r, _, cost, first_cost = _prepare(rewards, splits, num_layers, switch_weight, prev_split, mask)
+    horizon, k = r.shape
+    # score[j]: best value of steps 0..t ending in action j; back[t, j]: the predecessor achieving it.
+    score = r[0] - first_cost
+    back = np.zeros((horizon, k), dtype=np.int64)
+    for t in range(1, horizon):
+        cand = score[:, None] - cost  # [from, to]
+        back[t] = np.argmax(cand, axis=0)
+        score = cand[back[t], np.arange(k)] + r[t]
+    actions = np.empty(horizon, dtype=np.int64)
+    actions[-1] = int(np.argmax(score))
+    for t in range(horizon - 1, 0, -1):
+        actions[t - 1] = back[t, actions[t]]
+    return SplitPlan(int(actions[0]), actions, float(score[actions[-1]]))
+
+
+def plan_value(
+    rewards: ArrayLike,
+    actions: Sequence[int] | np.ndarray,
+    splits: ArrayLike,
+    num_layers: int,
+    switch_weight: float,
+    prev_split: float | None = None,
+) -> float:
+    """Objective of a given action sequence (rollouts averaged), as maximised by ``plan_dp``."""
+    r, s, _, first_cost = _prepare(rewards, splits, num_layers, switch_weight, prev_split, None)
+    a = np.asarray(actions, dtype=np.int64)
+    if a.shape != (r.shape[0],) or np.any(a < 0) or np.any(a >= r.shape[1]):
+        raise ValueError(f"actions must be {r.shape[0]} indices in [0, {r.shape[1]}), got {a!r}")
+    value = r[np.arange(len(a)), a].sum() - first_cost[a[0]]
+    value -= float(switch_weight) * np.abs(np.diff(s[a])).sum() / int(num_layers)
+    return float(value)
+
+
+def plan_brute_force(
+    rewards: ArrayLike,
+    splits: ArrayLike,
+    num_layers: int,
+    switch_weight: float,
+    prev_split: float | None = None,
+    mask: ArrayLike | None = None,
+    max_plans: int = 1_000_000,
+) -> SplitPlan:
+    """Reference for ``plan_dp``: enumerate all ``K^H`` allowed sequences (first in lexicographic order wins ties)."""
+    r, s, _, first_cost = _prepare(rewards, splits, num_layers, switch_weight, prev_split, mask)
+    horizon = r.shape[0]
+    allowed = [np.flatnonzero(np.isfinite(r[t])) for t in range(horizon)]
+    if np.prod([len(a) for a in allowed], dtype=np.float64) > max_plans:
+        raise ValueError(f"more than max_plans={max_plans} sequences; brute force is for small tests")
+    w, num_layers = float(switch_weight), int(num_layers)
+    best_value, best = -np.inf, None
+    for seq in itertools.product(*allowed):
+        a = np.asarray(seq)
+        value = r[np.arange(horizon), a].sum() - first_cost[a[0]] - w * np.abs(np.diff(s[a])).sum() / num_layers
+        if value > best_value:
+            best_value, best = value, a
+    assert best is not None
+    return SplitPlan(int(best[0]), best, float(best_value))
