@@ -377,9 +377,8 @@ class GaussianEnsemble:
         best_state = [p.detach().clone() for p in all_params]
         curve = [float(best.mean())]
         epochs_since_improvement, epoch, train_loss = 0, 0, float("nan")
-        stopped_early = False
         self.net.train()
-        for epoch in range(1, int(max_epochs) + 1):
+        for epoch in range(1, int(max_epochs) + 1):  # noqa: B007 (read after the loop)
             # Independent minibatch order per member: shuffle each bootstrap row.
             order = torch.argsort(torch.rand(E, n_tr, generator=g), dim=1)
             idx = boot.gather(1, order).to(dev)
@@ -409,8 +408,8 @@ class GaussianEnsemble:
             else:
                 epochs_since_improvement += 1
             if epochs_since_improvement >= patience:
-                stopped_early = epoch < max_epochs
                 break
+        stopped_early = epoch < max_epochs
 
         # Every member goes back to its own best epoch; members that never improved go back to where they started.
         with torch.no_grad():
