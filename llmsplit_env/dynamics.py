@@ -1,0 +1,322 @@
+"""Channel dynamics between environment steps: how the link's mean quality level evolves and what the agent sees.
+
+Pluggable, seeded classes in the spirit of mobile-env: a `ChannelDynamics` owns the *true* mean level of the link
+(mean SNR ``γ̄_t`` in dB, or the erasure probability ρ) and the agent's *estimate* of it. The within-step fading
+(Nakagami-m, see `llmsplit_env.channel`) is not simulated here: it is inside the quality backend (the shipped profiles
+were measured with it, the live backend draws it); `MobilityChannel.nakagami_m` carries its parameter.
+
+| class               | level   | evolution between steps                                                          |
+|---------------------|---------|----------------------------------------------------------------------------------|
+| `MobilityChannel`   | SNR dB  | Gauss-Markov UE mobility in a cell, log-distance path loss, Gudmundson shadowing |
+| `StaticChannel`     | any     | level ~ U(low, high) at reset, constant within the episode                        |
+| `PaperErasureDrift` | ρ       | ρ ~ U(0.01, 0.3) at reset, ×(1 ± 0.0005·|move|) per step (the authors' env)      |
+
+Randomness: `reset(rng)` draws from the env's generator directly; `advance(z)` consumes pre-drawn standard normals
+``z`` (one row of the env's noise buffer, columns `Z_SPEED`, `Z_HEADING`, `Z_SHADOW`, `Z_CSI`) so that the batched
+vector env can reproduce a single env's trajectory exactly. Every class has a scalar path (plain floats and `math`,
+used by `LLMSplitEnv.step`) and a batch path (`advance_batch`, numpy over ``[N]`` arrays, used by the vector env);
+the two implement the same equations side by side.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: columns of a per-step noise row (standard normals); `Z_QUALITY` is used by the quality backend
+Z_SPEED, Z_HEADING, Z_SHADOW, Z_CSI, Z_QUALITY = range(5)
+NOISE_COLUMNS = 5
+
+
+class ChannelDynamics(ABC):
+    """Evolution of the link's mean level between steps, and the agent's noisy estimate of it."""
+
+    #: ``"snr_db"`` or ``"rho"`` (must match the quality backend's level)
+    level_name: str
+    #: names of the float state variables (`get_state` order; the vector env keeps one array per name)
+    state_names: tuple[str, ...]
+    #: standard deviation of the estimation error on the observed level (level units)
+    csi_error: float = 0.0
+
+    level: float  # true mean level now
+    estimate: float  # what the agent observes
+
+    @abstractmethod
+    def reset(self, rng: np.random.Generator) -> None:
+        """Draw the episode's initial state (and the initial estimate) from ``rng``."""
+
+    def on_action(self, move: int) -> None:
+        """Action-coupled change of the level when the split moves by ``move`` layers (before the step's reward)."""
+        return None  # exogenous channels: the split does not move the link
+
+    def level_after(self, move: int) -> float:
+        """The level `on_action(move)` would produce (for expected rewards); no change by default."""
+        return self.level
+
+    @abstractmethod
+    def advance(self, z: Sequence[float]) -> None:
+        """Exogenous evolution to the next step, using one noise row ``z``; updates ``level`` and ``estimate``."""
+
+    def get_state(self) -> tuple[float, ...]:
+        return tuple(getattr(self, n) for n in self.state_names)
+
+    def set_state(self, values: Sequence[float]) -> None:
+        for n, v in zip(self.state_names, values, strict=True):
+            setattr(self, n, float(v))
+
+    # --- batch path (vector env) --------------------------------------------------------------------------------
+
+    def on_action_batch(self, state: dict[str, np.ndarray], move: np.ndarray) -> None:
+        """Batched `on_action` on state arrays (in place)."""
+        return None
+
+    @abstractmethod
+    def advance_batch(self, state: dict[str, np.ndarray], z: np.ndarray) -> None:
+        """Batched `advance` on state arrays ``{name: [N]}`` with noise ``z`` ``[N, NOISE_COLUMNS]`` (in place)."""
+
+    def describe(self) -> dict:
+        return {"class": type(self).__name__}
+
+
+# --- building blocks of the mobility channel ------------------------------------------------------------------------
+
+
+@dataclass
+class GaussMarkovMobility:
+    """Gauss-Markov speed and heading (Liang & Haas) in a disc cell, reflected at the edge.
+
+    ``v' = α v + (1−α) v̄ + σ_v √(1−α²) z₁`` (clipped to ``[0, 3 v̄]``), ``θ' = α θ + (1−α) θ̄ + σ_θ √(1−α²) z₂``,
+    then the UE moves ``v'·dt`` along ``θ'``. Crossing the edge mirrors the position back inside and turns both the
+    heading and its mean by π (the user walks back into the cell). Reset: uniform position in the disc (users are
+    uniform over the area), uniform mean heading, ``θ = θ̄``, ``v = v̄``.
+    """
+
+    cell_radius: float = 200.0  # m
+    mean_speed: float = 3.0  # m/s
+    speed_std: float = 1.0  # m/s
+    heading_std: float = 0.5  # rad
+    memory: float = 0.9  # α, per step
+    dt: float = 1.0  # s per env step
+
+
+@dataclass
+class LogDistancePathLoss:
+    """Mean SNR from distance: ``γ̄(d) = snr_ref_db − 10·n·log10(max(d, d₀)/d₀)``.
+
+    ``snr_ref_db`` folds transmit power, antenna gains, the path loss at ``d₀`` and the noise power into one number.
+    """
+
+    snr_ref_db: float = 48.0  # mean SNR at d0
+    ref_distance: float = 10.0  # d0, m (also the closest distance: the site is on a mast)
+    exponent: float = 3.5  # n (urban micro cell)
+
+    def snr_db(self, distance: float) -> float:
+        return self.snr_ref_db - 10.0 * self.exponent * math.log10(max(distance, self.ref_distance) / self.ref_distance)
+
+
+@dataclass
+class GudmundsonShadowing:
+    """Log-normal shadowing correlated in distance: ``s' = ρ s + √(1−ρ²) σ z``, ``ρ = exp(−Δd / d_corr)``."""
+
+    sigma_db: float = 6.0
+    decorrelation_m: float = 20.0
+
+
+class MobilityChannel(ChannelDynamics):
+    """Mean SNR of a moving UE: mobility → distance → path loss + shadowing; the agent sees it with CSI error.
+
+    ``level = γ̄(d) + s`` (dB). ``estimate = level + csi_error·z`` (pilot-based estimation error, dB). Within a step
+    the link also fades (Nakagami-``nakagami_m`` block fading per packet), which the quality backend accounts for.
+    """
+
+    level_name = "snr_db"
+    state_names = ("x", "y", "speed", "heading", "mean_heading", "shadow", "level", "estimate")
+
+    def __init__(
+        self,
+        mobility: GaussMarkovMobility | None = None,
+        path_loss: LogDistancePathLoss | None = None,
+        shadowing: GudmundsonShadowing | None = None,
+        csi_error: float = 1.0,
+        nakagami_m: float = 2.0,
+    ) -> None:
+        self.mobility = mobility or GaussMarkovMobility()
+        self.path_loss = path_loss or LogDistancePathLoss()
+        self.shadowing = shadowing or GudmundsonShadowing()
+        self.csi_error = float(csi_error)
+        self.nakagami_m = float(nakagami_m)
+        mob = self.mobility
+        # constants of the per-step update, computed once (step() stays lean)
+        self._a = mob.memory
+        self._speed_drift = (1.0 - mob.memory) * mob.mean_speed
+        self._speed_noise = mob.speed_std * math.sqrt(1.0 - mob.memory**2)
+        self._heading_noise = mob.heading_std * math.sqrt(1.0 - mob.memory**2)
+        self._max_speed = 3.0 * mob.mean_speed
+        self._pl_scale = 10.0 * self.path_loss.exponent
+        self.x = self.y = self.speed = self.heading = self.mean_heading = self.shadow = 0.0
+        self.level = self.estimate = 0.0
+
+    @property
+    def distance(self) -> float:
+        return math.hypot(self.x, self.y)
+
+    def _snr(self, x: float, y: float, shadow: float) -> float:
+        pl = self.path_loss
+        d = max(math.hypot(x, y), pl.ref_distance)
+        return pl.snr_ref_db - self._pl_scale * math.log10(d / pl.ref_distance) + shadow
+
+    def reset(self, rng: np.random.Generator) -> None:
+        u = rng.random(3)
+        z = rng.standard_normal(2)
+        r = self.mobility.cell_radius * math.sqrt(float(u[0]))  # uniform over the disc's area
+        phi = 2.0 * math.pi * float(u[1])
+        self.x, self.y = r * math.cos(phi), r * math.sin(phi)
+        self.mean_heading = self.heading = 2.0 * math.pi * float(u[2])
+        self.speed = self.mobility.mean_speed
+        self.shadow = self.shadowing.sigma_db * float(z[0])  # stationary N(0, σ²)
+        self.level = self._snr(self.x, self.y, self.shadow)
+        self.estimate = self.level + self.csi_error * float(z[1])
+
+    def advance(self, z: Sequence[float]) -> None:
+        a = self._a
+        speed = a * self.speed + self._speed_drift + self._speed_noise * z[0]
+        speed = min(max(speed, 0.0), self._max_speed)
+        heading = a * self.heading + (1.0 - a) * self.mean_heading + self._heading_noise * z[1]
+        step = speed * self.mobility.dt
+        x = self.x + step * math.cos(heading)
+        y = self.y + step * math.sin(heading)
+        r = math.hypot(x, y)
+        R = self.mobility.cell_radius
+        if r > R:  # mirror back inside and walk back into the cell
+            f = (2.0 * R - r) / r
+            x, y = x * f, y * f
+            heading += math.pi
+            self.mean_heading += math.pi
+        rho = math.exp(-step / self.shadowing.decorrelation_m)
+        self.shadow = rho * self.shadow + math.sqrt(1.0 - rho * rho) * self.shadowing.sigma_db * z[2]
+        self.x, self.y, self.speed, self.heading = x, y, speed, heading
+        self.level = self._snr(x, y, self.shadow)
+        self.estimate = self.level + self.csi_error * z[3]
+
+    def advance_batch(self, state: dict[str, np.ndarray], z: np.ndarray) -> None:
+        a = self._a
+        speed = np.clip(a * state["speed"] + self._speed_drift + self._speed_noise * z[:, 0], 0.0, self._max_speed)
+        heading = a * state["heading"] + (1.0 - a) * state["mean_heading"] + self._heading_noise * z[:, 1]
+        step = speed * self.mobility.dt
+        x = state["x"] + step * np.cos(heading)
+        y = state["y"] + step * np.sin(heading)
+        r = np.hypot(x, y)
+        R = self.mobility.cell_radius
+        out = r > R
+        if out.any():
+            f = (2.0 * R - r[out]) / r[out]
+            x[out] *= f
+            y[out] *= f
+            heading[out] += math.pi
+            state["mean_heading"][out] += math.pi
+        rho = np.exp(-step / self.shadowing.decorrelation_m)
+        shadow = rho * state["shadow"] + np.sqrt(1.0 - rho * rho) * self.shadowing.sigma_db * z[:, 2]
+        pl = self.path_loss
+        d = np.maximum(np.hypot(x, y), pl.ref_distance)
+        level = pl.snr_ref_db - self._pl_scale * np.log10(d / pl.ref_distance) + shadow
+        state["x"], state["y"], state["speed"], state["heading"] = x, y, speed, heading
+        state["shadow"], state["level"] = shadow, level
+        state["estimate"] = level + self.csi_error * z[:, 3]
+
+    def describe(self) -> dict:
+        return {
+            "class": type(self).__name__,
+            "mobility": vars(self.mobility).copy(),
+            "path_loss": vars(self.path_loss).copy(),
+            "shadowing": vars(self.shadowing).copy(),
+            "csi_error": self.csi_error,
+            "nakagami_m": self.nakagami_m,
+        }
+
+
+class StaticChannel(ChannelDynamics):
+    """Level ~ U(low, high) at reset (``low == high``: fixed), constant within the episode; estimate with CSI error."""
+
+    state_names = ("level", "estimate")
+
+    def __init__(self, level_name: str, low: float, high: float, csi_error: float = 0.0, nakagami_m: float = 2.0):
+        if level_name not in ("snr_db", "rho"):
+            raise ValueError(f"level_name must be 'snr_db' or 'rho', got {level_name!r}")
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise ValueError(f"need finite low <= high, got low={low!r}, high={high!r}")
+        self.level_name = level_name
+        self.low, self.high = float(low), float(high)
+        self.csi_error = float(csi_error)
+        self.nakagami_m = float(nakagami_m)
+        self.level = self.estimate = self.low
+
+    def reset(self, rng: np.random.Generator) -> None:
+        u, z = float(rng.random()), float(rng.standard_normal())
+        self.level = self.low + (self.high - self.low) * u
+        self.estimate = self.level + self.csi_error * z
+
+    def advance(self, z: Sequence[float]) -> None:
+        self.estimate = self.level + self.csi_error * z[3]
+
+    def advance_batch(self, state: dict[str, np.ndarray], z: np.ndarray) -> None:
+        state["estimate"] = state["level"] + self.csi_error * z[:, 3]
+
+    def describe(self) -> dict:
+        return {"class": type(self).__name__, "low": self.low, "high": self.high, "csi_error": self.csi_error}
+
+
+class PaperErasureDrift(ChannelDynamics):
+    """The authors' surrogate env: ρ ~ U(rho_low, rho_high) at reset; each step, moving the split ``j`` layers
+    shallower multiplies ρ by ``1 + rate·j``, deeper by ``1 − rate·j`` (rate 0.0005, i.e. 0.05–0.2 % a step), then ρ is
+    clipped to ``[0, rho_max]``. The change is applied before the step's reward (the reward sees the new ρ), as in
+    their code. (Their code has ``0.9995`` for the +3 move, an apparent typo of ``0.9985``; we use the pattern.)
+    The agent sees ρ exactly by default (``csi_error`` 0).
+    """
+
+    level_name = "rho"
+    state_names = ("level", "estimate")
+
+    def __init__(
+        self, rho_low: float = 0.01, rho_high: float = 0.3, rate: float = 0.0005, rho_max: float = 0.3, csi_error=0.0
+    ):
+        if not 0.0 <= rho_low <= rho_high <= 1.0 or not 0.0 <= rho_max <= 1.0:
+            raise ValueError(f"need 0 <= rho_low <= rho_high <= 1 and rho_max in [0, 1], got {rho_low}, {rho_high}")
+        if not 0.0 <= rate < 0.25:
+            raise ValueError(f"rate must lie in [0, 0.25), got {rate!r}")
+        self.rho_low, self.rho_high, self.rate, self.rho_max = float(rho_low), float(rho_high), float(rate), rho_max
+        self.csi_error = float(csi_error)
+        self.level = self.estimate = self.rho_low
+
+    def reset(self, rng: np.random.Generator) -> None:
+        u, z = float(rng.random()), float(rng.standard_normal())
+        self.level = self.rho_low + (self.rho_high - self.rho_low) * u
+        self.estimate = self.level + self.csi_error * z
+
+    def level_after(self, move: int) -> float:
+        return min(max(self.level * (1.0 - self.rate * move), 0.0), self.rho_max)
+
+    def on_action(self, move: int) -> None:
+        self.level = min(max(self.level * (1.0 - self.rate * move), 0.0), self.rho_max)
+
+    def on_action_batch(self, state: dict[str, np.ndarray], move: np.ndarray) -> None:
+        state["level"] = np.clip(state["level"] * (1.0 - self.rate * move), 0.0, self.rho_max)
+
+    def advance(self, z: Sequence[float]) -> None:
+        self.estimate = self.level + self.csi_error * z[3]
+
+    def advance_batch(self, state: dict[str, np.ndarray], z: np.ndarray) -> None:
+        state["estimate"] = state["level"] + self.csi_error * z[:, 3]
+
+    def describe(self) -> dict:
+        return {
+            "class": type(self).__name__,
+            "rho_low": self.rho_low,
+            "rho_high": self.rho_high,
+            "rate": self.rate,
+            "rho_max": self.rho_max,
+            "csi_error": self.csi_error,
+        }

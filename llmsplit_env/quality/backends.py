@@ -1,0 +1,315 @@
+"""Quality backends of the environment: what a transmission at split ``k`` and channel level ``x`` does to perplexity.
+
+One interface, two implementations:
+
+| backend          | per step                                                          | cost             |
+|------------------|-------------------------------------------------------------------|------------------|
+| `ProfileQuality` | interpolate a shipped profile linearly in the level, sample       | about a µs       |
+| `LLMQuality`     | run the real split model (`SplitRunner`) with a channel at ``x``  | seconds on a CPU |
+
+Conventions shared by both (so rewards mean the same thing whichever backend runs):
+
+* The level ``x`` is the mean SNR in dB (analog, digital) or the erasure probability ρ (erasure).
+* At ``k = L`` nothing is transmitted: the perplexity is the clean one and nothing is lost; no evaluation runs.
+* Perplexity is floored at the clean perplexity: the channel only adds noise, and the floor removes the lognormal's
+  unphysical lower tail (the erasure profile's spread reaches 3.7 nats). So quality ``PPL_clean / PPL`` lies in (0, 1].
+
+`ProfileQuality` samples ``log PPL ~ N(μ(k, x), σ(k, x))`` from the profile's per-cell mean and spread (or uses ``μ``
+when ``sample=False``); `expected_quality` and `expected_ppl` are the exact expectations of that floored lognormal:
+
+    E[min(1, e^(c−X))] = Φ(a) + e^(c−μ+σ²/2) Φ(−a−σ),   E[max(e^c, e^X)] = e^c Φ(a) + e^(μ+σ²/2) Φ(σ−a)
+
+with ``c = log PPL_clean`` and ``a = (c − μ)/σ``.
+
+The profile backend never imports torch; `LLMQuality` imports it (through `SplitRunner`) when constructed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from abc import ABC, abstractmethod
+from bisect import bisect_right
+
+import numpy as np
+
+from llmsplit_env.quality.profile import Profile, load_profile
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def _phi(x: float) -> float:
+    """Standard normal CDF."""
+    return 0.5 * math.erfc(-x / _SQRT2)
+
+
+def floored_lognormal_expectations(mu: float, sigma: float, log_clean: float) -> tuple[float, float]:
+    """``(E[min(1, e^(c−X))], E[max(e^c, e^X)])`` for ``X ~ N(mu, sigma²)``, ``c = log_clean`` (see module doc)."""
+    if sigma <= 0.0:
+        x = max(mu, log_clean)
+        return math.exp(log_clean - x), math.exp(x)
+    a = (log_clean - mu) / sigma
+    q = _phi(a) + math.exp(log_clean - mu + 0.5 * sigma * sigma) * _phi(-a - sigma)
+    p = math.exp(log_clean) * _phi(a) + math.exp(mu + 0.5 * sigma * sigma) * _phi(sigma - a)
+    return min(q, 1.0), p
+
+
+class QualityBackend(ABC):
+    """Perplexity of a split transmission at a channel level; leakage per split."""
+
+    #: channel scheme (``analog``, ``digital``, ``erasure``) and its level name (``snr_db`` or ``rho``)
+    scheme: str
+    level_name: str
+    #: decoder layers L of the model
+    num_layers: int
+    #: hidden size d (for the uplink payload)
+    hidden_size: int
+    clean_ppl: float
+    log_clean: float
+    #: ``leakage[k - 1]``: inversion-probe accuracy on ``H_k``; 0 at k = L
+    leakage: list[float]
+    #: real LLM evaluations run so far (0 for the profile backend)
+    evaluations: int = 0
+
+    @abstractmethod
+    def sample(self, split: int, level: float, z: float, rng: np.random.Generator) -> tuple[float, float]:
+        """One transmission: ``(log PPL floored at log PPL_clean, fraction lost)``.
+
+        ``z`` is a standard normal pre-drawn by the env (profile backend); ``rng`` is the env's generator (live
+        backend: the channel seed is drawn from it).
+        """
+
+    def expectations(self, split: int, level: float) -> tuple[float, float]:
+        """``(E[PPL_clean / PPL], E[PPL])`` at ``split`` and ``level``."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form expectations")
+
+    @abstractmethod
+    def baseline_ppl(self, split: int, level: float, rng: np.random.Generator) -> float:
+        """The paper reward's PPL₀ at the episode's first state (profile: the median ``e^μ``; live: one evaluation)."""
+
+    def describe(self) -> dict:
+        return {"class": type(self).__name__, "scheme": self.scheme}
+
+
+class ProfileQuality(QualityBackend):
+    """Quality from a measured profile: linear interpolation in the level (clamped at the grid ends), exact at grid
+    points; log-PPL sampled as ``N(mean, std)`` of the profile cell (``sample=False``: the mean)."""
+
+    def __init__(self, profile: Profile | str | os.PathLike = "smollm2-135m-analog", sample: bool = True) -> None:
+        self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
+        p = self.profile
+        if int(p.splits[-1]) != p.num_layers:
+            raise ValueError(f"profile {p.source!r} must cover the splits up to L = {p.num_layers}")
+        self.scheme = p.scheme
+        self.level_name = p.level_name
+        self.num_layers = p.num_layers
+        self.hidden_size = int(p.metadata.get("hidden_size", 0))
+        self.clean_ppl = float(p.clean_ppl)
+        self.log_clean = math.log(self.clean_ppl)
+        self.sample_noise = bool(sample)
+        self.k_first = int(p.splits[0])  # splits below it are not in the profile
+        self.levels = [float(v) for v in p.levels]
+        self.level_lo, self.level_hi = self.levels[0], self.levels[-1]
+        self._v_last = len(self.levels) - 2
+        # per split k (list index k): plain Python rows, so a step interpolates without numpy allocations
+        pad = [None] * self.k_first
+        self._mean = pad + [list(map(float, r)) for r in p.mean_log_ppl]
+        self._std = pad + [list(map(float, r)) for r in p.std_log_ppl]
+        self._loss = pad + [list(map(float, r)) for r in p.loss_fraction]
+        self.leakage = [float(v) for v in np.concatenate([np.full(self.k_first - 1, np.nan), p.leakage])]
+        self.leakage[-1] = 0.0  # nothing is sent at k = L
+        # batch-path arrays (vector env): row k, NaN rows below k_first
+        self.mean_arr = np.full((self.num_layers + 1, len(self.levels)), np.nan)
+        self.std_arr = self.mean_arr.copy()
+        self.loss_arr = self.mean_arr.copy()
+        self.mean_arr[self.k_first :] = p.mean_log_ppl
+        self.std_arr[self.k_first :] = p.std_log_ppl
+        self.loss_arr[self.k_first :] = p.loss_fraction
+        self.levels_arr = np.asarray(self.levels)
+
+    @property
+    def scheme_params(self) -> dict:
+        return dict(self.profile.metadata.get("scheme_params", {}))
+
+    def _locate(self, level: float) -> tuple[int, float]:
+        """Segment index and weight of ``level`` on the grid (clamped to the ends; weight 0 at a grid point)."""
+        x = min(max(level, self.level_lo), self.level_hi)
+        i = bisect_right(self.levels, x) - 1
+        if i > self._v_last:
+            i = self._v_last
+        lv = self.levels
+        return i, (x - lv[i]) / (lv[i + 1] - lv[i])
+
+    def interpolate(self, split: int, level: float) -> tuple[float, float, float]:
+        """``(mean log-PPL, std log-PPL, loss fraction)`` at ``split``, linear in the level."""
+        i, w = self._locate(level)
+        m, s, lo = self._mean[split], self._std[split], self._loss[split]
+        u = 1.0 - w
+        return u * m[i] + w * m[i + 1], u * s[i] + w * s[i + 1], u * lo[i] + w * lo[i + 1]
+
+    def sample(self, split: int, level: float, z: float, rng: np.random.Generator | None = None) -> tuple[float, float]:
+        if split == self.num_layers:
+            return self.log_clean, 0.0
+        mean, std, loss = self.interpolate(split, level)
+        x = mean + std * z if self.sample_noise else mean
+        return (x if x > self.log_clean else self.log_clean), loss
+
+    def expectations(self, split: int, level: float) -> tuple[float, float]:
+        if split == self.num_layers:
+            return 1.0, self.clean_ppl
+        mean, std, _ = self.interpolate(split, level)
+        return floored_lognormal_expectations(mean, std if self.sample_noise else 0.0, self.log_clean)
+
+    def baseline_ppl(self, split: int, level: float, rng: np.random.Generator | None = None) -> float:
+        if split == self.num_layers:
+            return self.clean_ppl
+        return math.exp(max(self.interpolate(split, level)[0], self.log_clean))
+
+    # --- batch path (vector env) --------------------------------------------------------------------------------
+
+    def sample_batch(self, split: np.ndarray, level: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`sample` over ``[N]`` arrays of splits, levels and normals (same arithmetic as the scalar path)."""
+        x = np.clip(level, self.level_lo, self.level_hi)
+        i = np.minimum(np.searchsorted(self.levels_arr, x, side="right") - 1, self._v_last)
+        lv = self.levels_arr
+        w = (x - lv[i]) / (lv[i + 1] - lv[i])
+        u = 1.0 - w
+        mean = u * self.mean_arr[split, i] + w * self.mean_arr[split, i + 1]
+        loss = u * self.loss_arr[split, i] + w * self.loss_arr[split, i + 1]
+        if self.sample_noise:
+            std = u * self.std_arr[split, i] + w * self.std_arr[split, i + 1]
+            mean = mean + std * z
+        full = split == self.num_layers
+        log_ppl = np.where(full, self.log_clean, np.maximum(mean, self.log_clean))
+        return log_ppl, np.where(full, 0.0, loss)
+
+    def describe(self) -> dict:
+        return {
+            "class": type(self).__name__,
+            "profile": self.profile.source,
+            "model": self.profile.metadata.get("model"),
+            "scheme": self.scheme,
+            "sample": self.sample_noise,
+        }
+
+
+class LLMQuality(QualityBackend):
+    """The real split model, live: each step builds the scheme's channel at the step's level, draws the channel seed
+    from the env's generator and runs `SplitRunner.evaluate` (cached UE-side prefixes), counting evaluations.
+
+    Leakage comes from ``profile`` when it was measured on the same model (``leakage="auto"`` or ``"profile"``),
+    otherwise the inversion probe is fitted here on the text after the evaluation tokens (``"auto"`` or ``"probe"``).
+    Expectations (for `LLMSplitEnv.expected_rewards`) come from ``profile`` of the same model, or raise.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike = "smollm2-135m",
+        text: str | os.PathLike = "wiki",
+        num_tokens: int = 2048,
+        window: int = 512,
+        dtype: str = "auto",
+        device: str = "auto",
+        scheme: str = "analog",
+        channel_params: dict | None = None,
+        profile: Profile | str | os.PathLike | None = None,
+        leakage: str = "auto",
+        probe_fit_tokens: int = 4096,
+        probe_test_tokens: int = 1024,
+        cached: bool = True,
+    ) -> None:
+        from llmsplit_env.channel import make_channel  # torch enters here, not at env import
+        from llmsplit_env.llm import SplitRunner
+
+        self._make_channel = make_channel
+        self.scheme = scheme
+        self.level_name = "rho" if scheme == "erasure" else "snr_db"
+        self.channel_params = dict(channel_params or {})
+        make_channel(scheme, 0.1 if scheme == "erasure" else 10.0, **self.channel_params)  # validate early
+        self.runner = SplitRunner.from_pretrained(model, text, num_tokens=num_tokens, window=window, dtype=dtype,
+                                                  device=device)  # fmt: skip
+        self.model_name = str(model)
+        self.cached = bool(cached)
+        self.num_layers = self.runner.num_layers
+        self.hidden_size = self.runner.hidden_size
+        self.clean_ppl = float(self.runner.clean_perplexity())
+        self.log_clean = math.log(self.clean_ppl)
+        self.evaluations = 0
+        self.profile_quality: ProfileQuality | None = None
+        if profile is not None:
+            pq = ProfileQuality(profile, sample=True)
+            same = pq.profile.metadata.get("model") == self.model_name and pq.num_layers == self.num_layers
+            if same and pq.scheme == scheme:
+                self.profile_quality = pq
+        if leakage not in ("auto", "profile", "probe"):
+            raise ValueError(f"leakage must be 'auto', 'profile' or 'probe', got {leakage!r}")
+        if leakage == "profile" and self.profile_quality is None:
+            raise ValueError(
+                f"leakage='profile' needs a {scheme} profile of model {self.model_name!r} (config key 'profile'); "
+                "use leakage='probe' to fit the inversion probe on this model"
+            )
+        if self.profile_quality is not None and leakage != "probe":
+            self.leakage = list(self.profile_quality.leakage)
+            self.leakage_source = f"profile {self.profile_quality.profile.source}"
+        else:
+            self.leakage = self._probe_leakage(probe_fit_tokens, probe_test_tokens)
+            self.leakage_source = "probe"
+
+    def _probe_leakage(self, fit_tokens: int, test_tokens: int) -> list[float]:
+        from llmsplit_env.llm import token_recovery_accuracy
+
+        extra = self.runner.extra_ids
+        window = self.runner.window
+        fit_tokens = fit_tokens // window * window
+        test_tokens = test_tokens // window * window
+        if extra is None or fit_tokens < window or test_tokens < window or len(extra) < fit_tokens + test_tokens:
+            have = 0 if extra is None else len(extra)
+            raise ValueError(
+                f"the leakage probe needs probe_fit_tokens + probe_test_tokens (>= one window of {window} each) "
+                f"tokens of text after the evaluation tokens; the text has {have}"
+            )
+        acc = token_recovery_accuracy(
+            self.runner.model, extra[:fit_tokens], extra[fit_tokens : fit_tokens + test_tokens], window=window
+        )
+        leak = [float(v) for v in acc]
+        leak[-1] = 0.0  # nothing is sent at k = L
+        return leak
+
+    def sample(self, split: int, level: float, z: float, rng: np.random.Generator) -> tuple[float, float]:
+        if split == self.num_layers:
+            return self.log_clean, 0.0
+        seed = int(rng.integers(2**31 - 1))
+        if self.level_name == "rho":
+            level = min(max(level, 0.0), 1.0)
+        else:
+            level = min(max(level, -50.0), 100.0)  # the channel's accepted range
+        channel = self._make_channel(self.scheme, level, **self.channel_params)
+        ev = self.runner.evaluate(split, channel, seeds=[seed], cached=self.cached)
+        self.evaluations += 1
+        x = float(ev.log_ppl[0])
+        return (x if x > self.log_clean else self.log_clean), float(ev.loss_fraction[0])
+
+    def _need_profile(self) -> ProfileQuality:
+        if self.profile_quality is None:
+            raise ValueError(
+                f"expected rewards of the live backend come from a {self.scheme} profile of the same model "
+                f"({self.model_name!r}); none is configured. Build one with `python -m llmsplit_env.profile "
+                f"--model {self.model_name} --scheme {self.scheme} --out FILE` and pass config profile=FILE"
+            )
+        return self.profile_quality
+
+    def expectations(self, split: int, level: float) -> tuple[float, float]:
+        return self._need_profile().expectations(split, level)
+
+    def baseline_ppl(self, split: int, level: float, rng: np.random.Generator) -> float:
+        return math.exp(self.sample(split, level, 0.0, rng)[0])  # one real evaluation (counted)
+
+    def describe(self) -> dict:
+        return {
+            "class": type(self).__name__,
+            **self.runner.describe(),
+            "scheme": self.scheme,
+            "channel_params": self.channel_params,
+            "leakage": self.leakage_source,
+            "profile": None if self.profile_quality is None else self.profile_quality.profile.source,
+        }

@@ -1,0 +1,34 @@
+"""Gymnasium registration of the LLMSplit ids (string entry points: nothing heavy is imported until `gym.make`)."""
+
+from __future__ import annotations
+
+ENV_IDS = ("LLMSplit-v0", "LLMSplit-LLM-v0", "LLMSplit-Paper-v0")
+
+
+def register_envs() -> None:
+    """Register every LLMSplit id with Gymnasium; calling it again is a no-op.
+
+    | id                  | preset    | quality backend             | vector entry point |
+    |---------------------|-----------|-----------------------------|--------------------|
+    | `LLMSplit-v0`       | `default` | SmolLM2 analog profile      | yes                |
+    | `LLMSplit-LLM-v0`   | `llm`     | live SmolLM2 (config `llm`) | no                 |
+    | `LLMSplit-Paper-v0` | `paper`   | SmolLM2 erasure profile     | yes                |
+
+    Episodes are truncated by the env itself (config ``max_episode_steps``), so no `TimeLimit` is registered.
+    """
+    from gymnasium.envs.registration import register, registry
+
+    specs = {
+        "LLMSplit-v0": ("default", True),
+        "LLMSplit-LLM-v0": ("llm", False),
+        "LLMSplit-Paper-v0": ("paper", True),
+    }
+    for env_id, (preset, vector) in specs.items():
+        if env_id in registry:
+            continue
+        register(
+            id=env_id,
+            entry_point="llmsplit_env.env:LLMSplitEnv",
+            vector_entry_point="llmsplit_env.vector:LLMSplitVectorEnv" if vector else None,
+            kwargs={"preset": preset},
+        )
