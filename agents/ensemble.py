@@ -306,6 +306,8 @@ class GaussianEnsemble:
             (list, best first), ``epochs`` (run), ``stopped_early``, ``num_train``, ``num_val``,
             ``val_curve`` (mean member validation score after each epoch, index 0 = before training)
         """
+        if not improvement_threshold >= 0:
+            raise ValueError(f"improvement_threshold must be >= 0, got {improvement_threshold!r}")
         if stop_on not in ("nll", "mse"):
             raise ValueError(f"stop_on must be 'nll' or 'mse', got {stop_on!r}")
         if not 0.0 <= val_ratio < 1.0:
@@ -457,10 +459,20 @@ class GaussianEnsemble:
         mean, var = mean[self._elites], var[self._elites]
         return EnsemblePrediction(mean.mean(0), mean.var(0), var.mean(0))
 
-    def sample(self, x: ArrayLike, generator: np.random.Generator | torch.Generator | None = None) -> np.ndarray:
-        """One draw per input from a uniformly chosen elite's Gaussian (TS-1 in PETS terms): ``[..., out_dim]``.
+    def sample(
+        self,
+        x: ArrayLike,
+        generator: np.random.Generator | torch.Generator | None = None,
+        members: np.ndarray | Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """One draw per input from one member's Gaussian: ``[..., out_dim]``.
+
+        By default each input gets a uniformly drawn elite (TS-1 in PETS terms). Passing ``members`` (member indices
+        broadcastable to the batch shape, e.g. ``elites[rng.integers(num_elites, size=N)][:, None]`` for ``N``
+        particles) keeps a particle on the same member across steps (TS-∞).
 
         :param generator: numpy or torch (CPU) generator; the ensemble's own seeded generator if ``None``
+        :param members: member index per input, or ``None`` for a random elite per input
         """
         mean, var = self.predict_members(x)
         batch = mean.shape[1:-1]
@@ -469,17 +481,26 @@ class GaussianEnsemble:
         b = flat_mean.shape[1]
         if generator is None:
             generator = self._generator
-        if isinstance(generator, np.random.Generator):
-            pick = generator.integers(len(self._elites), size=b)
-            noise = generator.standard_normal((b, self.out_dim))
-        elif isinstance(generator, torch.Generator):
-            pick = torch.randint(len(self._elites), (b,), generator=generator).numpy()
-            noise = torch.randn(b, self.out_dim, generator=generator, dtype=torch.float64).numpy()
-        else:
+        if not isinstance(generator, np.random.Generator | torch.Generator):
             raise ValueError(
                 f"generator must be a numpy Generator or a torch Generator, got {type(generator).__name__}"
             )
-        member = self._elites[pick]
+        if members is not None:
+            m = np.asarray(members)
+            if m.dtype.kind not in "iu" or np.any(m < 0) or np.any(m >= self.ensemble_size):
+                raise ValueError(f"members must be integer indices in [0, {self.ensemble_size})")
+            try:
+                member = np.broadcast_to(m, batch).reshape(-1)
+            except ValueError:
+                raise ValueError(f"members shape {m.shape} does not broadcast to the batch shape {batch}") from None
+        if isinstance(generator, np.random.Generator):
+            if members is None:
+                member = self._elites[generator.integers(len(self._elites), size=b)]
+            noise = generator.standard_normal((b, self.out_dim))
+        else:
+            if members is None:
+                member = self._elites[torch.randint(len(self._elites), (b,), generator=generator).numpy()]
+            noise = torch.randn(b, self.out_dim, generator=generator, dtype=torch.float64).numpy()
         rows = np.arange(b)
         out = flat_mean[member, rows] + np.sqrt(flat_var[member, rows]) * noise
         return out.reshape(*batch, self.out_dim)

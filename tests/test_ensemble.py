@@ -142,6 +142,19 @@ def test_sample_moments(sin_model):
         assert abs(s.mean() - pred.mean[0, 0]) < 4 * np.sqrt(pred.var[0, 0] / 20000)
         assert abs(s.var() / pred.var[0, 0] - 1) < 0.05
     assert model.sample(np.zeros((3, 2, 1)), np.random.default_rng(1)).shape == (3, 2, 1)
+    # Fixed members (TS-∞ particles): every draw comes from the requested member's Gaussian. Off the data
+    # (x = 2.5) the members disagree, so drawing from the wrong member would show.
+    mean, var = model.predict_members(np.array([[2.5]]))
+    assert abs(mean[0, 0, 0] - mean[4, 0, 0]) > 10 * np.sqrt(max(var[0, 0, 0], var[4, 0, 0]) / 10000)
+    members = np.array([0, 4])[:, None]  # 2 particles x 10000 inputs
+    s = model.sample(np.full((2, 10000, 1), 2.5), np.random.default_rng(2), members=members)
+    for i, m in enumerate((0, 4)):
+        assert abs(s[i].mean() - mean[m, 0, 0]) < 4 * np.sqrt(var[m, 0, 0] / 10000)
+        assert abs(s[i].var() / var[m, 0, 0] - 1) < 0.06
+    with pytest.raises(ValueError, match="members must be integer"):
+        model.sample(x[:2], members=[5, 0])
+    with pytest.raises(ValueError, match="broadcast"):
+        model.sample(x[:2], members=[0, 1, 2])
     with pytest.raises(ValueError, match="Generator"):
         model.sample(x[:2], generator=0)
 
@@ -284,6 +297,8 @@ def test_bad_fit_and_predict_inputs():
         model.fit(x, y, stop_on="loss")
     with pytest.raises(ValueError, match="patience"):
         model.fit(x, y, patience=0)
+    with pytest.raises(ValueError, match="improvement_threshold"):
+        model.fit(x, y, improvement_threshold=-0.1)
     with pytest.raises(ValueError, match=r"\[\.\.\., in_dim=2\]"):
         model.predict(np.zeros((4, 3)))
     with pytest.raises(ValueError, match="non-finite"):
