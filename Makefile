@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 train: setup
-	HF_HUB_OFFLINE=1 $(PY) train.py
+	HF_HUB_OFFLINE=1 $(PY) -m llmsplit_env.demo
 
 test: setup
 	$(PY) -m ruff check .

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--probe-fit-tokens", type=int, default=12288, help="leakage probe: tokens to fit (default: 12288)")
     p.add_argument("--probe-test-tokens", type=int, default=4096, help="leakage probe: tokens to score (default: 4096)")
+    p.add_argument(
+        "--draws-per-forward", type=int, help="channel draws batched per forward (default: 8 on GPU, 1 on CPU)"
+    )
     p.add_argument("--fresh", action="store_true", help="ignore an existing partial file and start over")
     return p
 
@@ -77,7 +80,13 @@ def build_profile(args: argparse.Namespace, command: str) -> dict:
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
         raise ValueError(f"--seeds must be distinct non-negative integers, got {args.seeds}")
     runner = SplitRunner.from_pretrained(
-        args.model, args.text, num_tokens=args.num_tokens, window=args.window, dtype=args.dtype, device=args.device
+        args.model,
+        args.text,
+        num_tokens=args.num_tokens,
+        window=args.window,
+        dtype=args.dtype,
+        device=args.device,
+        draws_per_forward=args.draws_per_forward,
     )
     L = runner.num_layers
     splits = args.splits or list(range(1, L + 1))
