@@ -64,8 +64,9 @@ def main() -> None:
         limit = ((L - k) * layer + head) / (L * layer + head)
         rows.append((k, min(uncached), min(cached), min(cached) / min(uncached), limit))
 
+    machine = platform.processor() or platform.machine()
     print(f"# llm_eval: SmolLM2-135M, {runner.num_tokens} tokens (window {runner.window}), {runner.dtype}, "
-          f"{torch.get_num_threads()} threads, {date.today()}, {platform.processor() or platform.machine()}")  # fmt: skip
+          f"{torch.get_num_threads()} threads, {date.today()}, {machine}")  # fmt: skip
     print(f"# one-off prefix build (all {L + 1} boundaries): {prefix_s:.2f} s")
     print("| split k | uncached s | cached s | cached/uncached | FLOP limit |")
     print("|---|---|---|---|---|")
