@@ -11,11 +11,14 @@ were measured with it, the live backend draws it); `MobilityChannel.nakagami_m` 
 | `StaticChannel`     | any     | level ~ U(low, high) at reset, constant within the episode                        |
 | `PaperErasureDrift` | ρ       | ρ ~ U(0.01, 0.3) at reset, ×(1 ± 0.0005·|move|) per step (the authors' env)      |
 
-Randomness: `reset(rng)` draws from the env's generator directly; `advance(z)` consumes pre-drawn standard normals
-``z`` (one row of the env's noise buffer, columns `Z_SPEED`, `Z_HEADING`, `Z_SHADOW`, `Z_CSI`) so that the batched
-vector env can reproduce a single env's trajectory exactly. Every class has a scalar path (plain floats and `math`,
-used by `LLMSplitEnv.step`) and a batch path (`advance_batch`, numpy over ``[N]`` arrays, used by the vector env);
-the two implement the same equations side by side.
+Randomness: the env draws everything an episode's first block of steps needs in one call,
+``rng.standard_normal(n)``: `reset(z)` consumes the first ``reset_normals`` of them (uniforms and angles come from
+pairs of normals: ``exp(−(z₁² + z₂²)/2)`` is exactly U(0, 1] and ``atan2(z₂, z₁)`` exactly uniform on (−π, π]), and
+`advance(z)` consumes one pre-drawn row of normals per step (columns `Z_SPEED`, `Z_HEADING`, `Z_SHADOW`, `Z_CSI`).
+One generator call per reset is what lets the batched vector env reset a thousand sub-envs, each from its own
+generator, cheaply, and reproduce a single env's trajectory exactly. Every class has a scalar path (plain floats and
+`math`, used by `LLMSplitEnv.step`) and a batch path (`reset_batch`, `advance_batch`: numpy over ``[N]`` arrays,
+used by the vector env); the two implement the same equations side by side.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ Z_SPEED, Z_HEADING, Z_SHADOW, Z_CSI, Z_QUALITY = range(5)
 NOISE_COLUMNS = 5
 
 
+def uniform_from_normals(z1, z2):
+    """``exp(−(z₁² + z₂²)/2)`` ~ U(0, 1] for independent standard normals (a χ²₂ is exponential); floats or arrays."""
+    if isinstance(z1, float):
+        return math.exp(-0.5 * (z1 * z1 + z2 * z2))
+    return np.exp(-0.5 * (z1 * z1 + z2 * z2))
+
+
 class ChannelDynamics(ABC):
     """Evolution of the link's mean level between steps, and the agent's noisy estimate of it."""
 
@@ -42,12 +52,15 @@ class ChannelDynamics(ABC):
     #: standard deviation of the estimation error on the observed level (level units)
     csi_error: float = 0.0
 
+    #: how many standard normals `reset` consumes
+    reset_normals: int = 3
+
     level: float  # true mean level now
     estimate: float  # what the agent observes
 
     @abstractmethod
-    def reset(self, rng: np.random.Generator) -> None:
-        """Draw the episode's initial state (and the initial estimate) from ``rng``."""
+    def reset(self, z: Sequence[float]) -> None:
+        """The episode's initial state and estimate from ``reset_normals`` pre-drawn standard normals ``z``."""
 
     def on_action(self, move: int) -> None:
         """Action-coupled change of the level when the split moves by ``move`` layers (before the step's reward)."""
@@ -70,13 +83,17 @@ class ChannelDynamics(ABC):
 
     # --- batch path (vector env) --------------------------------------------------------------------------------
 
+    @abstractmethod
+    def reset_batch(self, state: dict[str, np.ndarray], idx: np.ndarray, z: np.ndarray) -> None:
+        """Batched `reset` of the sub-envs ``idx`` from normals ``z`` ``[reset_normals, len(idx)]``."""
+
     def on_action_batch(self, state: dict[str, np.ndarray], move: np.ndarray) -> None:
         """Batched `on_action` on state arrays (in place)."""
         return None
 
     @abstractmethod
     def advance_batch(self, state: dict[str, np.ndarray], z: np.ndarray) -> None:
-        """Batched `advance` on state arrays ``{name: [N]}`` with noise ``z`` ``[N, NOISE_COLUMNS]`` (in place)."""
+        """Batched `advance` on state arrays ``{name: [N]}`` with noise ``z`` ``[NOISE_COLUMNS, N]`` (in place)."""
 
     def describe(self) -> dict:
         return {"class": type(self).__name__}
@@ -164,22 +181,37 @@ class MobilityChannel(ChannelDynamics):
     def distance(self) -> float:
         return math.hypot(self.x, self.y)
 
-    def _snr(self, x: float, y: float, shadow: float) -> float:
+    def _snr(self, r: float, shadow: float) -> float:
         pl = self.path_loss
-        d = max(math.hypot(x, y), pl.ref_distance)
-        return pl.snr_ref_db - self._pl_scale * math.log10(d / pl.ref_distance) + shadow
+        return pl.snr_ref_db - self._pl_scale * math.log10(max(r, pl.ref_distance) / pl.ref_distance) + shadow
 
-    def reset(self, rng: np.random.Generator) -> None:
-        u = rng.random(3)
-        z = rng.standard_normal(2)
-        r = self.mobility.cell_radius * math.sqrt(float(u[0]))  # uniform over the disc's area
-        phi = 2.0 * math.pi * float(u[1])
+    reset_normals = 6
+
+    def reset(self, z: Sequence[float]) -> None:
+        # position uniform over the disc's area: radius R·√u, u ~ U(0, 1]; angle uniform
+        r = self.mobility.cell_radius * math.sqrt(uniform_from_normals(z[0], z[1]))
+        phi = math.atan2(z[1], z[0])
         self.x, self.y = r * math.cos(phi), r * math.sin(phi)
-        self.mean_heading = self.heading = 2.0 * math.pi * float(u[2])
+        self.mean_heading = self.heading = math.atan2(z[3], z[2])
         self.speed = self.mobility.mean_speed
-        self.shadow = self.shadowing.sigma_db * float(z[0])  # stationary N(0, σ²)
-        self.level = self._snr(self.x, self.y, self.shadow)
-        self.estimate = self.level + self.csi_error * float(z[1])
+        self.shadow = self.shadowing.sigma_db * z[4]  # stationary N(0, σ²)
+        self.level = self._snr(r, self.shadow)
+        self.estimate = self.level + self.csi_error * z[5]
+
+    def reset_batch(self, state: dict[str, np.ndarray], idx: np.ndarray, z: np.ndarray) -> None:
+        r = self.mobility.cell_radius * np.sqrt(uniform_from_normals(z[0], z[1]))
+        phi = np.arctan2(z[1], z[0])
+        state["x"][idx], state["y"][idx] = r * np.cos(phi), r * np.sin(phi)
+        heading = np.arctan2(z[3], z[2])
+        state["mean_heading"][idx] = heading
+        state["heading"][idx] = heading
+        state["speed"][idx] = self.mobility.mean_speed
+        shadow = self.shadowing.sigma_db * z[4]
+        state["shadow"][idx] = shadow
+        pl = self.path_loss
+        level = pl.snr_ref_db - self._pl_scale * np.log10(np.maximum(r, pl.ref_distance) / pl.ref_distance) + shadow
+        state["level"][idx] = level
+        state["estimate"][idx] = level + self.csi_error * z[5]
 
     def advance(self, z: Sequence[float]) -> None:
         a = self._a
@@ -194,38 +226,55 @@ class MobilityChannel(ChannelDynamics):
         if r > R:  # mirror back inside and walk back into the cell
             f = (2.0 * R - r) / r
             x, y = x * f, y * f
+            r = 2.0 * R - r
             heading += math.pi
             self.mean_heading += math.pi
         rho = math.exp(-step / self.shadowing.decorrelation_m)
         self.shadow = rho * self.shadow + math.sqrt(1.0 - rho * rho) * self.shadowing.sigma_db * z[2]
         self.x, self.y, self.speed, self.heading = x, y, speed, heading
-        self.level = self._snr(x, y, self.shadow)
+        self.level = self._snr(r, self.shadow)
         self.estimate = self.level + self.csi_error * z[3]
 
     def advance_batch(self, state: dict[str, np.ndarray], z: np.ndarray) -> None:
+        # the same equations as `advance`, written with few numpy temporaries (the vector env's hot loop)
         a = self._a
-        speed = np.clip(a * state["speed"] + self._speed_drift + self._speed_noise * z[:, 0], 0.0, self._max_speed)
-        heading = a * state["heading"] + (1.0 - a) * state["mean_heading"] + self._heading_noise * z[:, 1]
+        speed = state["speed"] * a
+        speed += self._speed_noise * z[0] + self._speed_drift
+        np.maximum(speed, 0.0, out=speed)
+        np.minimum(speed, self._max_speed, out=speed)
+        heading = state["heading"] * a
+        heading += (1.0 - a) * state["mean_heading"] + self._heading_noise * z[1]
         step = speed * self.mobility.dt
-        x = state["x"] + step * np.cos(heading)
-        y = state["y"] + step * np.sin(heading)
+        x = step * np.cos(heading)
+        x += state["x"]
+        y = step * np.sin(heading)
+        y += state["y"]
         r = np.hypot(x, y)
         R = self.mobility.cell_radius
         out = r > R
         if out.any():
-            f = (2.0 * R - r[out]) / r[out]
+            ro = r[out]
+            f = (2.0 * R - ro) / ro
             x[out] *= f
             y[out] *= f
+            r[out] = 2.0 * R - ro
             heading[out] += math.pi
             state["mean_heading"][out] += math.pi
-        rho = np.exp(-step / self.shadowing.decorrelation_m)
-        shadow = rho * state["shadow"] + np.sqrt(1.0 - rho * rho) * self.shadowing.sigma_db * z[:, 2]
+        rho = np.exp(step / -self.shadowing.decorrelation_m)
+        shadow = rho * state["shadow"]
+        rho *= rho
+        np.subtract(1.0, rho, out=rho)
+        np.sqrt(rho, out=rho)
+        shadow += rho * (self.shadowing.sigma_db * z[2])
         pl = self.path_loss
-        d = np.maximum(np.hypot(x, y), pl.ref_distance)
-        level = pl.snr_ref_db - self._pl_scale * np.log10(d / pl.ref_distance) + shadow
+        np.maximum(r, pl.ref_distance, out=r)
+        r /= pl.ref_distance
+        level = self._pl_scale * np.log10(r)
+        np.subtract(pl.snr_ref_db, level, out=level)
+        level += shadow
         state["x"], state["y"], state["speed"], state["heading"] = x, y, speed, heading
         state["shadow"], state["level"] = shadow, level
-        state["estimate"] = level + self.csi_error * z[:, 3]
+        state["estimate"] = level + self.csi_error * z[3]
 
     def describe(self) -> dict:
         return {
@@ -254,16 +303,20 @@ class StaticChannel(ChannelDynamics):
         self.nakagami_m = float(nakagami_m)
         self.level = self.estimate = self.low
 
-    def reset(self, rng: np.random.Generator) -> None:
-        u, z = float(rng.random()), float(rng.standard_normal())
-        self.level = self.low + (self.high - self.low) * u
-        self.estimate = self.level + self.csi_error * z
+    def reset(self, z: Sequence[float]) -> None:
+        self.level = self.low + (self.high - self.low) * uniform_from_normals(z[0], z[1])
+        self.estimate = self.level + self.csi_error * z[2]
+
+    def reset_batch(self, state: dict[str, np.ndarray], idx: np.ndarray, z: np.ndarray) -> None:
+        level = self.low + (self.high - self.low) * uniform_from_normals(z[0], z[1])
+        state["level"][idx] = level
+        state["estimate"][idx] = level + self.csi_error * z[2]
 
     def advance(self, z: Sequence[float]) -> None:
         self.estimate = self.level + self.csi_error * z[3]
 
     def advance_batch(self, state: dict[str, np.ndarray], z: np.ndarray) -> None:
-        state["estimate"] = state["level"] + self.csi_error * z[:, 3]
+        state["estimate"] = state["level"] + self.csi_error * z[3]
 
     def describe(self) -> dict:
         return {"class": type(self).__name__, "low": self.low, "high": self.high, "csi_error": self.csi_error}
@@ -272,29 +325,39 @@ class StaticChannel(ChannelDynamics):
 class PaperErasureDrift(ChannelDynamics):
     """The authors' surrogate env: ρ ~ U(rho_low, rho_high) at reset; each step, moving the split ``j`` layers
     shallower multiplies ρ by ``1 + rate·j``, deeper by ``1 − rate·j`` (rate 0.0005, i.e. 0.05–0.2 % a step), then ρ is
-    clipped to ``[0, rho_max]``. The change is applied before the step's reward (the reward sees the new ρ), as in
-    their code. (Their code has ``0.9995`` for the +3 move, an apparent typo of ``0.9985``; we use the pattern.)
-    The agent sees ρ exactly by default (``csi_error`` 0).
+    clipped to ``[0, rho_max]`` (``rho_max`` defaults to ``rho_high``). The change is applied before the step's reward
+    (the reward sees the new ρ), as in their code. (Their code has ``0.9995`` for the +3 move, an apparent typo of
+    ``0.9985``; we use the pattern.) The agent sees ρ exactly by default (``csi_error`` 0).
     """
 
     level_name = "rho"
     state_names = ("level", "estimate")
 
     def __init__(
-        self, rho_low: float = 0.01, rho_high: float = 0.3, rate: float = 0.0005, rho_max: float = 0.3, csi_error=0.0
+        self,
+        rho_low: float = 0.01,
+        rho_high: float = 0.3,
+        rate: float = 0.0005,
+        rho_max: float | None = None,
+        csi_error: float = 0.0,
     ):
-        if not 0.0 <= rho_low <= rho_high <= 1.0 or not 0.0 <= rho_max <= 1.0:
-            raise ValueError(f"need 0 <= rho_low <= rho_high <= 1 and rho_max in [0, 1], got {rho_low}, {rho_high}")
+        rho_max = rho_high if rho_max is None else rho_max
+        if not 0.0 <= rho_low <= rho_high <= rho_max <= 1.0:
+            raise ValueError(f"need 0 <= rho_low <= rho_high <= rho_max <= 1, got {rho_low}, {rho_high}, {rho_max}")
         if not 0.0 <= rate < 0.25:
             raise ValueError(f"rate must lie in [0, 0.25), got {rate!r}")
         self.rho_low, self.rho_high, self.rate, self.rho_max = float(rho_low), float(rho_high), float(rate), rho_max
         self.csi_error = float(csi_error)
         self.level = self.estimate = self.rho_low
 
-    def reset(self, rng: np.random.Generator) -> None:
-        u, z = float(rng.random()), float(rng.standard_normal())
-        self.level = self.rho_low + (self.rho_high - self.rho_low) * u
-        self.estimate = self.level + self.csi_error * z
+    def reset(self, z: Sequence[float]) -> None:
+        self.level = self.rho_low + (self.rho_high - self.rho_low) * uniform_from_normals(z[0], z[1])
+        self.estimate = self.level + self.csi_error * z[2]
+
+    def reset_batch(self, state: dict[str, np.ndarray], idx: np.ndarray, z: np.ndarray) -> None:
+        level = self.rho_low + (self.rho_high - self.rho_low) * uniform_from_normals(z[0], z[1])
+        state["level"][idx] = level
+        state["estimate"][idx] = level + self.csi_error * z[2]
 
     def level_after(self, move: int) -> float:
         return min(max(self.level * (1.0 - self.rate * move), 0.0), self.rho_max)
@@ -309,7 +372,7 @@ class PaperErasureDrift(ChannelDynamics):
         self.estimate = self.level + self.csi_error * z[3]
 
     def advance_batch(self, state: dict[str, np.ndarray], z: np.ndarray) -> None:
-        state["estimate"] = state["level"] + self.csi_error * z[:, 3]
+        state["estimate"] = state["level"] + self.csi_error * z[3]
 
     def describe(self) -> dict:
         return {

@@ -111,6 +111,7 @@ from llmsplit_env.dynamics import (
     MobilityChannel,
     PaperErasureDrift,
     StaticChannel,
+    uniform_from_normals,
 )
 from llmsplit_env.quality.backends import LLMQuality, ProfileQuality, QualityBackend
 
@@ -118,7 +119,7 @@ COMPONENTS = ("quality", "ue_compute", "privacy", "switching", "latency", "ppl_g
 BASE_COMPONENTS = COMPONENTS[:5]  # always reported; the paper's two only when weighted
 OBS_EXTRAS = ("distance", "speed", "time", "log_ppl0", "last_quality")
 PRESETS = ("default", "llm", "paper")
-NOISE_ROWS = 64  # per-step normals are drawn in blocks of this many steps (the vector env draws the same blocks)
+NORMAL_CHUNK = 1024  # standard normals drawn per generator call (see `LLMSplitEnv._normals`); the vector env's too
 
 _DEFAULT_CONFIG: dict[str, Any] = {
     "backend": "profile",
@@ -403,8 +404,8 @@ class LLMSplitEnv(gym.Env):
         self._last_quality = 1.0
         self._ppl0 = float("nan")
         self._log_ppl0 = 0.0
-        self._noise: list[list[float]] = []
-        self._zi = NOISE_ROWS
+        self._zbuf: list[float] = []
+        self._zp = NORMAL_CHUNK
         self._history: list[tuple[float, float, int, float]] = []
         self._last_info: dict = {}
 
@@ -444,16 +445,19 @@ class LLMSplitEnv(gym.Env):
         if options:
             raise ValueError(f"unknown reset options {sorted(options)}; allowed: initial_split")
         rng = self.np_random
-        # Draw order is fixed (the vector env repeats it): channel, initial split, per-step noise block.
-        self.dynamics.reset(rng)
-        k0 = self._initial_splits[int(rng.integers(len(self._initial_splits)))]
+        if seed is not None:  # a new generator: forget the normals drawn from the old one
+            self._zbuf, self._zp = [], NORMAL_CHUNK
+        # normals for the channel's reset, then a pair for the initial split (see `_normals`)
+        nd = self.dynamics.reset_normals
+        head = self._normals(nd + 2)
+        self.dynamics.reset(head[:nd])
+        n_init = len(self._initial_splits)
+        k0 = self._initial_splits[min(int(uniform_from_normals(head[nd], head[nd + 1]) * n_init), n_init - 1)]
         if forced is not None:
             if isinstance(forced, bool) or not isinstance(forced, (int, np.integer)) or not self._is_allowed(forced):
                 raise ValueError(f"reset option initial_split must be an allowed split, got {forced!r}")
             k0 = int(forced)
         self.prev_split = k0
-        self._noise = rng.standard_normal((NOISE_ROWS, NOISE_COLUMNS)).tolist()
-        self._zi = 0
         self._t = 0
         self._trend = 0.0
         self._last_loss = 0.0
@@ -491,17 +495,18 @@ class LLMSplitEnv(gym.Env):
         dyn = self.dynamics
         dyn.on_action(move)
         level = dyn.level
-        if self._zi == NOISE_ROWS:
-            self._noise = self.np_random.standard_normal((NOISE_ROWS, NOISE_COLUMNS)).tolist()
-            self._zi = 0
-        z = self._noise[self._zi]
-        self._zi += 1
+        p = self._zp  # `_normals(NOISE_COLUMNS)`, inlined: this is the hot loop
+        if p + NOISE_COLUMNS > NORMAL_CHUNK:
+            self._zbuf = self.np_random.standard_normal(NORMAL_CHUNK).tolist()
+            p = 0
+        self._zp = p + NOISE_COLUMNS
+        z = self._zbuf[p : p + NOISE_COLUMNS]
 
         # quality backend -> reward components -> reward
         qb = self.quality_backend
         log_ppl, loss = qb.sample(k, level, z[4], self.np_random)
         ppl = math.exp(log_ppl)
-        quality = math.exp(qb.log_clean - log_ppl)
+        quality = qb.clean_ppl / ppl
         L = self.num_layers
         if k < L:
             snr = level if self._level_is_snr else self._nominal_snr_db
@@ -549,6 +554,22 @@ class LLMSplitEnv(gym.Env):
             self._history.append((dyn.level, dyn.estimate, k, reward))
         self._last_info = info
         return self._observation(), reward, False, self._t >= self.max_episode_steps, info
+
+    def _normals(self, n: int) -> list[float]:
+        """The next ``n`` standard normals of this env's stream.
+
+        All randomness of the profile backend is one stream of normals from ``self.np_random``, drawn
+        `NORMAL_CHUNK` at a time; a request that does not fit in what is left of a chunk discards the rest and draws
+        the next chunk. A reset takes ``reset_normals + 2``, a step `NOISE_COLUMNS`. The vector env keeps one such
+        stream per sub-env with the same rule, which is what makes its trajectories equal to single envs' and lets it
+        call each sub-env's generator only once per chunk (several episodes).
+        """
+        p = self._zp
+        if p + n > NORMAL_CHUNK:
+            self._zbuf = self.np_random.standard_normal(NORMAL_CHUNK).tolist()
+            p = 0
+        self._zp = p + n
+        return self._zbuf[p : p + n]
 
     def _observation(self) -> np.ndarray:
         lo, hi = self._obs_low, self._obs_high

@@ -1,5 +1,16 @@
-"""Quality of a split: measured profiles (and, from the environment issue on, the env's quality backends)."""
+"""Quality of a split: measured profiles, and the env's quality backends (profile-interpolated or the live model)."""
 
+from llmsplit_env.quality.backends import LLMQuality, ProfileQuality, QualityBackend, floored_lognormal_expectations
 from llmsplit_env.quality.profile import Profile, ProfileError, load_profile, profile_from_dict, shipped_profiles
 
-__all__ = ["Profile", "ProfileError", "load_profile", "profile_from_dict", "shipped_profiles"]
+__all__ = [
+    "LLMQuality",
+    "Profile",
+    "ProfileError",
+    "ProfileQuality",
+    "QualityBackend",
+    "floored_lognormal_expectations",
+    "load_profile",
+    "profile_from_dict",
+    "shipped_profiles",
+]

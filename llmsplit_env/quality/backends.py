@@ -110,42 +110,52 @@ class ProfileQuality(QualityBackend):
         self.k_first = int(p.splits[0])  # splits below it are not in the profile
         self.levels = [float(v) for v in p.levels]
         self.level_lo, self.level_hi = self.levels[0], self.levels[-1]
-        self._v_last = len(self.levels) - 2
-        # per split k (list index k): plain Python rows, so a step interpolates without numpy allocations
-        pad = [None] * self.k_first
-        self._mean = pad + [list(map(float, r)) for r in p.mean_log_ppl]
-        self._std = pad + [list(map(float, r)) for r in p.std_log_ppl]
-        self._loss = pad + [list(map(float, r)) for r in p.loss_fraction]
+        V, L = len(self.levels), self.num_layers
+        # Slope form on a grid padded by one point: value = A[i] + w·D[i], i = bisect_right(levels, x) − 1 and
+        # w = (x − levels[i]) / gap[i] ∈ [0, 1), so every grid point, both ends included, is hit with w = 0 (exact).
+        self._gap = [b - a for a, b in zip(self.levels, self.levels[1:], strict=False)] + [1.0]
+        tables = {}
+        for name, values in (("mean", p.mean_log_ppl), ("std", p.std_log_ppl), ("loss", p.loss_fraction)):
+            full = np.full((L + 1, V), np.nan)  # row k; rows below the profile's first split stay NaN
+            full[self.k_first :] = values
+            full[L] = {"mean": self.log_clean, "std": 0.0, "loss": 0.0}[name]  # k = L: nothing is transmitted
+            slope = np.zeros_like(full)
+            slope[:, :-1] = np.diff(full, axis=1)
+            tables[name] = (full, slope)
+        # scalar path: per split k, plain Python rows (a step interpolates without numpy allocations)
+        self._rows = {n: ([r.tolist() for r in a], [r.tolist() for r in d]) for n, (a, d) in tables.items()}
+        self._mean_a, self._mean_d = self._rows["mean"]
+        self._std_a, self._std_d = self._rows["std"]
+        self._loss_a, self._loss_d = self._rows["loss"]
+        # batch path (vector env): one gather of an [8, (L + 1)·V] table per step gives everything a cell needs
+        levels = np.asarray(self.levels)
+        self.levels_arr = levels
+        per_cell = [tables["mean"][0], tables["mean"][1], tables["std"][0], tables["std"][1]]
+        per_cell += [tables["loss"][0], tables["loss"][1]]
+        per_cell += [np.broadcast_to(levels, (L + 1, V)), np.broadcast_to(np.asarray(self._gap), (L + 1, V))]
+        self._cell_table = np.stack([t.ravel() for t in per_cell])
+        self._num_levels = V
         self.leakage = [float(v) for v in np.concatenate([np.full(self.k_first - 1, np.nan), p.leakage])]
         self.leakage[-1] = 0.0  # nothing is sent at k = L
-        # batch-path arrays (vector env): row k, NaN rows below k_first
-        self.mean_arr = np.full((self.num_layers + 1, len(self.levels)), np.nan)
-        self.std_arr = self.mean_arr.copy()
-        self.loss_arr = self.mean_arr.copy()
-        self.mean_arr[self.k_first :] = p.mean_log_ppl
-        self.std_arr[self.k_first :] = p.std_log_ppl
-        self.loss_arr[self.k_first :] = p.loss_fraction
-        self.levels_arr = np.asarray(self.levels)
 
     @property
     def scheme_params(self) -> dict:
         return dict(self.profile.metadata.get("scheme_params", {}))
 
     def _locate(self, level: float) -> tuple[int, float]:
-        """Segment index and weight of ``level`` on the grid (clamped to the ends; weight 0 at a grid point)."""
+        """Grid index and weight of ``level`` (clamped to the ends; weight 0 at a grid point)."""
         x = min(max(level, self.level_lo), self.level_hi)
         i = bisect_right(self.levels, x) - 1
-        if i > self._v_last:
-            i = self._v_last
-        lv = self.levels
-        return i, (x - lv[i]) / (lv[i + 1] - lv[i])
+        return i, (x - self.levels[i]) / self._gap[i]
 
     def interpolate(self, split: int, level: float) -> tuple[float, float, float]:
         """``(mean log-PPL, std log-PPL, loss fraction)`` at ``split``, linear in the level."""
         i, w = self._locate(level)
-        m, s, lo = self._mean[split], self._std[split], self._loss[split]
-        u = 1.0 - w
-        return u * m[i] + w * m[i + 1], u * s[i] + w * s[i + 1], u * lo[i] + w * lo[i + 1]
+        return (
+            self._mean_a[split][i] + w * self._mean_d[split][i],
+            self._std_a[split][i] + w * self._std_d[split][i],
+            self._loss_a[split][i] + w * self._loss_d[split][i],
+        )
 
     def sample(self, split: int, level: float, z: float, rng: np.random.Generator | None = None) -> tuple[float, float]:
         if split == self.num_layers:
@@ -167,21 +177,34 @@ class ProfileQuality(QualityBackend):
 
     # --- batch path (vector env) --------------------------------------------------------------------------------
 
+    def _gather(self, split: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.minimum(np.maximum(level, self.level_lo), self.level_hi)
+        cell = np.searchsorted(self.levels_arr, x, side="right")
+        cell += split * self._num_levels - 1  # flat index of (split, grid index)
+        g = self._cell_table.take(cell, axis=1)
+        x -= g[6]
+        x /= g[7]  # now the weight w
+        return g, x
+
     def sample_batch(self, split: np.ndarray, level: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`sample` over ``[N]`` arrays of splits, levels and normals (same arithmetic as the scalar path)."""
-        x = np.clip(level, self.level_lo, self.level_hi)
-        i = np.minimum(np.searchsorted(self.levels_arr, x, side="right") - 1, self._v_last)
-        lv = self.levels_arr
-        w = (x - lv[i]) / (lv[i + 1] - lv[i])
-        u = 1.0 - w
-        mean = u * self.mean_arr[split, i] + w * self.mean_arr[split, i + 1]
-        loss = u * self.loss_arr[split, i] + w * self.loss_arr[split, i + 1]
+        g, w = self._gather(split, level)
+        mean = w * g[1]
+        mean += g[0]
         if self.sample_noise:
-            std = u * self.std_arr[split, i] + w * self.std_arr[split, i + 1]
-            mean = mean + std * z
-        full = split == self.num_layers
-        log_ppl = np.where(full, self.log_clean, np.maximum(mean, self.log_clean))
-        return log_ppl, np.where(full, 0.0, loss)
+            std = w * g[3]
+            std += g[2]
+            std *= z
+            mean += std
+        np.maximum(mean, self.log_clean, out=mean)
+        loss = w * g[5]
+        loss += g[4]
+        return mean, loss
+
+    def baseline_ppl_batch(self, split: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """`baseline_ppl` over ``[N]`` arrays."""
+        g, w = self._gather(split, level)
+        return np.exp(np.maximum(g[0] + w * g[1], self.log_clean))
 
     def describe(self) -> dict:
         return {
