@@ -1,0 +1,346 @@
+"""`MBRLAgent`: model-based RL for split selection — learn the reward and the channel, plan over splits.
+
+The loop (one real quality evaluation per env step):
+
+1. **Warm-up**: ``warmup_steps`` uniformly random allowed splits.
+2. **Models**: a `GaussianEnsemble` learns the per-step reward components that depend on the channel and the split
+   (every weighted component except ``switching``, which is a known function of the action) from
+   ``[channel features, k/L, one-hot(k)]``; a second ensemble learns the channel's next-step change from the channel
+   features alone. Both are refitted every ``refit_every`` steps (warm-started, held-out early stopping, elites).
+3. **Planning**, native to discrete splits: predicted rewards of every split at the observed channel; for
+   ``horizon > 1``, ``n_rollouts`` channel trajectories sampled from the dynamics ensemble give a ``[N, H, K]`` reward
+   table, and dynamic programming over splits (`agents.planning.plan_dp`) maximises it minus the switching cost that
+   couples the steps. Exploration while learning: an optimism bonus ``beta`` × the ensemble members' spread on the first
+   step (``planner="ucb"``) or one member per decision (``planner="thompson"``). ``predict(deterministic=True)`` plans
+   on the elite mean.
+
+Channel features are every observation dimension that does not depend on the agent's own past actions (not
+``packet_loss``, ``prev_split`` or ``last_quality``); the previous split is read from the observation for the switching
+cost.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents.ensemble import GaussianEnsemble, encode_inputs
+from agents.planning import plan_dp
+
+ACTION_DEPENDENT = ("packet_loss", "prev_split", "last_quality")
+BASE_OBS = ("level", "trend", "packet_loss", "prev_split")
+
+
+def _unwrap(env):
+    return env.unwrapped if hasattr(env, "unwrapped") else env
+
+
+def env_spec(env) -> dict[str, Any]:
+    """What the agent needs to know about an `LLMSplitEnv` (saved with the agent, so `predict` needs no env)."""
+    u = _unwrap(env)
+    for attr in ("splits", "num_layers", "reward_weights", "config"):
+        if not hasattr(u, attr):
+            raise ValueError(f"MBRLAgent needs an LLMSplitEnv (missing attribute {attr!r} on {type(u).__name__})")
+    if u.config.get("action_mode") != "absolute":
+        raise ValueError("MBRLAgent plans over absolute splits: use config action_mode='absolute'")
+    names = list(BASE_OBS) + list(u.config["observation"]["extras"])
+    weights = {c: float(w) for c, w in u.reward_weights.items() if w != 0.0}
+    return {
+        "splits": [int(k) for k in u.splits],
+        "num_layers": int(u.num_layers),
+        "obs_names": names,
+        "channel_dims": [i for i, n in enumerate(names) if n not in ACTION_DEPENDENT],
+        "prev_split_dim": names.index("prev_split"),
+        "components": [c for c in weights if c != "switching"],
+        "weights": weights,
+        "switch_weight": weights.get("switching", 0.0),
+    }
+
+
+class MBRLAgent:
+    """Model-based split selection with an ensemble surrogate and discrete planning (SB3-style surface)."""
+
+    def __init__(
+        self,
+        env: gym.Env | str,
+        *,
+        warmup_steps: int = 150,
+        refit_every: int = 50,
+        horizon: int = 3,
+        n_rollouts: int = 8,
+        planner: str = "ucb",
+        beta: float = 1.0,
+        ensemble_size: int = 5,
+        num_elites: int = 4,
+        hidden_dims: tuple[int, ...] = (64, 64),
+        max_epochs: int = 150,
+        patience: int = 10,
+        seed: int = 0,
+        tensorboard_log: str | None = None,
+        verbose: int = 0,
+        env_kwargs: dict | None = None,
+    ) -> None:
+        if isinstance(env, str):
+            env = gym.make(env, **({"config": env_kwargs} if env_kwargs else {}))
+        if planner not in ("ucb", "thompson", "greedy"):
+            raise ValueError(f"unknown planner {planner!r}; allowed: ucb, thompson, greedy")
+        for name, v, lo in (("warmup_steps", warmup_steps, 1), ("refit_every", refit_every, 1),
+                            ("horizon", horizon, 1), ("n_rollouts", n_rollouts, 1)):  # fmt: skip
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        self.env = env
+        self.spec = env_spec(env)
+        self.hparams = {
+            "warmup_steps": warmup_steps, "refit_every": refit_every, "horizon": horizon, "n_rollouts": n_rollouts,
+            "planner": planner, "beta": float(beta), "ensemble_size": ensemble_size, "num_elites": num_elites,
+            "hidden_dims": tuple(hidden_dims), "max_epochs": max_epochs, "patience": patience, "seed": seed,
+        }  # fmt: skip
+        self.seed = seed
+        self.tensorboard_log = tensorboard_log
+        self.verbose = verbose
+        self.rng = np.random.default_rng(seed)
+        self.num_timesteps = 0
+        self.quality_evals = 0
+        self.reward_model: GaussianEnsemble | None = None
+        self.dynamics_model: GaussianEnsemble | None = None
+        self._data: dict[str, list] = {"obs": [], "split": [], "y": [], "next_obs": []}
+        self.fit_stats: dict[str, Any] = {}
+
+    # --- features ------------------------------------------------------------------------------------------------
+
+    def _channel(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(obs, dtype=np.float32)[..., self.spec["channel_dims"]]
+
+    def _reward_inputs(self, channel: np.ndarray, splits) -> np.ndarray:
+        return encode_inputs(channel, splits, self.spec["num_layers"], one_hot=True)
+
+    def _new_models(self) -> None:
+        h = self.hparams
+        c = len(self.spec["channel_dims"])
+        common = {"ensemble_size": h["ensemble_size"], "num_elites": h["num_elites"], "hidden_dims": h["hidden_dims"]}
+        in_dim = c + 1 + self.spec["num_layers"]
+        self.reward_model = GaussianEnsemble(in_dim, len(self.spec["components"]), seed=self.seed, **common)
+        self.dynamics_model = GaussianEnsemble(c, c, seed=self.seed + 1, **common)
+
+    # --- learning ------------------------------------------------------------------------------------------------
+
+    def _record(self, obs, split, info, next_obs) -> None:
+        self._data["obs"].append(self._channel(obs))
+        self._data["split"].append(split)
+        self._data["y"].append([info["rewards"][c] for c in self.spec["components"]])
+        self._data["next_obs"].append(self._channel(next_obs))
+
+    def refit(self) -> dict[str, Any]:
+        """Fit both ensembles on every transition so far (warm-started)."""
+        if self.reward_model is None:
+            self._new_models()
+        obs = np.asarray(self._data["obs"], dtype=np.float32)
+        x = self._reward_inputs(obs, np.asarray(self._data["split"]))
+        y = np.asarray(self._data["y"], dtype=np.float32)
+        fit = {"max_epochs": self.hparams["max_epochs"], "patience": self.hparams["patience"]}
+        t0 = time.perf_counter()
+        rs = self.reward_model.fit(x, y, **fit)
+        # Episode boundaries are not transitions of the channel: next_obs there is a fresh reset, learnt as noise.
+        delta = np.asarray(self._data["next_obs"], dtype=np.float32) - obs
+        ds = self.dynamics_model.fit(obs, delta, **fit)
+        self.fit_stats = {
+            "reward_train_loss": rs["train_loss"], "reward_val_loss": rs["val_loss"], "reward_val_mse": rs["val_mse"],
+            "reward_epochs": rs["epochs"], "dynamics_val_loss": ds["val_loss"], "dynamics_val_mse": ds["val_mse"],
+            "fit_s": time.perf_counter() - t0, "num_samples": len(y),
+        }  # fmt: skip
+        return self.fit_stats
+
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: Callable[[dict[str, Any]], bool | None] | None = None,
+        tb_log_name: str = "MBRL",
+        progress_bar: bool = False,
+        eval_fn: Callable[[MBRLAgent], dict[str, float]] | None = None,
+        eval_freq: int = 0,
+    ) -> MBRLAgent:
+        """Run the MBRL loop for ``total_timesteps`` real env steps (one real quality evaluation each).
+
+        ``callback(locals)`` is called after every step; returning ``False`` stops. ``eval_fn(agent)`` is called every
+        ``eval_freq`` steps and at the end; its result is logged under ``eval/*``.
+        """
+        from agents.logging import configure_logger
+
+        if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 1:
+            raise ValueError(f"total_timesteps must be a positive integer, got {total_timesteps!r}")
+        logger = configure_logger(self.tensorboard_log, tb_log_name)
+        env = self.env
+        u = _unwrap(env)
+        obs, _ = env.reset(seed=self.seed + self.num_timesteps)
+        ep_return, ep_components, ep_len = 0.0, {}, 0
+        finished: list[tuple[float, dict, int]] = []
+        evals_before = getattr(u, "quality_evals", 0)
+        bar = tqdm(total=total_timesteps, desc=tb_log_name, disable=not progress_bar, unit="step")
+        for _ in range(total_timesteps):
+            if len(self._data["y"]) < self.hparams["warmup_steps"]:
+                mask = u.action_masks() if hasattr(u, "action_masks") else np.ones(len(self.spec["splits"]), bool)
+                action = int(self.rng.choice(np.flatnonzero(mask)))
+            else:
+                action = self._plan(obs, explore=True, mask=u.action_masks() if hasattr(u, "action_masks") else None)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            self.num_timesteps += 1
+            # A live backend reports its own count; a profile stands in for one real evaluation per step.
+            self.quality_evals += (
+                max(1, info.get("quality_evals", 0) - evals_before) if u.config["backend"] == "llm" else 1
+            )
+            evals_before = info.get("quality_evals", 0)
+            self._record(obs, self.spec["splits"][action], info, next_obs)
+            ep_return += float(reward)
+            ep_len += 1
+            for c, v in info["rewards"].items():
+                ep_components[c] = ep_components.get(c, 0.0) + float(v)
+            n = len(self._data["y"])
+            if n >= self.hparams["warmup_steps"] and (
+                n == self.hparams["warmup_steps"]
+                or (n - self.hparams["warmup_steps"]) % self.hparams["refit_every"] == 0
+            ):
+                for k, v in self.refit().items():
+                    logger.record(f"model/{k}", v)
+            obs = next_obs
+            if terminated or truncated:
+                finished.append((ep_return, ep_components, ep_len))
+                ep_return, ep_components, ep_len = 0.0, {}, 0
+                obs, _ = env.reset()
+                self._dump(logger, finished)
+                finished = []
+            if eval_fn is not None and eval_freq > 0 and self.num_timesteps % eval_freq == 0:
+                self._log_eval(logger, eval_fn)
+            bar.update(1)
+            if callback is not None and callback(locals()) is False:
+                break
+        bar.close()
+        if eval_fn is not None:
+            self._log_eval(logger, eval_fn)
+        self._dump(logger, finished)
+        logger.close()
+        return self
+
+    def _log_eval(self, logger, eval_fn) -> None:
+        for k, v in eval_fn(self).items():
+            logger.record(f"eval/{k}", v)
+        logger.record("cost/quality_evals", self.quality_evals)
+        logger.dump(self.num_timesteps)
+
+    def _dump(self, logger, finished) -> None:
+        if finished:
+            logger.record("rollout/ep_rew_mean", float(np.mean([f[0] for f in finished])))
+            logger.record("rollout/ep_len_mean", float(np.mean([f[2] for f in finished])))
+            for c in finished[0][1]:
+                logger.record(f"reward/{c}", float(np.mean([f[1][c] / f[2] for f in finished])))
+        logger.record("cost/quality_evals", self.quality_evals)
+        logger.dump(self.num_timesteps)
+
+    # --- planning ------------------------------------------------------------------------------------------------
+
+    def _weighted(self, comps: np.ndarray) -> np.ndarray:
+        w = np.asarray([self.spec["weights"][c] for c in self.spec["components"]], dtype=np.float64)
+        return comps @ w
+
+    def _plan(self, obs: np.ndarray, explore: bool, mask: np.ndarray | None = None) -> int:
+        if self.reward_model is None:
+            raise ValueError("the agent has no model yet: call learn() (or load a trained agent) first")
+        splits = np.asarray(self.spec["splits"])
+        L, H = self.spec["num_layers"], self.hparams["horizon"]
+        channel = self._channel(obs)
+        prev = float(np.asarray(obs)[self.spec["prev_split_dim"]]) * L
+        member_means, _ = self.reward_model.predict_members(self._reward_inputs(channel, splits))
+        member_r = self._weighted(member_means[self.reward_model.elites])  # [E, K]
+        first = member_r.mean(axis=0)
+        if explore and self.hparams["planner"] == "ucb":
+            first = first + self.hparams["beta"] * member_r.std(axis=0)
+        elif explore and self.hparams["planner"] == "thompson":
+            first = member_r[self.rng.integers(len(member_r))]
+        if H == 1:
+            table = first[None, None, :]
+        else:
+            n = self.hparams["n_rollouts"] if explore else 1
+            states = np.repeat(channel[None, :], n, axis=0)
+            rows = [np.repeat(first[None, :], n, axis=0)]
+            for _ in range(1, H):
+                if explore:
+                    states = states + self.dynamics_model.sample(states, generator=self.rng)
+                else:
+                    states = states + self.dynamics_model.predict(states).mean
+                x = self._reward_inputs(states[:, None, :], splits)  # [n, K, F]
+                rows.append(self._weighted(self.reward_model.predict(x).mean))
+            table = np.stack(rows, axis=1)  # [n, H, K]
+        plan = plan_dp(table, splits, L, self.spec["switch_weight"], prev_split=prev, mask=mask)
+        return int(plan.first_action)
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, None]:
+        """Action(s) for one observation ``[D]`` or a batch ``[B, D]`` (SB3 signature)."""
+        obs = np.asarray(observation, dtype=np.float32)
+        if obs.ndim == 1:
+            return np.asarray(self._plan(obs, not deterministic, action_masks)), None
+        masks = [None] * len(obs) if action_masks is None else action_masks
+        return np.asarray([self._plan(o, not deterministic, m) for o, m in zip(obs, masks, strict=True)]), None
+
+    # --- persistence -------------------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the agent (models, spec, hyperparameters, counters) to one file, atomically."""
+        from llmsplit_env._cache import atomic_write_bytes
+
+        state = {
+            "format": "llmsplit-mbrl",
+            "spec": self.spec,
+            "hparams": self.hparams,
+            "num_timesteps": self.num_timesteps,
+            "quality_evals": self.quality_evals,
+            "reward_model": None if self.reward_model is None else self.reward_model.state_dict(),
+            "dynamics_model": None if self.dynamics_model is None else self.dynamics_model.state_dict(),
+            "data": self._data,
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(Path(path), buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, env: gym.Env | None = None) -> MBRLAgent:
+        """Load a saved agent; ``env`` (optional) is only needed to continue learning."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no saved MBRL agent at {str(path)!r}")
+        state = torch.load(path, weights_only=False)
+        if not isinstance(state, dict) or state.get("format") != "llmsplit-mbrl":
+            raise ValueError(f"{path} is not a saved MBRLAgent")
+        agent = cls.__new__(cls)
+        agent.env = env
+        agent.spec = state["spec"]
+        if env is not None and env_spec(env) != agent.spec:
+            raise ValueError(f"env does not match the saved agent's env (splits, observation or reward weights)")
+        agent.hparams = state["hparams"]
+        agent.seed = agent.hparams["seed"]
+        agent.tensorboard_log, agent.verbose = None, 0
+        agent.rng = np.random.default_rng(agent.seed + state["num_timesteps"])
+        agent.num_timesteps = state["num_timesteps"]
+        agent.quality_evals = state["quality_evals"]
+        agent._data = state["data"]
+        agent.fit_stats = {}
+        agent.reward_model = agent.dynamics_model = None
+        if state["reward_model"] is not None:
+            agent._new_models()
+            agent.reward_model.load_state_dict(state["reward_model"])
+            agent.dynamics_model.load_state_dict(state["dynamics_model"])
+        return agent

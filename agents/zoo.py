@@ -1,0 +1,259 @@
+"""One place that knows every agent: build, train, save and load them by name (used by train.py, evaluate.py and
+the benchmarks).
+
+| algo            | what                                                        | real quality evaluations      |
+|-----------------|-------------------------------------------------------------|-------------------------------|
+| `mbrl`          | `MBRLAgent` (ensemble surrogate + discrete planning)         | its env steps                 |
+| `ppo`, `a2c`, `dqn`, `maskable_ppo` | SB3 / sb3-contrib on the real reward    | their env steps               |
+| `rsm_ppo`       | the paper's RSM-PPO (surrogate fitted on N real steps)      | N                             |
+| `threshold`     | SNR-threshold rule fitted on random real steps              | its fitting steps             |
+| `oracle`, `random`, `fixed` | privileged upper bound, lower bound, a fixed split | 0                           |
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import yaml
+
+import llmsplit_env  # noqa: F401  (registers the ids)
+
+SB3_ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo")
+HEURISTICS = ("oracle", "random", "fixed", "threshold")
+ALGOS = ("mbrl", *SB3_ALGOS, "rsm_ppo", *HEURISTICS)
+FILE_NAMES = {"mbrl": "agent.pt", "rsm_ppo": "agent", **{a: "agent.zip" for a in SB3_ALGOS}}
+
+
+def make_env(env_id: str, env_kwargs: dict | None = None, **kwargs) -> gym.Env:
+    """``gym.make(env_id)`` with ``env_kwargs`` as the env's config dict."""
+    if env_id not in gym.registry:
+        known = ", ".join(i for i in gym.registry if i.startswith("LLMSplit"))
+        raise ValueError(f"unknown env id {env_id!r}; registered LLMSplit ids: {known}")
+    return gym.make(env_id, **({"config": env_kwargs} if env_kwargs else {}), **kwargs)
+
+
+def load_yaml_hyperparams(algo: str, env_id: str) -> dict:
+    """Hyperparameters of ``algo`` for ``env_id`` from ``agents/hyperparams/<algo>.yml`` (rl-baselines3-zoo layout)."""
+    path = resources.files("agents") / "hyperparams" / f"{algo}.yml"
+    if not path.is_file():
+        raise ValueError(f"no hyperparameter file for algo {algo!r} ({path})")
+    table = yaml.safe_load(path.read_text())
+    if env_id not in table:
+        raise ValueError(f"{path.name} has no entry for env {env_id!r}; entries: {', '.join(table)}")
+    return dict(table[env_id])
+
+
+@dataclass
+class TrainRecord:
+    """What training an agent cost and how it went (written to the run's summary)."""
+
+    algo: str
+    env_id: str
+    seed: int
+    path: str
+    quality_evals: int
+    train_s: float
+    n_timesteps: int
+    curve: list[dict] = field(default_factory=list)  # [{quality_evals, mean_return, normalized_score}]
+    hyperparams: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Scorer:
+    """Mean return of a policy on fixed seeds, and its oracle-normalised score (random and oracle on the same seeds)."""
+
+    def __init__(self, env_id: str, env_kwargs: dict | None, seeds: list[int]) -> None:
+        from agents.baselines import OracleAgent, RandomAgent
+        from agents.logging import evaluate_agent
+
+        self.env_id, self.env_kwargs, self.seeds = env_id, env_kwargs, list(seeds)
+        self._evaluate = evaluate_agent
+        env = make_env(env_id, env_kwargs)
+        self.oracle = evaluate_agent(OracleAgent(env), lambda: env, self.seeds)
+        self.random = evaluate_agent(RandomAgent(make_env(env_id, env_kwargs), seed=0), self._factory, self.seeds)
+
+    def _factory(self) -> gym.Env:
+        return make_env(self.env_id, self.env_kwargs)
+
+    def normalized(self, mean_return: float) -> float:
+        from agents.logging import normalized_score
+
+        return float(normalized_score(mean_return, self.random["mean_return"], self.oracle["mean_return"]))
+
+    def __call__(self, agent) -> dict[str, float]:
+        res = self._evaluate(agent, self._factory, self.seeds)
+        return {"mean_reward": float(res["mean_return"]), "normalized_score": self.normalized(res["mean_return"])}
+
+
+def train_agent(
+    algo: str,
+    env_id: str = "LLMSplit-v0",
+    env_kwargs: dict | None = None,
+    seed: int = 0,
+    n_timesteps: int | None = None,
+    out_dir: str | Path = "runs/agents",
+    tensorboard_log: str | None = None,
+    eval_freq: int | None = None,
+    scorer: Scorer | None = None,
+    progress_bar: bool = False,
+    hyperparams: dict | None = None,
+) -> TrainRecord:
+    """Build ``algo``, train it on ``env_id`` and save it under ``out_dir``; return the record."""
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}; allowed: {', '.join(ALGOS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env = make_env(env_id, env_kwargs)
+    curve: list[dict] = []
+    t0 = time.perf_counter()
+    hp: dict[str, Any] = {}
+
+    def point(agent, evals: int) -> dict[str, float]:
+        res = scorer(agent)
+        curve.append({"quality_evals": int(evals), "mean_return": res["mean_reward"], **res})
+        return res
+
+    if algo == "mbrl":
+        from agents.mbrl import MBRLAgent
+
+        hp = {**load_yaml_hyperparams("mbrl", env_id), **(hyperparams or {})}
+        steps = int(n_timesteps or hp.pop("n_timesteps"))
+        hp.pop("n_timesteps", None)
+        agent = MBRLAgent(env, seed=seed, tensorboard_log=tensorboard_log, **hp)
+        eval_fn = (lambda a: point(a, a.quality_evals)) if scorer is not None else None
+        agent.learn(steps, tb_log_name="MBRL", progress_bar=progress_bar, eval_fn=eval_fn, eval_freq=eval_freq or 0)
+        evals = agent.quality_evals
+    elif algo in SB3_ALGOS:
+        from agents.baselines import load_hyperparams, make_sb3_agent
+        from agents.logging import RewardComponentCallback
+
+        hp = load_hyperparams(algo, env_id, hyperparams)
+        steps = int(n_timesteps or hp.get("n_timesteps"))
+        agent = make_sb3_agent(algo, env, hp, seed=seed, tensorboard_log=tensorboard_log, env_id=env_id)
+        callbacks = [RewardComponentCallback()]
+        if scorer is not None and eval_freq:
+            callbacks.append(CurveCallback(point, eval_freq))
+        agent.learn(steps, callback=callbacks, tb_log_name=algo.upper(), progress_bar=progress_bar)
+        evals = int(agent.num_timesteps)
+    elif algo == "rsm_ppo":
+        from agents.rsm import RSMPPOAgent
+
+        hp = {**load_yaml_hyperparams("rsm_ppo", env_id), **(hyperparams or {})}
+        steps = int(n_timesteps or hp.pop("n_timesteps"))
+        hp.pop("n_timesteps", None)
+        agent = RSMPPOAgent(env, seed=seed, tensorboard_log=tensorboard_log, **hp)
+        agent.learn(steps, tb_log_name="RSM-PPO", progress_bar=progress_bar)
+        evals = agent.quality_evals
+        if scorer is not None:
+            point(agent, evals)
+    else:
+        agent, steps = _heuristic(algo, env, env_id, env_kwargs, seed, hyperparams or {})
+        evals = getattr(agent, "quality_evals", 0)
+    train_s = time.perf_counter() - t0
+    path = out / (FILE_NAMES.get(algo, "agent.json"))
+    agent.save(str(path))
+    return TrainRecord(algo, env_id, seed, str(path), int(evals), train_s, int(steps), curve, _jsonable(hp))
+
+
+def _heuristic(algo, env, env_id, env_kwargs, seed, hp):
+    from agents.baselines import FixedSplitAgent, OracleAgent, RandomAgent, SNRThresholdAgent
+
+    if algo == "oracle":
+        return OracleAgent(env), 0
+    if algo == "random":
+        return RandomAgent(env, seed=seed), 0
+    if algo == "fixed":
+        split = hp.get("split")
+        if split is None:  # the best fixed split by expected reward over random channel states (privileged, free)
+            split = _best_fixed_split(env_id, env_kwargs, seed)
+        return FixedSplitAgent(env, int(split)), 0
+    agent = SNRThresholdAgent(env)
+    steps = int(hp.get("num_steps", 500))
+    agent.fit(steps, seed=seed)
+    return agent, steps
+
+
+def _best_fixed_split(env_id, env_kwargs, seed, episodes: int = 20) -> int:
+    env = make_env(env_id, env_kwargs)
+    u = env.unwrapped
+    totals = np.zeros(len(u.splits))
+    for ep in range(episodes):
+        env.reset(seed=10_000_000 + seed * 1000 + ep)
+        done = False
+        while not done:
+            totals += u.expected_rewards()
+            _, _, term, trunc, _ = env.step(int(env.action_space.sample()))
+            done = term or trunc
+    return int(u.splits[int(np.argmax(totals))])
+
+
+def load_agent(algo: str, path: str | Path, env: gym.Env | None = None):
+    """Load an agent saved by `train_agent` (heuristics need ``env``)."""
+    path = Path(path)
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}; allowed: {', '.join(ALGOS)}")
+    if not path.exists():
+        raise FileNotFoundError(f"no saved {algo} agent at {str(path)!r}")
+    if algo == "mbrl":
+        from agents.mbrl import MBRLAgent
+
+        return MBRLAgent.load(path, env)
+    if algo in SB3_ALGOS:
+        from agents.baselines import ALGOS as SB3
+
+        return SB3[algo].load(str(path), env=env)
+    if algo == "rsm_ppo":
+        from agents.rsm import RSMPPOAgent
+
+        return RSMPPOAgent.load(str(path), env=env)
+    from agents import baselines
+
+    cls = {
+        "oracle": baselines.OracleAgent,
+        "random": baselines.RandomAgent,
+        "fixed": baselines.FixedSplitAgent,
+        "threshold": baselines.SNRThresholdAgent,
+    }[algo]
+    return cls.load(str(path), env=env)
+
+
+def _jsonable(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=str))
+
+
+def _curve_callback_class():
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class CurveCallback(BaseCallback):
+        """Every ``eval_freq`` steps: score the model on the scorer's seeds; log ``eval/*`` and extend the curve."""
+
+        def __init__(self, point: Callable[[Any, int], dict[str, float]], eval_freq: int) -> None:
+            super().__init__()
+            self.point, self.eval_freq = point, eval_freq
+
+        def _on_step(self) -> bool:
+            if self.n_calls % self.eval_freq == 0:
+                for k, v in self.point(self.model, self.num_timesteps).items():
+                    self.logger.record(f"eval/{k}", v)
+            return True
+
+        def _on_training_end(self) -> None:
+            if self.n_calls % self.eval_freq:
+                for k, v in self.point(self.model, self.num_timesteps).items():
+                    self.logger.record(f"eval/{k}", v)
+
+    return CurveCallback
+
+
+def CurveCallback(point, eval_freq):  # noqa: N802  (built lazily: SB3 is imported only when a SB3 agent trains)
+    return _curve_callback_class()(point, eval_freq)

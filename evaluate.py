@@ -1,0 +1,182 @@
+"""Evaluate the agents saved by train.py on held-out seeds: ``python evaluate.py``.
+
+Prints, per agent, the mean return with a 95% confidence interval, the oracle-normalised score
+``(R − R_random) / (R_oracle − R_random)`` (random and oracle run on the same seeds), the mean perplexity, the split
+histogram and the real quality evaluations spent in training. Writes PNG plots (return vs real evaluations; split vs
+SNR policy map) and, with ``--json FILE``, ``{agent: {mean_return, ci95, normalized_score, mean_ppl, quality_evals}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env", default="LLMSplit-v0", help="environment id (default: LLMSplit-v0)")
+    p.add_argument("-f", "--log-folder", default="runs", help="train.py's log folder (default: runs)")
+    p.add_argument("--algo", nargs="+", help="only these agents (default: every agent in the summary)")
+    p.add_argument("--n-eval-episodes", type=int, default=30, help="held-out episodes per agent (default: 30)")
+    p.add_argument("--seed", type=int, default=0, help="held-out seeds start at 2,000,000 + 1000·seed")
+    p.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    p.add_argument("--plots", type=Path, help="folder for the PNG plots (default: <log-folder>/<env>/plots)")
+    return p
+
+
+def rollouts(agent, make_env, seeds: list[int]) -> dict:
+    """Whole episodes on ``seeds``: returns, per-step PPL, chosen splits and observed levels."""
+    returns, ppl, splits, levels = [], [], [], []
+    env = make_env()
+    for s in seeds:
+        obs, _ = env.reset(seed=s)
+        total, done = 0.0, False
+        while not done:
+            u = env.unwrapped
+            masks = u.action_masks() if hasattr(u, "action_masks") else None
+            try:
+                action, _ = agent.predict(obs, deterministic=True, action_masks=masks)
+            except TypeError:
+                action, _ = agent.predict(obs, deterministic=True)
+            levels.append(float(obs[0]))
+            obs, reward, terminated, truncated, info = env.step(int(action))
+            total += float(reward)
+            ppl.append(float(info["ppl"]))
+            splits.append(int(info["split"]))
+            done = terminated or truncated
+        returns.append(total)
+    return {"returns": np.asarray(returns), "ppl": np.asarray(ppl), "splits": np.asarray(splits), "levels": levels}
+
+
+def ci95(x: np.ndarray) -> float:
+    """Half-width of the normal-approximation 95% confidence interval of the mean."""
+    return float(1.96 * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from agents.zoo import load_agent, make_env
+
+    if args.n_eval_episodes < 2:
+        raise ValueError(f"--n-eval-episodes must be >= 2 (for a confidence interval), got {args.n_eval_episodes}")
+    summary_path = Path(args.log_folder) / args.env / "summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"no training summary at {summary_path}: run `python train.py --env {args.env}` first")
+    summary = json.loads(summary_path.read_text())
+    env_kwargs = summary.get("env_kwargs") or {}
+    entries = summary["agents"]
+    if args.algo:
+        missing = [a for a in args.algo if not any(e["algo"] == a for e in entries.values())]
+        if missing:
+            have = sorted({e["algo"] for e in entries.values()})
+            raise ValueError(f"no saved agent for {', '.join(missing)} in {summary_path}; saved: {', '.join(have)}")
+        entries = {k: e for k, e in entries.items() if e["algo"] in args.algo}
+    seeds = [2_000_000 + 1000 * args.seed + i for i in range(args.n_eval_episodes)]
+
+    def factory():
+        return make_env(args.env, env_kwargs)
+
+    from agents.baselines import OracleAgent, RandomAgent
+
+    ref_env = factory()
+    oracle = rollouts(OracleAgent(ref_env), lambda: ref_env, seeds)
+    random = rollouts(RandomAgent(factory(), seed=args.seed), factory, seeds)
+    r_oracle, r_random = oracle["returns"].mean(), random["returns"].mean()
+
+    results, traces = {}, {}
+    for name, e in entries.items():
+        env = factory()
+        agent = load_agent(e["algo"], e["path"], env)
+        # A privileged agent must be stepped on the env it reads; the others get a fresh env per evaluation.
+        tr = rollouts(agent, (lambda env=env: env) if e["algo"] == "oracle" else factory, seeds)
+        traces[name] = tr
+        mean = float(tr["returns"].mean())
+        hist = np.bincount(tr["splits"], minlength=max(tr["splits"]) + 1)
+        results[name] = {
+            "algo": e["algo"],
+            "mean_return": mean,
+            "ci95": ci95(tr["returns"]),
+            "normalized_score": float((mean - r_random) / (r_oracle - r_random)),
+            "mean_ppl": float(tr["ppl"].mean()),
+            "quality_evals": int(e["quality_evals"]),
+            "split_histogram": {int(k): int(c) for k, c in enumerate(hist) if c},
+        }
+
+    print(f"{args.env}: {len(seeds)} held-out episodes (seeds {seeds[0]}…{seeds[-1]}); "
+          f"oracle {r_oracle:.2f}, random {r_random:.2f}")  # fmt: skip
+    print(f"{'agent':<18}{'return ± 95% CI':>20}{'norm. score':>13}{'mean PPL':>10}{'real evals':>12}  top splits")
+    for name, r in sorted(results.items(), key=lambda kv: -kv[1]["mean_return"]):
+        top = sorted(r["split_histogram"].items(), key=lambda kv: -kv[1])[:4]
+        tops = " ".join(f"k{k}:{c / sum(r['split_histogram'].values()):.0%}" for k, c in top)
+        print(f"{name:<18}{r['mean_return']:>12.2f} ± {r['ci95']:<5.2f}{r['normalized_score']:>13.3f}"
+              f"{r['mean_ppl']:>10.1f}{r['quality_evals']:>12d}  {tops}")  # fmt: skip
+
+    plots = args.plots or summary_path.parent / "plots"
+    write_plots(plots, entries, results, traces, r_random, r_oracle)
+    print(f"plots: {plots}/learning_curves.png, {plots}/policy_map.png")
+    if args.json:
+        from llmsplit_env._cache import atomic_write_json
+
+        keys = ("mean_return", "ci95", "normalized_score", "mean_ppl", "quality_evals")
+        atomic_write_json(args.json, {name: {k: r[k] for k in keys} for name, r in results.items()})
+        print(f"json: {args.json}")
+    return 0
+
+
+def write_plots(folder: Path, entries: dict, results: dict, traces: dict, r_random: float, r_oracle: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, e in entries.items():
+        curve = e.get("curve") or []
+        if curve:
+            x = [max(1, c["quality_evals"]) for c in curve]
+            ax.plot(x, [c["normalized_score"] for c in curve], marker="o", ms=3, label=name)
+        elif name in results:
+            ax.axhline(results[name]["normalized_score"], ls=":", lw=1, label=f"{name} (no training curve)")
+    ax.axhline(0.95, color="k", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("real quality evaluations spent in training")
+    ax.set_ylabel("oracle-normalised score (training-time evaluation)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "learning_curves.png", dpi=120)
+    plt.close(fig)
+
+    n = len(traces)
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False, sharex=True, sharey=True)
+    for ax, (name, tr) in zip(axes.flat, traces.items(), strict=False):
+        ax.scatter(tr["levels"], tr["splits"], s=3, alpha=0.4)
+        ax.set_title(name, fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel("observed level (SNR dB or ρ)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("chosen split k")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(folder / "policy_map.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Train LLMSplit agents and compare them: ``python train.py`` (flags follow rl-baselines3-zoo).
+
+With no arguments: MBRL, PPO and RSM-PPO (plus the oracle, random, best-fixed and SNR-threshold heuristics for
+reference) on ``LLMSplit-v0``; TensorBoard runs under ``runs/tb`` (``tensorboard --logdir runs/tb``), agents under
+``runs/<env>/<algo>_seed<seed>/``, a summary in ``runs/<env>/summary.json``, and a comparison table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+DEFAULT_ALGOS = ["mbrl", "ppo", "rsm_ppo", "oracle", "random", "fixed", "threshold"]
+
+
+def parse_key_values(items: list[str] | None, flag: str) -> dict:
+    """``key:value`` pairs (values parsed as YAML; dotted keys nest: ``reward.weights.switching:0.5``)."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, raw = item.partition(":")
+        if not sep or not key:
+            raise ValueError(f"{flag} expects key:value pairs, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"{flag}: cannot parse the value of {key!r}: {raw!r}") from None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{flag}: {key!r} conflicts with an earlier value")
+        node[parts[-1]] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agents.zoo import ALGOS
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--algo",
+        nargs="+",
+        default=DEFAULT_ALGOS,
+        choices=ALGOS,
+        metavar="ALGO",
+        help=f"agents to train (default: {' '.join(DEFAULT_ALGOS)}; choices: {', '.join(ALGOS)})",
+    )
+    p.add_argument("--env", default="LLMSplit-v0", help="environment id (default: LLMSplit-v0)")
+    p.add_argument("--env-kwargs", nargs="*", metavar="KEY:VALUE", help="env config overrides, e.g. scheme:digital")
+    p.add_argument("-params", "--hyperparams", nargs="*", metavar="KEY:VALUE", help="hyperparameter overrides")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("-n", "--n-timesteps", type=int, help="training budget for every learning agent (default: YAML)")
+    p.add_argument("-tb", "--tensorboard-log", default="runs/tb", help="TensorBoard root ('' to disable)")
+    p.add_argument("-f", "--log-folder", default="runs", help="where agents and the summary go (default: runs)")
+    p.add_argument("--eval-freq", type=int, default=None, help="evaluate every N steps (default: budget / 10)")
+    p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default: 10)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from llmsplit_env._cache import atomic_write_json
+
+    from agents.zoo import Scorer, make_env, train_agent
+
+    env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
+    hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
+    if args.n_timesteps is not None and args.n_timesteps < 1:
+        raise ValueError(f"-n/--n-timesteps must be >= 1, got {args.n_timesteps}")
+    if args.eval_episodes < 1:
+        raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
+    make_env(args.env, env_kwargs).close()  # fail fast on a bad id or config
+    run_dir = Path(args.log_folder) / args.env
+    eval_seeds = [1_000_000 + args.seed * 1000 + i for i in range(args.eval_episodes)]
+    scorer = Scorer(args.env, env_kwargs, eval_seeds)
+    tb = args.tensorboard_log or None
+    if tb:
+        tb = str(Path(tb) / args.env)
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"env_id": args.env, "agents": {}}
+    if summary.get("env_kwargs", env_kwargs) != env_kwargs:
+        raise ValueError(f"{summary_path} holds agents trained with other --env-kwargs; use another --log-folder")
+    summary["env_kwargs"] = env_kwargs
+    rows = []
+    for algo in args.algo:
+        t0 = time.perf_counter()
+        print(f"== {algo} on {args.env} (seed {args.seed})", flush=True)
+        record = train_agent(
+            algo,
+            args.env,
+            env_kwargs,
+            seed=args.seed,
+            n_timesteps=args.n_timesteps if algo not in ("oracle", "random", "fixed") else None,
+            out_dir=run_dir / f"{algo}_seed{args.seed}",
+            tensorboard_log=tb,
+            eval_freq=args.eval_freq,
+            scorer=scorer,
+            progress_bar=not args.no_progress,
+            hyperparams=hyperparams.get(algo),
+        )
+        agent_score = scorer_result = scorer(load_for_scoring(record, args.env, env_kwargs))
+        rows.append((algo, scorer_result["mean_reward"], agent_score["normalized_score"], record.quality_evals,
+                     time.perf_counter() - t0))  # fmt: skip
+        summary["agents"][f"{algo}_seed{args.seed}"] = record.to_json() | {"final": scorer_result}
+        atomic_write_json(summary_path, summary)
+
+    print(f"\n{args.env}: mean return over {len(eval_seeds)} evaluation episodes (seeds {eval_seeds[0]}…)")
+    print(f"oracle {scorer.oracle['mean_return']:.2f}, random {scorer.random['mean_return']:.2f}")
+    print(f"{'agent':<14}{'return':>10}{'norm. score':>13}{'real evals':>12}{'wall s':>9}")
+    for algo, ret, norm, evals, wall in rows:
+        print(f"{algo:<14}{ret:>10.2f}{norm:>13.3f}{evals:>12d}{wall:>9.1f}")
+    print(f"\nsummary: {summary_path}" + (f"; TensorBoard: tensorboard --logdir {tb}" if tb else ""))
+    return 0
+
+
+def load_for_scoring(record, env_id: str, env_kwargs: dict):
+    """Reload the saved agent, so the table scores exactly what evaluate.py will load."""
+    from agents.zoo import load_agent, make_env
+
+    return load_agent(record.algo, record.path, make_env(env_id, env_kwargs))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
