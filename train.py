@@ -74,9 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llmsplit_env._cache import atomic_write_json
-
     from agents.zoo import Scorer, make_env, train_agent
+    from llmsplit_env._cache import atomic_write_json
 
     env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
     hyperparams = parse_key_values(args.hyperparams, "--hyperparams")

@@ -329,7 +329,7 @@ class MBRLAgent:
         agent.env = env
         agent.spec = state["spec"]
         if env is not None and env_spec(env) != agent.spec:
-            raise ValueError(f"env does not match the saved agent's env (splits, observation or reward weights)")
+            raise ValueError("env does not match the saved agent's env (splits, observation or reward weights)")
         agent.hparams = state["hparams"]
         agent.seed = agent.hparams["seed"]
         agent.tensorboard_log, agent.verbose = None, 0

@@ -255,5 +255,5 @@ def _curve_callback_class():
     return CurveCallback
 
 
-def CurveCallback(point, eval_freq):  # noqa: N802  (built lazily: SB3 is imported only when a SB3 agent trains)
+def CurveCallback(point, eval_freq):
     return _curve_callback_class()(point, eval_freq)
