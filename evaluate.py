@@ -29,30 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def rollouts(agent, make_env, seeds: list[int]) -> dict:
-    """Whole episodes on ``seeds``: returns, per-step PPL, chosen splits and observed levels."""
-    returns, ppl, splits, levels = [], [], [], []
-    env = make_env()
-    for s in seeds:
-        obs, _ = env.reset(seed=s)
-        total, done = 0.0, False
-        while not done:
-            u = env.unwrapped
-            masks = u.action_masks() if hasattr(u, "action_masks") else None
-            try:
-                action, _ = agent.predict(obs, deterministic=True, action_masks=masks)
-            except TypeError:
-                action, _ = agent.predict(obs, deterministic=True)
-            levels.append(float(obs[0]))
-            obs, reward, terminated, truncated, info = env.step(int(action))
-            total += float(reward)
-            ppl.append(float(info["ppl"]))
-            splits.append(int(info["split"]))
-            done = terminated or truncated
-        returns.append(total)
-    return {"returns": np.asarray(returns), "ppl": np.asarray(ppl), "splits": np.asarray(splits), "levels": levels}
-
-
 def ci95(x: np.ndarray) -> float:
     """Half-width of the normal-approximation 95% confidence interval of the mean."""
     return float(1.96 * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
@@ -68,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.zoo import load_agent, make_env
+    from agents.zoo import load_agent, make_env, rollouts
 
     if args.n_eval_episodes < 2:
         raise ValueError(f"--n-eval-episodes must be >= 2 (for a confidence interval), got {args.n_eval_episodes}")

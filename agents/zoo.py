@@ -227,6 +227,30 @@ def load_agent(algo: str, path: str | Path, env: gym.Env | None = None):
     return cls.load(str(path), env=env)
 
 
+def rollouts(agent, make_env, seeds: list[int]) -> dict:
+    """Whole episodes on ``seeds``: returns, per-step PPL, chosen splits and observed levels."""
+    returns, ppl, splits, levels = [], [], [], []
+    env = make_env()
+    for s in seeds:
+        obs, _ = env.reset(seed=s)
+        total, done = 0.0, False
+        while not done:
+            u = env.unwrapped
+            masks = u.action_masks() if hasattr(u, "action_masks") else None
+            try:
+                action, _ = agent.predict(obs, deterministic=True, action_masks=masks)
+            except TypeError:
+                action, _ = agent.predict(obs, deterministic=True)
+            levels.append(float(obs[0]))
+            obs, reward, terminated, truncated, info = env.step(int(action))
+            total += float(reward)
+            ppl.append(float(info["ppl"]))
+            splits.append(int(info["split"]))
+            done = terminated or truncated
+        returns.append(total)
+    return {"returns": np.asarray(returns), "ppl": np.asarray(ppl), "splits": np.asarray(splits), "levels": levels}
+
+
 def _jsonable(d: dict) -> dict:
     return json.loads(json.dumps(d, default=str))
 
