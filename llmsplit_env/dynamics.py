@@ -127,9 +127,9 @@ class LogDistancePathLoss:
     ``snr_ref_db`` folds transmit power, antenna gains, the path loss at ``d₀`` and the noise power into one number.
     """
 
-    snr_ref_db: float = 48.0  # mean SNR at d0
+    snr_ref_db: float = 50.0  # mean SNR at d0
     ref_distance: float = 10.0  # d0, m (also the closest distance: the site is on a mast)
-    exponent: float = 3.5  # n (urban micro cell)
+    exponent: float = 3.53  # n: 3GPP TR 38.901 UMi street canyon NLOS (35.3·log10 d)
 
     def snr_db(self, distance: float) -> float:
         return self.snr_ref_db - 10.0 * self.exponent * math.log10(max(distance, self.ref_distance) / self.ref_distance)
@@ -139,8 +139,8 @@ class LogDistancePathLoss:
 class GudmundsonShadowing:
     """Log-normal shadowing correlated in distance: ``s' = ρ s + √(1−ρ²) σ z``, ``ρ = exp(−Δd / d_corr)``."""
 
-    sigma_db: float = 6.0
-    decorrelation_m: float = 20.0
+    sigma_db: float = 7.82  # 3GPP TR 38.901 UMi NLOS
+    decorrelation_m: float = 13.0  # 3GPP TR 38.901 UMi NLOS
 
 
 class MobilityChannel(ChannelDynamics):

@@ -80,9 +80,11 @@ registrations add no `TimeLimit`).
 ## Info
 
 ``rewards`` (components), ``ppl``, ``split``, ``snr_db`` (or ``rho`` for the erasure scheme: the true level the
-step's transmission saw), ``packet_loss``, ``quality_evals`` (real LLM evaluations this env has run; 0 for the
-profile backend); ``ppl0`` when the paper terms are in use. `reset` returns the true level, the initial split and
-``quality_evals``.
+step's transmission saw), ``packet_loss``, ``quality_evals`` (real LLM evaluations this env has run since it was
+last seeded, i.e. over the whole run when seeded once; counting from the last ``reset(seed=...)`` keeps infos
+identical for identical seeds, which Gymnasium's checker requires; the lifetime total is `total_quality_evals`;
+always 0 for the profile backend); ``ppl0`` when the paper terms are in use. `reset` returns the true level, the
+initial split and ``quality_evals``.
 
 ## Arguments
 
@@ -155,8 +157,8 @@ _DEFAULT_CONFIG: dict[str, Any] = {
             "memory": 0.9,
             "dt": 1.0,
         },
-        "path_loss": {"snr_ref_db": 48.0, "ref_distance": 10.0, "exponent": 3.5},
-        "shadowing": {"sigma_db": 6.0, "decorrelation_m": 20.0},
+        "path_loss": {"snr_ref_db": 50.0, "ref_distance": 10.0, "exponent": 3.53},
+        "shadowing": {"sigma_db": 7.82, "decorrelation_m": 13.0},
         "static": {"low": None, "high": None},
         "paper_drift": {"rho_low": 0.01, "rho_high": 0.3, "rate": 0.0005},
     },
@@ -165,8 +167,8 @@ _DEFAULT_CONFIG: dict[str, Any] = {
         "weights": {
             "quality": 1.0,
             "ue_compute": 0.6,
-            "privacy": 0.5,
-            "switching": 0.3,
+            "privacy": 0.1,
+            "switching": 0.1,
             "latency": 0.0,
             "ppl_gain": 0.0,
             "paper_load": 0.0,
@@ -406,6 +408,7 @@ class LLMSplitEnv(gym.Env):
         self._log_ppl0 = 0.0
         self._zbuf: list[float] = []
         self._zp = NORMAL_CHUNK
+        self._evals_at_seed = 0
         self._history: list[tuple[float, float, int, float]] = []
         self._last_info: dict = {}
 
@@ -419,6 +422,16 @@ class LLMSplitEnv(gym.Env):
     @property
     def level_name(self) -> str:
         return self.quality_backend.level_name
+
+    @property
+    def quality_evals(self) -> int:
+        """Real LLM evaluations since the env was last seeded (what ``info["quality_evals"]`` reports)."""
+        return self.quality_backend.evaluations - self._evals_at_seed
+
+    @property
+    def total_quality_evals(self) -> int:
+        """Real LLM evaluations over the env's lifetime."""
+        return self.quality_backend.evaluations
 
     @property
     def ppl0(self) -> float:
@@ -447,6 +460,7 @@ class LLMSplitEnv(gym.Env):
         rng = self.np_random
         if seed is not None:  # a new generator: forget the normals drawn from the old one
             self._zbuf, self._zp = [], NORMAL_CHUNK
+            self._evals_at_seed = self.quality_backend.evaluations
         # normals for the channel's reset, then a pair for the initial split (see `_normals`)
         nd = self.dynamics.reset_normals
         head = self._normals(nd + 2)
@@ -467,7 +481,7 @@ class LLMSplitEnv(gym.Env):
             self._log_ppl0 = math.log(self._ppl0)
         if self.render_mode is not None:
             self._history = [(self.dynamics.level, self.dynamics.estimate, k0, 0.0)]
-        info = {self.level_name: self.dynamics.level, "split": k0, "quality_evals": self.quality_backend.evaluations}
+        info = {self.level_name: self.dynamics.level, "split": k0, "quality_evals": self.quality_evals}
         if self._need_ppl0:
             info["ppl0"] = self._ppl0
         self._last_info = info
@@ -537,7 +551,7 @@ class LLMSplitEnv(gym.Env):
             "split": k,
             self.level_name: level,
             "packet_loss": loss,
-            "quality_evals": qb.evaluations,
+            "quality_evals": qb.evaluations - self._evals_at_seed,
         }
         if self._need_ppl0:
             info["ppl0"] = self._ppl0
@@ -805,6 +819,12 @@ def _validate(cfg: dict) -> None:
     ch = cfg["channel"]
     _choice(cfg, "channel.model", ("mobility", "static", "paper_drift"))
     rho_level = cfg["scheme"] == "erasure"
+    if rho_level and ch["model"] == "mobility":
+        raise ValueError(
+            "config 'channel.model' 'mobility' produces SNR; scheme 'erasure' needs 'paper_drift' or 'static'"
+        )
+    if not rho_level and ch["model"] == "paper_drift":
+        raise ValueError(f"config 'channel.model' 'paper_drift' drifts the erasure ρ; scheme {cfg['scheme']!r} has SNR")
     _num(cfg, "channel.csi_error", 0.0, 0.1 if rho_level else 10.0)
     _num(cfg, "channel.nakagami_m", 0.5, 1e4)
     _num(cfg, "channel.mobility.cell_radius", 1.0, 1e5)

@@ -53,9 +53,10 @@ class LLMSplitVectorEnv(VectorEnv):
             config["max_episode_steps"] = max_episode_steps
         # A template env holds the validated config, the backend, the dynamics (its scalar path draws resets) and
         # every per-split constant; the batch path reads them from it.
-        self.env = env = LLMSplitEnv(config, preset=preset)
-        if not isinstance(env.quality_backend, ProfileQuality):
+        config = LLMSplitEnv.resolve_config(config, preset)
+        if config["backend"] != "profile":
             raise ValueError("LLMSplitVectorEnv vectorises the profile backend only; config backend is 'llm'")
+        self.env = env = LLMSplitEnv(config)
         self.config = env.config
         self.num_envs = N = int(num_envs)
         self.single_observation_space = env.observation_space

@@ -258,6 +258,7 @@ class LLMQuality(QualityBackend):
         self.clean_ppl = float(self.runner.clean_perplexity())
         self.log_clean = math.log(self.clean_ppl)
         self.evaluations = 0
+        self.last_seed: int | None = None
         self.profile_quality: ProfileQuality | None = None
         if profile is not None:
             pq = ProfileQuality(profile, sample=True)
@@ -302,6 +303,7 @@ class LLMQuality(QualityBackend):
         if split == self.num_layers:
             return self.log_clean, 0.0
         seed = int(rng.integers(2**31 - 1))
+        self.last_seed = seed  # the channel realisation of the last evaluation (for reproduction outside the env)
         if self.level_name == "rho":
             level = min(max(level, 0.0), 1.0)
         else:

@@ -1,0 +1,181 @@
+"""Calibration of the default reward weights of `LLMSplit-v0` against the oracle.
+
+    python benchmarks/calibrate_rewards.py [--episodes 200] [--weights '{"privacy": 0.3}'] [--scan]
+
+Runs, on the same seeds (common random numbers), the oracle (each step the argmax of `expected_rewards()` at the true
+state: myopic, switching cost included), every fixed split and the uniform random policy, and prints:
+
+* the oracle's mean return and its split histogram (how many distinct splits it uses);
+* every fixed split's mean return, the best one's share of the oracle's return, and the random policy's;
+* the two acceptance criteria: the oracle takes >= 4 distinct splits; the best fixed split earns <= 90 % of it;
+* the histogram of the default channel's true mean SNR over the visited states (2.5 dB bins).
+
+``--scan`` also maps, on expected rewards over a grid of weights, the best fixed/oracle ratio reachable for each number
+of distinct oracle splits (each used in at least 1 % of steps), which shows what the shipped profile allows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import itertools
+import json
+import math
+
+import numpy as np
+
+from llmsplit_env.env import LLMSplitEnv
+
+
+def run_policies(weights: dict | None, episodes: int, seed0: int = 0) -> dict:
+    """Mean returns of the oracle, every fixed split and the random policy on seeds ``seed0 .. seed0+episodes-1``."""
+    env = LLMSplitEnv({"reward": {"weights": weights or {}}})
+    n = env.action_space.n
+    oracle_returns, oracle_splits, levels = [], [], []
+    for ep in range(episodes):
+        env.reset(seed=seed0 + ep)
+        total, done = 0.0, False
+        while not done:
+            a = int(np.argmax(env.expected_rewards()))
+            _, r, term, trunc, info = env.step(a)
+            oracle_splits.append(info["split"])
+            levels.append(info[env.level_name])
+            total += r
+            done = term or trunc
+        oracle_returns.append(total)
+    fixed = np.zeros(n)
+    for a in range(n):
+        tot = 0.0
+        for ep in range(episodes):
+            env.reset(seed=seed0 + ep)
+            done = False
+            while not done:
+                _, r, term, trunc, _ = env.step(a)
+                tot += r
+                done = term or trunc
+        fixed[a] = tot / episodes
+    rng = np.random.default_rng(12345)
+    rand = 0.0
+    for ep in range(episodes):
+        env.reset(seed=seed0 + ep)
+        done = False
+        while not done:
+            _, r, term, trunc, _ = env.step(int(rng.integers(n)))
+            rand += r
+            done = term or trunc
+    return {
+        "env": env,
+        "oracle": float(np.mean(oracle_returns)),
+        "oracle_splits": oracle_splits,
+        "fixed": fixed,
+        "random": rand / episodes,
+        "levels": np.asarray(levels),
+    }
+
+
+def snr_histogram(levels: np.ndarray, lo: float = -10.0, hi: float = 45.0, width: float = 2.5) -> str:
+    edges = np.arange(lo, hi + 1e-9, width)
+    counts, _ = np.histogram(np.clip(levels, lo, hi - 1e-9), bins=edges)
+    total = len(levels)
+    lines = ["| mean SNR (dB) | share | |", "|---|---:|---|"]
+    for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True):
+        left = f"< {b:g}" if a == lo else (f">= {a:g}" if b >= hi else f"[{a:g}, {b:g})")
+        share = c / total
+        lines.append(f"| {left} | {100 * share:5.1f} % | {'#' * round(200 * share)} |")
+    p = np.percentile(levels, [5, 25, 50, 75, 95])
+    lines.append(
+        f"\n{total} states; percentiles 5/25/50/75/95: {', '.join(f'{v:.1f}' for v in p)} dB; "
+        f"min {levels.min():.1f}, max {levels.max():.1f} dB"
+    )
+    return "\n".join(lines)
+
+
+def scan(episodes: int) -> None:
+    """Best fixed/oracle ratio per number of distinct oracle splits, over a grid of weights (expected rewards)."""
+    env = LLMSplitEnv()
+    qb = env.quality_backend
+    L = env.num_layers
+    ks = np.arange(1, L + 1)
+    # True levels and initial splits of `episodes` episodes (the channel does not depend on the actions).
+    lv, k0 = np.zeros((episodes, env.max_episode_steps)), np.zeros(episodes, dtype=int)
+    for ep in range(episodes):
+        env.reset(seed=ep)
+        k0[ep] = env.prev_split
+        for t in range(env.max_episode_steps):
+            lv[ep, t] = env.level
+            env.step(env.prev_split - 1)
+    grid = np.arange(math.floor(lv.min()) - 1, math.ceil(lv.max()) + 1, 0.05)
+    eq = np.array([[qb.expectations(int(k), float(x))[0] for k in ks] for x in grid])
+    idx = np.clip(np.round((lv - grid[0]) / 0.05).astype(int), 0, len(grid) - 1)
+    leak = np.array(qb.leakage)
+    best: dict[int, tuple] = {}
+    vals = [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0]
+    for wc, wp, ws in itertools.product(vals[1:], vals, [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]):
+        base = eq[idx] + wc * (1 - ks / L) + wp * (1 - leak)  # [E, T, L], quality weight 1
+        prev = k0.copy()
+        ret = np.zeros(episodes)
+        used = collections.Counter()
+        for t in range(lv.shape[1]):
+            r = base[:, t, :] - ws * np.abs(ks[None, :] - prev[:, None]) / L
+            a = r.argmax(1)
+            ret += r[np.arange(episodes), a]
+            prev = a + 1
+            used.update(prev.tolist())
+        fixed = (base.sum(1) - ws * np.abs(ks[None, :] - k0[:, None]) / L).mean(0)
+        ratio = fixed.max() / ret.mean()
+        n_used = sum(1 for c in used.values() if c >= 0.01 * lv.size)
+        if n_used not in best or ratio < best[n_used][0]:
+            best[n_used] = (ratio, wc, wp, ws, dict(sorted(used.items())))
+    print("\n## Scan: best fixed / oracle (expected rewards, quality weight 1) per number of distinct oracle splits")
+    print("| distinct splits (>= 1 % of steps) | lowest best-fixed/oracle | ue_compute | privacy | switching |")
+    print("|---|---:|---:|---:|---:|")
+    for n_used in sorted(best):
+        ratio, wc, wp, ws, _ = best[n_used]
+        print(f"| {n_used} | {ratio:.3f} | {wc} | {wp} | {ws} |")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--weights", type=json.loads, default=None, help="JSON dict of weights overriding the defaults")
+    p.add_argument("--scan", action="store_true", help="also scan a grid of weights (expected rewards)")
+    args = p.parse_args(argv)
+
+    res = run_policies(args.weights, args.episodes)
+    env = res["env"]
+    weights = env.reward_weights
+    print("## Reward calibration on LLMSplit-v0")
+    print(f"weights: {json.dumps({k: v for k, v in weights.items() if v})}")
+    print(f"{args.episodes} episodes x {env.max_episode_steps} steps, seeds 0..{args.episodes - 1}\n")
+    oracle, fixed = res["oracle"], res["fixed"]
+    best = int(np.argmax(fixed))
+    k_best = env.action_to_split(best) if not env._relative else best
+    hist = collections.Counter(res["oracle_splits"])
+    total = sum(hist.values())
+    print("| policy | mean return | share of oracle |")
+    print("|---|---:|---:|")
+    print(f"| oracle (argmax expected_rewards) | {oracle:.2f} | 100.0 % |")
+    print(f"| best fixed split (k = {k_best}) | {fixed[best]:.2f} | {100 * fixed[best] / oracle:.1f} % |")
+    for a in sorted(set(range(len(fixed))) - {best}, key=lambda a: -fixed[a])[:3]:
+        print(f"| fixed split k = {a + env.k_min} | {fixed[a]:.2f} | {100 * fixed[a] / oracle:.1f} % |")
+    print(f"| uniform random | {res['random']:.2f} | {100 * res['random'] / oracle:.1f} % |")
+    print("\noracle split histogram:")
+    print("| split k | share of steps |")
+    print("|---:|---:|")
+    for k in sorted(hist):
+        print(f"| {k} | {100 * hist[k] / total:.1f} % ({hist[k]}) |")
+    n_distinct = len(hist)
+    n_common = sum(1 for c in hist.values() if c >= 0.01 * total)
+    share = fixed[best] / oracle
+    print(f"\ndistinct oracle splits: {n_distinct} ({n_common} used in >= 1 % of steps)")
+    print(f"criterion 1, oracle takes >= 4 distinct splits: {'PASS' if n_distinct >= 4 else 'FAIL'} ({n_distinct})")
+    print(f"criterion 2, best fixed <= 90 % of oracle: {'PASS' if share <= 0.9 else 'FAIL'} ({100 * share:.1f} %)")
+    print("\n## Channel SNR histogram (true mean SNR of every visited state)")
+    print(snr_histogram(res["levels"]))
+    if args.scan:
+        scan(min(args.episodes, 300))
+    return {"oracle": oracle, "best_fixed": float(fixed[best]), "share": share, "distinct": n_distinct}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The batched vector entry point: equal to N single envs (Gymnasium's SyncVectorEnv) stepped with the same seeds."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+
+import llmsplit_env  # noqa: F401
+from llmsplit_env.env import LLMSplitEnv
+from llmsplit_env.vector import LLMSplitVectorEnv
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def assert_same_step(got, want, where):
+    for x, y, name in zip(got[:4], want[:4], ("obs", "reward", "terminated", "truncated"), strict=True):
+        assert x.shape == y.shape, (where, name)
+        np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12, err_msg=f"{where}: {name}")
+    fg, fw = flat(got[-1]), flat(want[-1])
+    assert set(fg) == set(fw), (where, set(fg) ^ set(fw))
+    for key in fw:
+        assert fg[key].dtype == fw[key].dtype, (where, key)
+        np.testing.assert_allclose(fg[key], fw[key], rtol=1e-9, atol=1e-12, err_msg=f"{where}: info {key}")
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("LLMSplit-v0", {}),
+        ("LLMSplit-Paper-v0", {}),
+        ("LLMSplit-v0", {"config": {"action_mode": "relative", "max_episode_steps": 70, "sample_quality": False}}),
+        ("LLMSplit-v0", {"config": {"observation": {"extras": ["distance", "speed", "time", "last_quality"]}}}),
+    ],
+)
+def test_vector_env_equals_sync_vector_env(env_id, kwargs):
+    n = 5
+    vec = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", **kwargs)
+    sync = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", **kwargs)
+    assert isinstance(vec.unwrapped, LLMSplitVectorEnv)
+    assert vec.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    assert vec.single_observation_space == sync.single_observation_space
+    assert vec.action_space == sync.action_space
+    got, want = vec.reset(seed=21), sync.reset(seed=21)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-9)
+    fg, fw = flat(got[1]), flat(want[1])
+    assert set(fg) == set(fw) and all(np.allclose(fg[k], fw[k]) for k in fw)
+    rng = np.random.default_rng(1)
+    steps = 160  # crosses several autoresets (and, for the 70-step config, a normal-stream refill)
+    saw_autoreset = False
+    for t in range(steps):
+        a = rng.integers(0, vec.single_action_space.n, n)
+        g, w = vec.step(a), sync.step(a)
+        assert_same_step(g, w, f"step {t}")
+        saw_autoreset |= bool(w[3].any())
+    assert saw_autoreset
+
+
+def test_vector_env_equals_single_envs_with_partial_resets():
+    n = 4
+    vec = LLMSplitVectorEnv(n)
+    singles = [LLMSplitEnv() for _ in range(n)]
+    obs, _ = vec.reset(seed=[3, 9, 27, 81])
+    for i, e in enumerate(singles):
+        o, _ = e.reset(seed=[3, 9, 27, 81][i])
+        np.testing.assert_allclose(obs[i], o, rtol=1e-9)
+    rng = np.random.default_rng(2)
+    for t in range(40):
+        a = rng.integers(0, 30, n)
+        obs, r, _, _, info = vec.step(a)
+        for i, e in enumerate(singles):
+            o, ri, _, _, inf = e.step(int(a[i]))
+            np.testing.assert_allclose(obs[i], o, rtol=1e-9, atol=1e-12)
+            assert r[i] == pytest.approx(ri, rel=1e-9, abs=1e-12)
+            assert info["split"][i] == inf["split"]
+            assert info["rewards"]["quality"][i] == pytest.approx(inf["rewards"]["quality"], rel=1e-9)
+        if t in (10, 25):  # reset a subset: sub-envs 1 and 3, unseeded (their streams continue)
+            mask = np.array([False, True, False, True])
+            obs, _ = vec.reset(options={"reset_mask": mask})
+            for i in (1, 3):
+                o, _ = singles[i].reset()
+                np.testing.assert_allclose(obs[i], o, rtol=1e-9)
+    np.testing.assert_allclose(
+        vec.expected_rewards(), np.stack([e.expected_rewards() for e in singles]), rtol=1e-9, atol=1e-12
+    )
+
+
+def test_vector_env_errors_and_masks():
+    vec = LLMSplitVectorEnv(3, config={"splits": {"excluded": [4]}})
+    vec.reset(seed=0)
+    assert vec.action_masks().shape == (3, 30) and not vec.action_masks()[:, 3].any()
+    with pytest.raises(ValueError, match="excluded splits \\[4\\]"):
+        vec.step(np.array([0, 3, 5]))
+    with pytest.raises(ValueError, match="out of range"):
+        vec.step(np.array([0, 30, 5]))
+    with pytest.raises(ValueError, match="shape \\(3,\\)"):
+        vec.step(np.array([0, 1]))
+    with pytest.raises(ValueError, match="reset_mask"):
+        vec.reset(options={"reset_mask": np.zeros(3, dtype=bool)})
+    with pytest.raises(ValueError, match="profile backend only"):
+        LLMSplitVectorEnv(2, config={"backend": "llm", "llm": {"model": "/nonexistent"}})
+
+
+def test_max_episode_steps_kwarg_of_make_vec():
+    vec = gym.make_vec("LLMSplit-v0", num_envs=2, vectorization_mode="vector_entry_point", max_episode_steps=3)
+    vec.reset(seed=0)
+    assert [bool(vec.step(np.zeros(2, dtype=np.int64))[3].all()) for _ in range(3)] == [False, False, True]
