@@ -251,8 +251,8 @@ class MobilityChannel(ChannelDynamics):
         y += state["y"]
         r = np.hypot(x, y)
         R = self.mobility.cell_radius
-        out = r > R
-        if out.any():
+        out = np.flatnonzero(r > R)  # a few sub-envs a step: index them, boolean masks would scan all N each time
+        if out.size:
             ro = r[out]
             f = (2.0 * R - ro) / ro
             x[out] *= f
