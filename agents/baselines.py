@@ -1,0 +1,573 @@
+"""Baselines for LLMSplit: heuristics, the privileged oracle, and SB3 model-free agents built from YAML hyperparameters.
+
+Heuristics share SB3's surface: ``predict(obs, state=None, episode_start=None, deterministic=True) -> (action, state)``
+for one observation ``[D]`` (action: 0-d array) or a batch ``[N, D]`` (actions ``[N]``), ``save(path)`` /
+``load(path, env=None)`` (JSON), and ``quality_evals`` (real quality evaluations spent fitting them).
+
+| agent                 | rule                                                                 | quality_evals     |
+|-----------------------|----------------------------------------------------------------------|-------------------|
+| `FixedSplitAgent`     | always the same split                                                | 0                 |
+| `RandomAgent`         | uniform over the allowed actions (masks respected)                   | 0                 |
+| `SNRThresholdAgent`   | split = step function of the observed level, fitted on random steps  | its fitting steps |
+| `BestFixedSplitAgent` | the best single split, fitted the same way (one level bin)           | its fitting steps |
+| `OracleAgent`         | privileged: true expected rewards, DP over the true future channel   | 0                 |
+
+SB3 agents: ``ALGOS`` maps ``ppo``, ``a2c``, ``dqn``, ``maskable_ppo`` to their classes; `load_hyperparams` reads
+``agents/hyperparams/<algo>.yml`` (rl-baselines3-zoo layout: one section per env id with ``n_timesteps``, ``policy``
+and the algorithm's keyword arguments) and `make_sb3_agent` builds the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import yaml
+from sb3_contrib import MaskablePPO
+from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv
+
+import llmsplit_env  # noqa: F401  (registers the env ids)
+from agents.planning import plan_dp
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "maskable_ppo": MaskablePPO}
+HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
+SAVE_FORMAT = "llmsplit-heuristic"
+SAVE_VERSION = 1
+# Keys of a zoo section that are not algorithm keyword arguments.
+_ZOO_KEYS = ("n_timesteps", "policy", "n_envs")
+
+
+# ------------------------------------------------------------------------------------------------ env helpers
+def _make_env(env: gym.Env | str) -> gym.Env:
+    if isinstance(env, str):
+        if env not in gym.registry:
+            raise ValueError(f"unknown env id {env!r}")
+        return gym.make(env)
+    if not isinstance(env, gym.Env):
+        raise ValueError(f"expected a gymnasium.Env (or an env id), got {type(env).__name__}")
+    return env
+
+
+def env_spec(env: gym.Env) -> dict[str, Any]:
+    """What a heuristic needs to know about an `LLMSplitEnv` (saved with it, so ``predict`` needs no env)."""
+    u = env.unwrapped
+    for attr in ("splits", "allowed_splits", "num_layers", "action_masks", "config", "observation_space"):
+        if not hasattr(u, attr):
+            raise ValueError(f"expected an LLMSplitEnv (missing attribute {attr!r} on {type(u).__name__})")
+    return {
+        "num_layers": int(u.num_layers),
+        "splits": [int(k) for k in u.splits],
+        "allowed_splits": [int(k) for k in u.allowed_splits],
+        "masks": [bool(m) for m in u.action_masks()],
+        "n_actions": int(u.action_space.n),
+        "action_mode": str(u.config["action_mode"]),
+        "max_move": int(u.config["max_move"]),
+        "obs_dim": int(u.observation_space.shape[0]),
+        "level_name": str(getattr(u, "level_name", "level")),
+    }
+
+
+def _counts_info(env: gym.Env) -> bool:
+    """Whether real evaluations are counted from ``info["quality_evals"]`` (live backend) rather than per step."""
+    return getattr(env.unwrapped, "config", {}).get("backend") == "llm"
+
+
+# ------------------------------------------------------------------------------------------------ heuristics
+class HeuristicAgent:
+    """Common surface of the heuristics: SB3-style ``predict``, JSON ``save``/``load``, ``quality_evals``."""
+
+    #: reads the env's true state (must act on the env it is bound to)
+    privileged: ClassVar[bool] = False
+
+    def __init__(self, env: gym.Env | str) -> None:
+        self.env = _make_env(env)
+        self.spec = env_spec(self.env)
+        self.quality_evals = 0
+
+    # --- actions --------------------------------------------------------------------------------------------
+    def _split_to_action(self, split: np.ndarray, prev_split: np.ndarray) -> np.ndarray:
+        """Action indices that select ``split`` (absolute: nearest allowed split; relative: the clipped move)."""
+        s = self.spec
+        if s["action_mode"] == "absolute":
+            allowed = np.asarray(s["allowed_splits"])
+            nearest = allowed[np.abs(allowed[None, :] - split[:, None]).argmin(axis=1)]
+            return (nearest - s["splits"][0]).astype(np.int64)
+        move = np.clip(split - prev_split, -s["max_move"], s["max_move"])
+        return np.where(move == 0, 0, np.where(move < 0, 2 * -move - 1, 2 * move)).astype(np.int64)
+
+    def _prev_split(self, obs: np.ndarray) -> np.ndarray:
+        return np.rint(obs[:, 3] * self.spec["num_layers"]).astype(np.int64)  # obs dim 3: previous split / L
+
+    def _act(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, Any]:
+        """Action for one observation ``[D]`` (0-d array) or a batch ``[N, D]`` (``[N]``); ``state`` is passed through.
+
+        :param action_masks: ``[n_actions]`` or ``[N, n_actions]`` booleans (``True`` = allowed); the env's masks if
+            ``None``
+        """
+        obs = np.asarray(observation, dtype=np.float64)
+        if obs.ndim not in (1, 2) or obs.shape[-1] != self.spec["obs_dim"]:
+            raise ValueError(f"observation must have shape [{self.spec['obs_dim']}] or [N, {self.spec['obs_dim']}], "
+                             f"got {obs.shape}")  # fmt: skip
+        single = obs.ndim == 1
+        batch = obs.reshape(-1, obs.shape[-1])
+        masks = None
+        if action_masks is not None:
+            masks = np.broadcast_to(np.asarray(action_masks, dtype=bool), (len(batch), self.spec["n_actions"]))
+        actions = self._act(batch, masks)
+        return (actions[0] if single else actions), state
+
+    # --- persistence ----------------------------------------------------------------------------------------
+    def _params(self) -> dict[str, Any]:
+        return {}
+
+    def _set_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the rule as JSON (class, env description, parameters, ``quality_evals``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "format": SAVE_FORMAT,
+            "version": SAVE_VERSION,
+            "class": type(self).__name__,
+            "spec": self.spec,
+            "quality_evals": int(self.quality_evals),
+            "params": self._params(),
+        }
+        path.write_text(json.dumps(data, indent=1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, env: gym.Env | str | None = None) -> HeuristicAgent:
+        """Rebuild an agent saved with ``save``; ``env`` (optional, required by the oracle) is checked against the
+        saved env description."""
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict) or data.get("format") != SAVE_FORMAT:
+            raise ValueError(f"{path} is not a saved LLMSplit heuristic agent")
+        if data.get("version") != SAVE_VERSION:
+            raise ValueError(f"{path}: unsupported save version {data.get('version')!r}")
+        if data["class"] != cls.__name__:
+            raise ValueError(f"{path} holds a {data['class']}, not a {cls.__name__}")
+        agent = cls.__new__(cls)
+        agent.env = None
+        agent.spec = data["spec"]
+        if env is not None:
+            env = _make_env(env)
+            spec = env_spec(env)
+            keys = ("num_layers", "splits", "n_actions", "action_mode", "obs_dim")
+            bad = [k for k in keys if spec[k] != agent.spec[k]]
+            if bad:
+                raise ValueError(f"the env differs from the one {path} was saved with in {bad}")
+            agent.env = env
+        agent.quality_evals = int(data["quality_evals"])
+        agent._set_params(data["params"])
+        return agent
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._params().items())})"
+
+
+class FixedSplitAgent(HeuristicAgent):
+    """Always split at ``split`` (absolute mode: its action; relative mode: the move towards it)."""
+
+    def __init__(self, env: gym.Env | str, split: int) -> None:
+        super().__init__(env)
+        self._set_params({"split": split})
+
+    def _set_params(self, params: dict[str, Any]) -> None:
+        split = params["split"]
+        if isinstance(split, bool) or int(split) != split or int(split) not in self.spec["allowed_splits"]:
+            raise ValueError(f"split must be one of the allowed splits {self.spec['allowed_splits']}, got {split!r}")
+        self.split = int(split)
+
+    def _params(self) -> dict[str, Any]:
+        return {"split": self.split}
+
+    def _act(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        return self._split_to_action(np.full(len(obs), self.split), self._prev_split(obs))
+
+
+class RandomAgent(HeuristicAgent):
+    """Uniformly random allowed actions (``action_masks``, else the env's masks); ``deterministic`` is ignored.
+
+    Its generator state is saved, so a loaded agent continues the same action sequence.
+    """
+
+    def __init__(self, env: gym.Env | str, seed: int = 0) -> None:
+        super().__init__(env)
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+
+    def _act(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        if masks is None:
+            masks = np.broadcast_to(np.asarray(self.spec["masks"], dtype=bool), (len(obs), self.spec["n_actions"]))
+        if not np.all(masks.any(axis=1)):
+            raise ValueError("action_masks allow no action for some observation")
+        out = np.empty(len(obs), dtype=np.int64)
+        for i, m in enumerate(masks):
+            allowed = np.flatnonzero(m)
+            out[i] = allowed[self.rng.integers(len(allowed))]
+        return out
+
+    def _params(self) -> dict[str, Any]:
+        return {"seed": self.seed, "rng_state": self.rng.bit_generator.state}
+
+    def _set_params(self, params: dict[str, Any]) -> None:
+        self.seed = int(params["seed"])
+        self.rng = np.random.default_rng(self.seed)
+        if "rng_state" in params:
+            self.rng.bit_generator.state = params["rng_state"]
+
+
+class SNRThresholdAgent(HeuristicAgent):
+    """Split as a step function of the observed level (obs dim 0: estimated SNR in dB, or ρ), fitted on data.
+
+    ``fit(num_steps, seed)`` takes ``num_steps`` real steps with uniformly random allowed actions, sorts them into
+    ``n_bins`` level bins of equal counts, and picks in each bin the split with the best mean observed reward
+    (smoothed over neighbouring splits with a Gaussian kernel of ``split_bandwidth`` splits; the switching term is
+    left out since it depends on the random previous split, not on the rule). Adjacent bins with the same split merge,
+    leaving thresholds ``thresholds`` and one split per interval ``bin_splits``.
+
+    :param n_bins: level bins (default: ``clip(num_steps // 100, 1, 8)``)
+    :param split_bandwidth: kernel width over splits (0: plain per-split means)
+    """
+
+    def __init__(self, env: gym.Env | str, n_bins: int | None = None, split_bandwidth: float = 1.0) -> None:
+        super().__init__(env)
+        if n_bins is not None and (isinstance(n_bins, bool) or int(n_bins) != n_bins or n_bins < 1):
+            raise ValueError(f"n_bins must be a positive integer or None, got {n_bins!r}")
+        if not (np.isfinite(split_bandwidth) and split_bandwidth >= 0):
+            raise ValueError(f"split_bandwidth must be a finite number >= 0, got {split_bandwidth!r}")
+        self.n_bins = None if n_bins is None else int(n_bins)
+        self.split_bandwidth = float(split_bandwidth)
+        self.thresholds: list[float] = []
+        self.bin_splits: list[int] = []
+
+    def fit(self, num_steps: int, seed: int = 0) -> SNRThresholdAgent:
+        """Collect ``num_steps`` random real transitions on the bound env and fit the rule (adds to
+        ``quality_evals``: the steps, or, for the live backend, the evaluations the env reports)."""
+        if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 1:
+            raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+        if self.env is None:
+            raise ValueError("fit needs an env: load(path, env=...) or construct the agent with one")
+        env, u = self.env, self.env.unwrapped
+        rng = np.random.default_rng(seed)
+        w_sw = float(getattr(u, "reward_weights", {}).get("switching", 0.0))
+        levels, splits, rewards = [], [], []
+        obs, info = env.reset(seed=int(seed))
+        evals_before = int(info.get("quality_evals", 0))
+        evals = 0
+        for _ in range(int(num_steps)):
+            a = int(rng.choice(np.flatnonzero(u.action_masks())))
+            next_obs, r, term, trunc, info = env.step(a)
+            levels.append(float(obs[0]))
+            splits.append(int(info["split"]))
+            rewards.append(float(r) - w_sw * float(info.get("rewards", {}).get("switching", 0.0)))
+            if "quality_evals" in info:
+                evals += max(int(info["quality_evals"]) - evals_before, 0)
+                evals_before = int(info["quality_evals"])
+            obs = next_obs
+            if term or trunc:
+                obs, info = env.reset()
+                evals += max(int(info.get("quality_evals", evals_before)) - evals_before, 0)
+                evals_before = int(info.get("quality_evals", evals_before))
+        self.quality_evals += evals if _counts_info(env) else int(num_steps)
+        self._fit_rule(np.asarray(levels), np.asarray(splits), np.asarray(rewards))
+        return self
+
+    def _fit_rule(self, levels: np.ndarray, splits: np.ndarray, rewards: np.ndarray) -> None:
+        n_bins = self.n_bins if self.n_bins is not None else int(np.clip(len(levels) // 100, 1, 8))
+        n_bins = min(n_bins, len(levels))
+        edges = np.quantile(levels, np.linspace(0, 1, n_bins + 1)[1:-1]) if n_bins > 1 else np.zeros(0)
+        edges = np.unique(edges)
+        bins = np.searchsorted(edges, levels, side="right")
+        cand = np.asarray(self.spec["allowed_splits"], dtype=np.float64)
+        best: list[int] = []
+        for b in range(len(edges) + 1):
+            sel = bins == b
+            best.append(self._best_split(cand, splits[sel], rewards[sel]) if sel.any() else -1)
+        for b, k in enumerate(best):  # a bin without data takes its neighbour's split
+            if k < 0:
+                best[b] = next(x for x in best[b:] + best[:b][::-1] if x >= 0)
+        thresholds, bin_splits = [], [best[0]]
+        for b in range(1, len(best)):
+            if best[b] != bin_splits[-1]:
+                thresholds.append(float(edges[b - 1]))
+                bin_splits.append(best[b])
+        self.thresholds, self.bin_splits = thresholds, bin_splits
+
+    def _best_split(self, cand: np.ndarray, splits: np.ndarray, rewards: np.ndarray) -> int:
+        if self.split_bandwidth > 0:
+            w = np.exp(-0.5 * ((cand[:, None] - splits[None, :]) / self.split_bandwidth) ** 2)
+        else:
+            w = (cand[:, None] == splits[None, :]).astype(np.float64)
+        tot = w.sum(axis=1)
+        mean = np.where(tot > 1e-12, (w @ rewards) / np.maximum(tot, 1e-12), -np.inf)
+        return int(cand[int(np.argmax(mean))])
+
+    def split_for(self, level: np.ndarray | float) -> np.ndarray:
+        """The rule's split for observed level(s)."""
+        if not self.bin_splits:
+            raise ValueError(f"{type(self).__name__} is not fitted: call fit(num_steps, seed) first")
+        idx = np.searchsorted(np.asarray(self.thresholds), np.asarray(level, dtype=np.float64), side="right")
+        return np.asarray(self.bin_splits)[idx]
+
+    def _act(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        actions = self._split_to_action(self.split_for(obs[:, 0]), self._prev_split(obs))
+        if masks is not None and not masks[np.arange(len(obs)), actions].all():
+            raise ValueError(f"the rule's split is masked out by action_masks (splits {self.bin_splits})")
+        return actions
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "n_bins": self.n_bins,
+            "split_bandwidth": self.split_bandwidth,
+            "thresholds": self.thresholds,
+            "bin_splits": self.bin_splits,
+        }
+
+    def _set_params(self, params: dict[str, Any]) -> None:
+        self.n_bins = params["n_bins"]
+        self.split_bandwidth = float(params["split_bandwidth"])
+        self.thresholds = [float(t) for t in params["thresholds"]]
+        self.bin_splits = [int(k) for k in params["bin_splits"]]
+
+
+class BestFixedSplitAgent(SNRThresholdAgent):
+    """The single split with the best mean observed reward on random real steps (`SNRThresholdAgent` with one bin)."""
+
+    def __init__(self, env: gym.Env | str, split_bandwidth: float = 1.0) -> None:
+        super().__init__(env, n_bins=1, split_bandwidth=split_bandwidth)
+
+    @property
+    def split(self) -> int:
+        return self.split_for(0.0).item()
+
+
+class OracleAgent(HeuristicAgent):
+    """Privileged upper bound: acts on the *true* state of the env it is bound to; ``predict`` ignores ``obs``.
+
+    It must be stepped on that same env (`agents.logging.evaluate_agent` re-binds it with ``set_env``; with SB3's
+    ``evaluate_policy`` pass the env it was built with). A batch of observations is refused.
+
+    * No switching cost (weight 0), a negative one, or relative actions: the argmax of ``env.expected_rewards()``
+      (which includes the switching term from the current split). Myopic: in the paper env the action's tiny effect
+      on the next steps' ρ is ignored.
+    * Switching weight > 0 (absolute actions): exact dynamic programming (`agents.planning.plan_dp`) over the splits
+      along the *true future* channel of the rest of the episode. The future is peeked by stepping a deep copy of the
+      env (the quality backend shared, not copied) with the split held, reading ``expected_rewards()`` without the
+      switching term at each step; the channel is exogenous, so the copy sees exactly the levels the env will.
+      Exact for the profile backend; for the live backend the copy runs on its profile (the expectations come from
+      it anyway), and the copy's future diverges from the live env's at the next chunk of normals (the live backend
+      draws from the generator too). The plan is computed once per episode and re-checked against the env's level
+      every step (recomputed on any mismatch).
+    """
+
+    privileged = True
+
+    def __init__(self, env: gym.Env | str, lookahead: bool = True) -> None:
+        super().__init__(env)
+        self.lookahead = bool(lookahead)
+        self._cache: tuple[int, list[float], np.ndarray] | None = None
+
+    def set_env(self, env: gym.Env) -> None:
+        """Bind to ``env`` (an env with the same layout)."""
+        env = _make_env(env)
+        spec = env_spec(env)
+        if spec["n_actions"] != self.spec["n_actions"] or spec["splits"] != self.spec["splits"]:
+            raise ValueError("OracleAgent.set_env: the env's actions differ from the oracle's")
+        self.env, self.spec, self._cache = env, spec, None
+
+    def _params(self) -> dict[str, Any]:
+        return {"lookahead": self.lookahead}
+
+    def _set_params(self, params: dict[str, Any]) -> None:
+        if self.env is None:
+            raise ValueError("OracleAgent.load needs env= (the oracle acts on the env's true state)")
+        self.lookahead = bool(params.get("lookahead", True))
+        self._cache = None
+
+    def _uses_dp(self) -> bool:
+        u = self.env.unwrapped
+        return (
+            self.lookahead
+            and self.spec["action_mode"] == "absolute"
+            and float(u.reward_weights.get("switching", 0.0)) > 0.0
+            and hasattr(u, "_t")
+        )
+
+    def future_table(self) -> tuple[list[float], np.ndarray]:
+        """``(levels, rewards)`` for the rest of the episode from the env's current step: the true levels the env will
+        see and the ``[H, K]`` expected rewards of every action without the switching term (masked: ``-inf``)."""
+        u = self.env.unwrapped
+        t0 = int(u._t)
+        horizon = int(u.max_episode_steps) - t0
+        if horizon < 1:
+            raise ValueError("the episode is over: reset the env")
+        qb = u.quality_backend
+        shared = getattr(qb, "profile_quality", qb) if type(qb).__name__ == "LLMQuality" else qb
+        if shared is None:
+            raise ValueError("the live backend has no profile of the same model: no expected rewards to plan with")
+        memo = {id(qb): shared}
+        sim = copy.deepcopy(u, memo)
+        sim.render_mode = None
+        w_sw = float(u.reward_weights.get("switching", 0.0))
+        splits = np.asarray(self.spec["splits"], dtype=np.float64)
+        levels, rows = [], []
+        for j in range(horizon):
+            levels.append(float(sim.level))
+            rows.append(sim.expected_rewards() + w_sw * np.abs(splits - sim.prev_split) / sim.num_layers)
+            if j < horizon - 1:
+                sim.step(sim.prev_split - sim.k_min)  # hold the split: the channel does not depend on it
+        return levels, np.asarray(rows)
+
+    def _act(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        if len(obs) != 1:
+            raise ValueError("OracleAgent acts on one env's true state: predict one observation at a time")
+        if self.env is None:
+            raise ValueError("OracleAgent has no env: load(path, env=...) or set_env(env)")
+        u = self.env.unwrapped
+        m = u.action_masks() if masks is None else masks[0]
+        if not self._uses_dp():
+            er = u.expected_rewards()
+            return np.array([int(np.argmax(np.where(m, er, -np.inf)))], dtype=np.int64)
+        t = int(u._t)
+        c = self._cache
+        if c is None or not (c[0] <= t < c[0] + len(c[1])) or c[1][t - c[0]] != float(u.level):
+            levels, table = self.future_table()
+            self._cache = c = (t, levels, table)
+        table = c[2][t - c[0] :]
+        finite = np.where(np.isfinite(table), table, 0.0)
+        plan = plan_dp(
+            finite,
+            self.spec["splits"],
+            u.num_layers,
+            float(u.reward_weights["switching"]),
+            prev_split=float(u.prev_split),
+            mask=np.asarray(m, dtype=bool) & np.isfinite(table),
+        )
+        return np.array([plan.first_action], dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------------ SB3 agents
+def _yaml_algos() -> list[str]:
+    return sorted(p.stem for p in HYPERPARAMS_DIR.glob("*.yml"))
+
+
+def load_hyperparams(algo: str, env_id: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The section ``env_id`` of ``agents/hyperparams/<algo>.yml`` (a fresh dict), updated with ``overrides``.
+
+    Raises ``ValueError`` naming the allowed algos / env ids.
+    """
+    allowed = sorted(set(_yaml_algos()) | set(ALGOS))
+    if algo not in allowed:
+        raise ValueError(f"unknown algo {algo!r}; allowed: {', '.join(allowed)}")
+    path = HYPERPARAMS_DIR / f"{algo}.yml"
+    if not path.is_file():
+        raise ValueError(f"no hyperparameter file for algo {algo!r} (expected {path})")
+    table = yaml.safe_load(path.read_text()) or {}
+    if env_id not in table:
+        raise ValueError(f"{path.name} has no entry for env id {env_id!r}; entries: {', '.join(map(str, table))}")
+    hp = copy.deepcopy(dict(table[env_id]))
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise ValueError(f"overrides must be a dict, got {type(overrides).__name__}")
+        hp.update(copy.deepcopy(dict(overrides)))
+    return hp
+
+
+def _policy_kwargs(value: Any) -> dict[str, Any]:
+    """rl-zoo writes ``policy_kwargs`` as a Python expression string (``"dict(net_arch=[64, 64])"``); accept that
+    (evaluated with only ``dict`` and ``nn`` in scope) or a mapping."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str):
+        from torch import nn
+
+        try:
+            out = eval(value, {"__builtins__": {}}, {"dict": dict, "nn": nn})  # trusted config, as in rl-zoo
+        except Exception as e:
+            raise ValueError(f"policy_kwargs {value!r} is not a valid expression: {e}") from None
+        if isinstance(out, Mapping):
+            return dict(out)
+    raise ValueError(f"policy_kwargs must be a dict (or rl-zoo's 'dict(...)' string), got {value!r}")
+
+
+def _env_id_of(env: Any) -> str | None:
+    spec = getattr(env, "spec", None)
+    if spec is not None and getattr(spec, "id", None):
+        return spec.id
+    if isinstance(env, VecEnv):
+        try:
+            specs = env.get_attr("spec")
+            return specs[0].id if specs and specs[0] is not None else None
+        except AttributeError:
+            return None
+    return None
+
+
+def make_sb3_agent(
+    algo: str,
+    env: gym.Env | VecEnv | str,
+    hyperparams: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    tensorboard_log: str | None = None,
+    verbose: int = 0,
+    env_id: str | None = None,
+) -> BaseAlgorithm:
+    """Build an SB3 / sb3-contrib model from zoo-style hyperparameters.
+
+    :param algo: a key of ``ALGOS``
+    :param env: a gym env, a VecEnv, or an env id (then ``n_envs`` from the hyperparameters applies)
+    :param hyperparams: a zoo section (``n_timesteps``, ``policy``, ``n_envs``, algorithm kwargs); ``None``: from
+        `load_hyperparams` for ``env_id`` (or the env's spec id). Not modified.
+    :return: the untrained model (train it for ``hyperparams["n_timesteps"]`` steps)
+    """
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}; allowed: {', '.join(ALGOS)}")
+    if isinstance(env, str):
+        env_id = env_id or env
+    env_id = env_id or _env_id_of(env)
+    if hyperparams is None:
+        if env_id is None:
+            raise ValueError("no hyperparameters given and the env has no id: pass hyperparams= or env_id=")
+        hyperparams = load_hyperparams(algo, env_id)
+    hp = copy.deepcopy(dict(hyperparams))
+    hp.pop("n_timesteps", None)
+    policy = hp.pop("policy", "MlpPolicy")
+    n_envs = int(hp.pop("n_envs", 1))
+    if "policy_kwargs" in hp:
+        hp["policy_kwargs"] = _policy_kwargs(hp["policy_kwargs"])
+    cls = ALGOS[algo]
+    params = inspect.signature(cls.__init__).parameters
+    bad = sorted(k for k in hp if k not in params or k in ("self", "policy", "env"))
+    if bad:
+        allowed = sorted(k for k in params if k not in ("self", "policy", "env", "seed", "_init_setup_model"))
+        raise ValueError(f"unknown {algo} hyperparameters {bad}; allowed: {', '.join(allowed)} (and {_ZOO_KEYS})")
+    for k in ("seed", "tensorboard_log", "verbose"):
+        hp.pop(k, None)  # the explicit arguments win
+    if isinstance(env, str):
+        if env not in gym.registry:
+            raise ValueError(f"unknown env id {env!r}")
+        env = make_vec_env(env, n_envs=n_envs, seed=seed) if n_envs > 1 else gym.make(env)
+    return cls(policy, env, seed=seed, tensorboard_log=tensorboard_log, verbose=verbose, **hp)

@@ -1,0 +1,631 @@
+"""RSM-PPO: the paper's method as published (reward surrogate model + PPO trained entirely inside it).
+
+1. Collect ``n_real`` real transitions with uniformly random allowed actions (the only real quality evaluations).
+2. Fit the reward surrogate on (observed level, split) → the reward's quality-dependent part: the authors' MLP
+   2→128→128→1 with ReLU on raw features (``surrogate="mlp"``), or our `GaussianEnsemble` (``"ensemble"``, its mean).
+   Features: ``(obs[0], k)`` for the paper preset (their raw ``(ρ, p)``), ``(obs[obs_dims], k / L)`` otherwise.
+3. Train SB3 PPO for ``total_timesteps`` inside `SurrogateRewardWrapper`: a *profile-backend* copy of the env's
+   config (it samples the channel; a profile step costs no real evaluation, and a live-LLM env is never called) whose
+   reward is replaced by ``surrogate(features) + the known terms``.
+4. Evaluate on the real reward (`agents.logging.evaluate_agent` / `OracleNormalisedEvalCallback` on the real env).
+
+**Target** (``target``): ``"quality_terms"`` (default, as the authors: their surrogate predicts the perplexity term and
+the load term ``(10 − p)/10`` is computed in closed form): the surrogate learns ``Σ w_c r_c`` over the weighted
+components that depend on the quality backend (``quality``, ``ppl_gain``); the others (``ue_compute``, ``privacy``,
+``switching``, ``latency``, ``paper_load``) come exactly from ``info["rewards"]``. ``"reward"``: the surrogate learns
+the whole reward except the switching term (which depends on the previous split, not in its input); switching is
+added exactly.
+
+Cost: ``quality_evals = n_real`` (for the live backend, the evaluations the env reports during collection, which
+differ from ``n_real`` when steps at ``k = L`` or paper-term resets occur).
+
+TensorBoard (the shared tag tree): PPO's ``rollout/*`` and ``model/*`` (mirrored ``train/*``), ``model/surrogate_*``
+(fit losses), ``reward/<component>`` (the profile copy's components during the surrogate phase: free, unseen by the
+agent), ``cost/quality_evals`` (constant ``n_real``), and ``eval/*`` from an eval callback on the real env.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from torch import nn
+
+import llmsplit_env  # noqa: F401  (registers the env ids)
+from agents.ensemble import GaussianEnsemble
+from agents.logging import RewardComponentCallback
+
+SURROGATES = ("mlp", "ensemble")
+TARGETS = ("quality_terms", "reward")
+QUALITY_TERMS = ("quality", "ppl_gain")  # components that depend on the quality backend
+SAVE_FORMAT = "llmsplit-rsm-ppo"
+SAVE_VERSION = 1
+PAPER_PPO_KWARGS = {"n_steps": 400, "batch_size": 100}  # the authors' surrogate-env PPO (SB3 defaults otherwise)
+
+
+# ---------------------------------------------------------------------------------------------- surrogates
+class MLPSurrogate:
+    """The authors' reward surrogate: MLP ``in_dim → 128 → 128 → 1`` with ReLU on raw (unnormalised) features,
+    trained with Adam on the MSE; a random ``val_ratio`` of the data is held out for early stopping (best weights).
+    Prediction runs in numpy (a PPO step queries one sample; torch overhead would dominate)."""
+
+    def __init__(
+        self,
+        in_dim: int = 2,
+        hidden_dims: Sequence[int] = (128, 128),
+        learning_rate: float = 1e-3,
+        batch_size: int = 32,
+        max_epochs: int = 1000,
+        patience: int = 100,
+        val_ratio: float = 0.2,
+        seed: int = 0,
+    ) -> None:
+        self.hparams = {
+            "in_dim": int(in_dim),
+            "hidden_dims": [int(h) for h in hidden_dims],
+            "learning_rate": float(learning_rate),
+            "batch_size": int(batch_size),
+            "max_epochs": int(max_epochs),
+            "patience": int(patience),
+            "val_ratio": float(val_ratio),
+            "seed": int(seed),
+        }
+        if not 0.0 <= val_ratio < 1.0:
+            raise ValueError(f"val_ratio must lie in [0, 1), got {val_ratio!r}")
+        self._gen = torch.Generator().manual_seed(int(seed))
+        dims = [int(in_dim), *self.hparams["hidden_dims"], 1]
+        layers: list[nn.Module] = []
+        for i in range(len(dims) - 1):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < len(dims) - 2:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+        with torch.no_grad():  # seeded init, independent of the global torch RNG
+            for m in self.net:
+                if isinstance(m, nn.Linear):
+                    bound = 1.0 / np.sqrt(m.in_features)
+                    m.weight.uniform_(-bound, bound, generator=self._gen)
+                    m.bias.uniform_(-bound, bound, generator=self._gen)
+        self._np_layers: list[tuple[np.ndarray, np.ndarray]] = []
+        self._sync_numpy()
+
+    def _sync_numpy(self) -> None:
+        self._np_layers = [
+            (m.weight.detach().double().numpy().T.copy(), m.bias.detach().double().numpy().copy())
+            for m in self.net
+            if isinstance(m, nn.Linear)
+        ]
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Fit on ``X [N, in_dim]`` → ``y [N]``; returns ``train_mse``, ``val_mse`` (NaN without held-out data),
+        ``epochs``."""
+        X = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        y = torch.as_tensor(np.asarray(y, dtype=np.float32)).reshape(-1, 1)
+        n = len(X)
+        if X.ndim != 2 or X.shape[1] != self.hparams["in_dim"] or n != len(y) or n < 2:
+            raise ValueError(f"need X [N >= 2, {self.hparams['in_dim']}] and y [N], got {tuple(X.shape)}, {len(y)}")
+        perm = torch.randperm(n, generator=self._gen)
+        n_val = round(self.hparams["val_ratio"] * n)
+        n_val = min(n_val, n - 1)
+        val, tr = perm[:n_val], perm[n_val:]
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.hparams["learning_rate"])
+        bs = self.hparams["batch_size"]
+        best, best_state, best_epoch, since = float("inf"), None, 0, 0
+        epoch = 0
+        for epoch in range(1, self.hparams["max_epochs"] + 1):
+            order = tr[torch.randperm(len(tr), generator=self._gen)]
+            for i in range(0, len(order), bs):
+                idx = order[i : i + bs]
+                loss = ((self.net(X[idx]) - y[idx]) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                score = float(((self.net(X[val if n_val else tr]) - y[val if n_val else tr]) ** 2).mean())
+            if score < best - 1e-7:
+                best, best_epoch, since = score, epoch, 0
+                best_state = {k: v.clone() for k, v in self.net.state_dict().items()}
+            else:
+                since += 1
+                if since >= self.hparams["patience"]:
+                    break
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        self._sync_numpy()
+        with torch.no_grad():
+            train_mse = float(((self.net(X[tr]) - y[tr]) ** 2).mean())
+        return {
+            "train_mse": train_mse,
+            "val_mse": best if n_val else float("nan"),
+            "epochs": float(epoch),
+            "best_epoch": float(best_epoch),
+        }
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predictions ``[...]`` for inputs ``[..., in_dim]``."""
+        h = np.asarray(X, dtype=np.float64)
+        for i, (w, b) in enumerate(self._np_layers):
+            h = h @ w + b
+            if i < len(self._np_layers) - 1:
+                np.maximum(h, 0.0, out=h)
+        return h[..., 0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "mlp", "hparams": self.hparams, "net": self.net.state_dict()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> MLPSurrogate:
+        model = cls(**state["hparams"])
+        model.net.load_state_dict(state["net"])
+        model._sync_numpy()
+        return model
+
+
+class EnsembleSurrogate:
+    """Our `GaussianEnsemble` as the reward surrogate (standardised inputs, bootstraps, early stopping); predicts
+    the elite mean."""
+
+    def __init__(self, in_dim: int = 2, seed: int = 0, **ensemble_kwargs: Any) -> None:
+        self.ensemble = GaussianEnsemble(in_dim, 1, seed=seed, **ensemble_kwargs)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Fit; returns ``train_nll``, ``val_nll`` and ``val_mse_standardized`` (held-out MSE in standardised target
+        units, elite mean) and ``epochs``."""
+        stats = self.ensemble.fit(np.asarray(X, np.float32), np.asarray(y, np.float32).reshape(-1, 1))
+        return {
+            "train_nll": float(stats["train_loss"]),
+            "val_nll": float(stats["val_loss"]),
+            "val_mse_standardized": float(stats["val_mse"]),
+            "epochs": float(stats["epochs"]),
+        }
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.ensemble.predict(np.asarray(X, np.float32)).mean[..., 0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "ensemble", "ensemble": self.ensemble.state_dict()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> EnsembleSurrogate:
+        hp = dict(state["ensemble"]["hparams"])
+        in_dim, seed = hp.pop("in_dim"), hp.pop("seed")
+        hp.pop("out_dim")
+        model = cls(in_dim, seed=seed, **hp)
+        model.ensemble.load_state_dict(state["ensemble"])
+        return model
+
+
+def _surrogate_from_state(state: dict[str, Any]) -> MLPSurrogate | EnsembleSurrogate:
+    if state.get("kind") == "mlp":
+        return MLPSurrogate.from_state_dict(state)
+    if state.get("kind") == "ensemble":
+        return EnsembleSurrogate.from_state_dict(state)
+    raise ValueError(f"unknown surrogate kind {state.get('kind')!r}")
+
+
+# -------------------------------------------------------------------------------------------- features, env
+class SurrogateFeatures:
+    """Surrogate input ``[obs[obs_dims]..., split feature]``: the split raw (``k``, the authors' ``p``) or as a
+    fraction ``k / L``."""
+
+    def __init__(self, obs_dims: Sequence[int], num_layers: int, raw_split: bool) -> None:
+        self.obs_dims = [int(d) for d in obs_dims]
+        self.num_layers = int(num_layers)
+        self.raw_split = bool(raw_split)
+
+    @property
+    def dim(self) -> int:
+        return len(self.obs_dims) + 1
+
+    def __call__(self, obs: np.ndarray, split: np.ndarray | int) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        k = np.asarray(split, dtype=np.float64)
+        kf = k if self.raw_split else k / self.num_layers
+        batch = np.broadcast_shapes(obs.shape[:-1], k.shape)
+        parts = [
+            np.broadcast_to(obs[..., self.obs_dims], (*batch, len(self.obs_dims))),
+            np.broadcast_to(kf, batch)[..., None],
+        ]
+        return np.concatenate(parts, axis=-1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"obs_dims": self.obs_dims, "num_layers": self.num_layers, "raw_split": self.raw_split}
+
+
+def surrogate_env_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config of the surrogate phase's env: ``config`` with the profile backend (the live model is never run)."""
+    cfg = json.loads(json.dumps(dict(config)))  # deep copy, JSON-clean
+    cfg["backend"] = "profile"
+    return cfg
+
+
+def make_surrogate_env(config: Mapping[str, Any]) -> gym.Env:
+    """A fresh profile-backend `LLMSplitEnv` for ``surrogate_env_config(config)``."""
+    from llmsplit_env.env import LLMSplitEnv
+
+    return LLMSplitEnv(surrogate_env_config(config))
+
+
+class SurrogateRewardWrapper(gym.Wrapper):
+    """Replaces the env's reward by ``surrogate(features(obs_t, k_t)) + Σ_{c not learned} w_c · info["rewards"][c]``.
+
+    The wrapped env still samples the channel and its own quality (a profile: free); ``info["env_reward"]`` keeps
+    the env's reward and ``info["surrogate_reward"]`` the replacement. ``is_surrogate_env`` tells
+    `RewardComponentCallback` that steps here cost no real evaluations. Wrap a profile-backend env
+    (`make_surrogate_env`): wrapping a live-LLM env would still run the model each step (refused).
+    """
+
+    is_surrogate_env = True
+
+    def __init__(
+        self,
+        env: gym.Env,
+        surrogate: MLPSurrogate | EnsembleSurrogate,
+        features: SurrogateFeatures,
+        learned_components: Sequence[str],
+        weights: Mapping[str, float],
+    ) -> None:
+        super().__init__(env)
+        if getattr(env.unwrapped, "config", {}).get("backend") == "llm":
+            raise ValueError("SurrogateRewardWrapper needs a profile-backend env (see make_surrogate_env)")
+        self.surrogate = surrogate
+        self.features = features
+        self.learned = tuple(learned_components)
+        self.weights = dict(weights)
+        self._obs: np.ndarray | None = None
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._obs = obs
+        return obs, info
+
+    def step(self, action):
+        obs, env_reward, terminated, truncated, info = self.env.step(action)
+        pred = float(self.surrogate.predict(self.features(self._obs, info["split"])[None])[0])
+        known = sum(self.weights.get(c, 0.0) * v for c, v in info["rewards"].items() if c not in self.learned)
+        reward = pred + known
+        info["env_reward"] = env_reward
+        info["surrogate_reward"] = reward
+        self._obs = obs
+        return obs, reward, terminated, truncated, info
+
+
+class _SurrogateStatsCallback(BaseCallback):
+    """Records the surrogate's fit statistics under ``model/surrogate_*`` at every rollout end (a flat line in TB)."""
+
+    def __init__(self, stats: Mapping[str, float]) -> None:
+        super().__init__()
+        self.stats = dict(stats)
+
+    def _record(self) -> None:
+        for k, v in self.stats.items():
+            self.logger.record(f"model/surrogate_{k}", v)
+
+    def _on_training_start(self) -> None:
+        self._record()
+
+    def _on_rollout_end(self) -> None:
+        self._record()
+
+    def _on_step(self) -> bool:
+        return True
+
+
+# ------------------------------------------------------------------------------------------------ the agent
+class RSMPPOAgent:
+    """The paper's RSM-PPO (see the module doc).
+
+    :param env: the real env (gym env or id); collection steps it, so pass a dedicated instance
+    :param n_real: real transitions for the surrogate (default 360: the authors' sweep, 8 ρ × 9 splits × 5 runs)
+    :param surrogate: ``"mlp"`` (the authors' 2→128→128→1 ReLU MLP on raw features) or ``"ensemble"``
+    :param ppo_kwargs: PPO keyword arguments (default: the authors' ``n_steps=400, batch_size=100``)
+    :param target: ``"quality_terms"`` or ``"reward"`` (module doc)
+    :param obs_dims: observation dims fed to the surrogate (default ``(0,)``: the observed level)
+    :param raw_split: split feature ``k`` (True) or ``k / L`` (False); default: raw for the paper preset
+    :param surrogate_kwargs: extra arguments of `MLPSurrogate` / `GaussianEnsemble`
+    """
+
+    def __init__(
+        self,
+        env: gym.Env | str,
+        n_real: int = 360,
+        surrogate: str = "mlp",
+        ppo_kwargs: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        tensorboard_log: str | None = None,
+        target: str = "quality_terms",
+        obs_dims: Sequence[int] = (0,),
+        raw_split: bool | None = None,
+        surrogate_kwargs: Mapping[str, Any] | None = None,
+        verbose: int = 0,
+    ) -> None:
+        self.env = gym.make(env) if isinstance(env, str) else env
+        u = self.env.unwrapped
+        for attr in ("config", "num_layers", "reward_weights", "action_masks"):
+            if not hasattr(u, attr):
+                raise ValueError(f"RSMPPOAgent needs an LLMSplitEnv (missing {attr!r} on {type(u).__name__})")
+        if isinstance(n_real, bool) or int(n_real) != n_real or n_real < 2:
+            raise ValueError(f"n_real must be an integer >= 2, got {n_real!r}")
+        if surrogate not in SURROGATES:
+            raise ValueError(f"surrogate must be one of {SURROGATES}, got {surrogate!r}")
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        obs_dim = int(self.env.observation_space.shape[0])
+        if not obs_dims or any(not 0 <= int(d) < obs_dim for d in obs_dims):
+            raise ValueError(f"obs_dims must name observation dims in [0, {obs_dim}), got {list(obs_dims)}")
+        self.n_real = int(n_real)
+        self.surrogate_kind = surrogate
+        self.target = target
+        self.seed = int(seed)
+        self.tensorboard_log = tensorboard_log
+        self.verbose = verbose
+        self.ppo_kwargs = dict(PAPER_PPO_KWARGS if ppo_kwargs is None else ppo_kwargs)
+        self.surrogate_kwargs = dict(surrogate_kwargs or {})
+        self.config = dict(u.config)
+        self.weights = {c: float(w) for c, w in u.reward_weights.items()}
+        if raw_split is None:
+            raw_split = self.config.get("preset") == "paper"
+        self.features = SurrogateFeatures(obs_dims, u.num_layers, raw_split)
+        if target == "quality_terms":
+            self.learned = tuple(c for c in QUALITY_TERMS if self.weights.get(c, 0.0) != 0.0)
+        else:
+            self.learned = tuple(c for c, w in self.weights.items() if w != 0.0 and c != "switching")
+        self.surrogate: MLPSurrogate | EnsembleSurrogate | None = None
+        self.fit_stats: dict[str, float] = {}
+        self.quality_evals = 0
+        self.data: dict[str, np.ndarray] | None = None
+        self.ppo: PPO | None = None
+
+    # --- surrogate --------------------------------------------------------------------------------------------
+    def target_of(self, reward: float, components: Mapping[str, float]) -> float:
+        """The surrogate's regression target for one real step (``reward`` and ``info["rewards"]``)."""
+        return float(sum(self.weights.get(c, 0.0) * components[c] for c in self.learned if c in components))
+
+    def collect(self, n: int, seed: int) -> dict[str, np.ndarray]:
+        """``n`` real transitions with uniformly random allowed actions: ``features``, ``target``, ``split``,
+        ``reward``; returns them and the real evaluations spent under ``"quality_evals"``."""
+        env, u = self.env, self.env.unwrapped
+        rng = np.random.default_rng(seed)
+        live = self.config.get("backend") == "llm"
+        obs, info = env.reset(seed=int(seed))
+        last = int(info.get("quality_evals", 0))
+        evals = 0
+        X, y, ks, rs = [], [], [], []
+        for _ in range(int(n)):
+            a = int(rng.choice(np.flatnonzero(u.action_masks())))
+            next_obs, r, term, trunc, info = env.step(a)
+            X.append(self.features(obs, info["split"]))
+            y.append(self.target_of(r, info["rewards"]))
+            ks.append(int(info["split"]))
+            rs.append(float(r))
+            cur = int(info.get("quality_evals", last))
+            evals += max(cur - last, 0)
+            last = cur
+            obs = next_obs
+            if term or trunc:
+                obs, info = env.reset()
+                cur = int(info.get("quality_evals", last))
+                evals += max(cur - last, 0)
+                last = cur
+        return {
+            "features": np.asarray(X),
+            "target": np.asarray(y),
+            "split": np.asarray(ks),
+            "reward": np.asarray(rs),
+            "quality_evals": np.asarray(evals if live else int(n)),
+        }
+
+    def _new_surrogate(self) -> MLPSurrogate | EnsembleSurrogate:
+        if self.surrogate_kind == "mlp":
+            return MLPSurrogate(self.features.dim, seed=self.seed, **self.surrogate_kwargs)
+        return EnsembleSurrogate(self.features.dim, seed=self.seed, **self.surrogate_kwargs)
+
+    def fit_surrogate(self) -> dict[str, float]:
+        """Collect ``n_real`` real transitions and fit the surrogate (once; ``learn`` calls it if needed)."""
+        data = self.collect(self.n_real, self.seed)
+        self.quality_evals += int(data["quality_evals"])
+        self.data = data
+        self.surrogate = self._new_surrogate()
+        stats = self.surrogate.fit(data["features"], data["target"])
+        # The same summary for both surrogates, in target units: error on all collected data vs the target's spread.
+        fit_mse = float(np.mean((self.surrogate.predict(data["features"]) - data["target"]) ** 2))
+        var = float(np.var(data["target"]))
+        self.fit_stats = {**stats, "fit_mse": fit_mse, "target_var": var, "n_real": float(self.n_real)}
+        return self.fit_stats
+
+    def predict_target(self, obs: np.ndarray, split: np.ndarray | int) -> np.ndarray:
+        """Surrogate prediction of the target for observation(s) and split(s) (broadcast)."""
+        if self.surrogate is None:
+            raise ValueError("the surrogate is not fitted: call learn() or fit_surrogate() first")
+        return self.surrogate.predict(self.features(obs, split))
+
+    # --- PPO ----------------------------------------------------------------------------------------------------
+    def make_surrogate_env(self) -> SurrogateRewardWrapper:
+        """The PPO phase's env: a profile-backend copy of the real env's config with the surrogate reward."""
+        if self.surrogate is None:
+            raise ValueError("the surrogate is not fitted")
+        return SurrogateRewardWrapper(
+            make_surrogate_env(self.config), self.surrogate, self.features, self.learned, self.weights
+        )
+
+    def _build_ppo(self) -> PPO:
+        kw = dict(self.ppo_kwargs)
+        kw.pop("n_timesteps", None)
+        policy = kw.pop("policy", "MlpPolicy")
+        return PPO(
+            policy,
+            self.make_surrogate_env(),
+            seed=self.seed,
+            tensorboard_log=self.tensorboard_log,
+            verbose=self.verbose,
+            **kw,
+        )
+
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: BaseCallback | list[BaseCallback] | None = None,
+        tb_log_name: str = "RSM-PPO",
+        progress_bar: bool = False,
+        reset_num_timesteps: bool = True,
+    ) -> RSMPPOAgent:
+        """Fit the surrogate (first call only) and train PPO for ``total_timesteps`` surrogate steps.
+
+        Callbacks run on the PPO model (their ``training_env`` is the surrogate env; evaluate on the real env, e.g.
+        `agents.logging.OracleNormalisedEvalCallback`). A `RewardComponentCallback` is added (or, if given, set to
+        count the ``n_real`` evaluations only).
+        """
+        if isinstance(total_timesteps, bool) or int(total_timesteps) != total_timesteps or total_timesteps < 1:
+            raise ValueError(f"total_timesteps must be a positive integer, got {total_timesteps!r}")
+        if self.surrogate is None:
+            self.fit_surrogate()
+        if self.ppo is None:
+            self.ppo = self._build_ppo()
+        cbs: list[BaseCallback] = []
+        if isinstance(callback, CallbackList):
+            cbs = list(callback.callbacks)
+        elif isinstance(callback, BaseCallback):
+            cbs = [callback]
+        elif callback is not None:
+            cbs = list(callback)
+        counters = [c for c in cbs if isinstance(c, RewardComponentCallback)]
+        for c in counters:
+            c.count, c.initial_evals, c.tracker = "none", self.quality_evals, None
+        if not counters:
+            cbs.insert(0, RewardComponentCallback(count="none", initial_evals=self.quality_evals))
+        cbs.insert(0, _SurrogateStatsCallback(self.fit_stats))
+        self.ppo.learn(
+            int(total_timesteps),
+            callback=CallbackList(cbs),
+            tb_log_name=tb_log_name,
+            progress_bar=progress_bar,
+            reset_num_timesteps=reset_num_timesteps,
+        )
+        return self
+
+    @property
+    def num_timesteps(self) -> int:
+        """PPO's surrogate steps so far."""
+        return 0 if self.ppo is None else int(self.ppo.num_timesteps)
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
+        """PPO's action(s) for observation(s) (SB3 semantics)."""
+        if self.ppo is None:
+            raise ValueError("RSMPPOAgent is not trained: call learn() first")
+        return self.ppo.predict(observation, state, episode_start, deterministic)
+
+    # --- persistence --------------------------------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "format": SAVE_FORMAT,
+            "version": SAVE_VERSION,
+            "n_real": self.n_real,
+            "surrogate": self.surrogate_kind,
+            "target": self.target,
+            "seed": self.seed,
+            "ppo_kwargs": self.ppo_kwargs,
+            "surrogate_kwargs": self.surrogate_kwargs,
+            "features": self.features.to_json(),
+            "learned": list(self.learned),
+            "weights": self.weights,
+            "config": json.loads(json.dumps(self.config, default=str)),
+            "fit_stats": self.fit_stats,
+            "quality_evals": self.quality_evals,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save PPO (``ppo.zip``), the surrogate (``surrogate.pt``) and metadata (``rsm.json``) into the directory
+        ``path``, or into one zip archive if ``path`` ends with ``.zip``."""
+        if self.surrogate is None or self.ppo is None:
+            raise ValueError("nothing to save: train the agent first (learn)")
+        path = Path(path)
+        ppo_buf = io.BytesIO()
+        self.ppo.save(ppo_buf)
+        sur_buf = io.BytesIO()
+        torch.save(self.surrogate.state_dict(), sur_buf)
+        files = {
+            "ppo.zip": ppo_buf.getvalue(),
+            "surrogate.pt": sur_buf.getvalue(),
+            "rsm.json": json.dumps(self._meta(), indent=1).encode(),
+        }
+        if path.suffix == ".zip":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w") as z:
+                    for name, data in files.items():
+                        z.writestr(name, data)
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+        else:
+            if path.exists() and not path.is_dir():
+                raise ValueError(f"{path} exists and is not a directory")
+            path.mkdir(parents=True, exist_ok=True)
+            for name, data in files.items():
+                (path / name).write_bytes(data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, env: gym.Env | str | None = None) -> RSMPPOAgent:
+        """Rebuild an agent saved with ``save`` (directory or zip). ``env``: the real env for further collection
+        (default: a profile-backend env of the saved config)."""
+        path = Path(path)
+        if path.is_dir():
+            read: Callable[[str], bytes] = lambda name: (path / name).read_bytes()
+        elif path.is_file() and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                blobs = {n: z.read(n) for n in z.namelist()}
+            read = lambda name: blobs[name]
+        else:
+            raise ValueError(f"{path} is neither a saved RSM-PPO directory nor a zip archive")
+        try:
+            meta = json.loads(read("rsm.json"))
+        except (KeyError, FileNotFoundError):
+            raise ValueError(f"{path} holds no rsm.json: not a saved RSM-PPO agent") from None
+        if meta.get("format") != SAVE_FORMAT or meta.get("version") != SAVE_VERSION:
+            raise ValueError(f"{path}: not a saved RSM-PPO agent of version {SAVE_VERSION}")
+        real_env = env if env is not None else make_surrogate_env(meta["config"])
+        f = meta["features"]
+        agent = cls(
+            real_env,
+            n_real=meta["n_real"],
+            surrogate=meta["surrogate"],
+            ppo_kwargs=meta["ppo_kwargs"],
+            seed=meta["seed"],
+            target=meta["target"],
+            obs_dims=f["obs_dims"],
+            raw_split=f["raw_split"],
+            surrogate_kwargs=meta["surrogate_kwargs"],
+        )
+        if agent.features.to_json() != f or list(agent.learned) != meta["learned"]:
+            raise ValueError(f"the env differs from the one {path} was saved with (features or reward terms)")
+        agent.surrogate = _surrogate_from_state(torch.load(io.BytesIO(read("surrogate.pt")), weights_only=True))
+        agent.fit_stats = dict(meta["fit_stats"])
+        agent.quality_evals = int(meta["quality_evals"])
+        agent.ppo = PPO.load(io.BytesIO(read("ppo.zip")), env=agent.make_surrogate_env(), device="cpu")
+        return agent
+
+    def __repr__(self) -> str:
+        return (
+            f"RSMPPOAgent(n_real={self.n_real}, surrogate={self.surrogate_kind!r}, target={self.target!r}, "
+            f"learned={self.learned}, quality_evals={self.quality_evals}, ppo_steps={self.num_timesteps})"
+        )
