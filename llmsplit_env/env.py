@@ -68,12 +68,13 @@ At ``k = L`` nothing is transmitted: quality 1, leakage 0, no airtime. Latency: 
 Why these weights (``benchmarks/calibrate_rewards.py``, figures in ``benchmarks/RESULTS.md``): quality is the
 service; running all L layers on the phone costs 0.6 of a perfect answer, so offloading pays while the link keeps the
 quality above about 0.45 (roughly 8 dB for k = 1); privacy gets 0.1 because the measured inversion probe recovers
-44–99 % of the tokens at every k < L, so partial splits buy little and only k = L protects (at 0.2 or more, keeping
-everything local is within 7 % of the oracle); moving all layers at once costs 0.1. On the default channel the
-oracle then alternates between k = 1 and k = L and the best fixed split earns about 88 % of its return. The measured
-profile does not allow more: on SmolLM2-135M, k = 1 is both the cheapest split and (within a few %) the most robust
-to noise, so with linear weights the per-step optimum is k = 1 or k = L, and intermediate splits appear only through
-large switching costs, which also let a fixed split come within 93 % of the oracle (see the scan in RESULTS.md).
+44–99 % of the tokens at every k < L, so partial splits buy little and only k = L protects (at 0.2, keeping
+everything local already earns 91 % of the oracle's return; at ue_compute 0.4, privacy 0.3 it earns 100 %); moving
+all layers at once costs 0.1. On the default channel the oracle then alternates between k = 1 and k = L and the best
+fixed split earns about 88 % of its return. The measured profile does not allow more: on SmolLM2-135M, k = 1 is both
+the cheapest split and (within a few %) the most robust to noise, so with these linear components the per-step
+optimum is k = 1 or k = L; intermediate splits appear only through large switching costs or a privacy weight close
+to the compute weight, and then a fixed split earns at least 95 % of the oracle's return (the scan in RESULTS.md).
 
 ## Starting State
 
@@ -98,8 +99,39 @@ initial split and ``quality_evals``.
 ## Arguments
 
 ``LLMSplitEnv(config=None, render_mode=None, preset=None)``; ``config`` is deep-merged into
-``default_config(preset)``; it may also name ``"preset"`` itself (RLlib passes only the dict). Presets: ``default``
-(`LLMSplit-v0`), ``llm`` (`LLMSplit-LLM-v0`), ``paper`` (`LLMSplit-Paper-v0`).
+``default_config(preset)``; it may also name ``"preset"`` itself (RLlib passes only the dict). Unknown keys, at any
+depth, and bad values raise ``ValueError`` naming the key and what is allowed. Top-level keys (see
+`default_config()` for every nested default):
+
+| key                 | default                 | meaning                                                      |
+|---------------------|-------------------------|--------------------------------------------------------------|
+| `backend`           | `"profile"`             | `"profile"` (shipped measurements) or `"llm"` (live model)   |
+| `scheme`            | `"analog"`              | `"analog"`, `"digital"` or `"erasure"`                       |
+| `profile`           | `None`                  | name or path; `None`: `smollm2-135m-<scheme>`                |
+| `sample_quality`    | `True`                  | profile: sample log-PPL ~ N(mean, std); `False`: the mean    |
+| `llm`               | SmolLM2, wiki, 2048 tok | live model: `model`, `text`, `num_tokens`, `window`, ...     |
+| `splits`            | 1..L, none excluded     | `min`, `max`, `excluded`, `ue_max_layers`                    |
+| `initial_split`     | `"random"`              | `"random"`, a split, or a list to draw from                  |
+| `action_mode`       | `"absolute"`            | or `"relative"` (with `max_move`, default 4)                 |
+| `max_episode_steps` | 50                      | truncation                                                   |
+| `channel`           | mobility, 3GPP UMi      | `model`, `csi_error`, `nakagami_m`, a section per model       |
+| `observation`       | no extras               | `extras`, `trend_smoothing` (0.5)                            |
+| `reward`            | see Rewards             | `weights` of the components                                  |
+| `latency`           | 4 / 0.4 ms per layer    | UE and edge time per layer, bandwidth, tokens, bits          |
+
+## Presets
+
+* ``default`` (`LLMSplit-v0`): profile backend on SmolLM2-135M's analog profile, mobility channel, 50 steps.
+* ``llm`` (`LLMSplit-LLM-v0`): the same with the live model (``llm.*`` picks it; ``expected_rewards`` needs a
+  profile of the same model).
+* ``paper`` (`LLMSplit-Paper-v0`): the authors' surrogate env on SmolLM2's erasure profile: ρ ~ U(0.01, 0.3) at
+  reset with their action-coupled drift (`PaperErasureDrift`), splits 1..10, initial split ~ U{1..9}, 5-step
+  episodes, reward ``10·(PPL₀ − PPL)/PPL₀ + (10 − p)/10`` (weights 10 and 1 on ``ppl_gain`` and ``paper_load``),
+  deterministic quality (their surrogate predicts a point value; ``sample_quality`` False), absolute actions
+  (``action_mode="relative"`` gives their 9 moves). PPL₀ is the median perplexity at the episode's first state,
+  so the reward depends on where the episode started: it is not Markov in (ρ, p). The preset observes ``log PPL₀``
+  (extra ``log_ppl0``) to restore the Markov property and reports ``ppl0`` in ``info``; set
+  ``observation.extras=[]`` for the authors' bare (ρ, p) state.
 """
 
 from __future__ import annotations
