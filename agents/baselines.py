@@ -37,6 +37,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
 import llmsplit_env  # noqa: F401  (registers the env ids)
+from agents.logging import lifetime_quality_evals
 from agents.planning import plan_dp
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "maskable_ppo": MaskablePPO}
@@ -274,24 +275,19 @@ class SNRThresholdAgent(HeuristicAgent):
         rng = np.random.default_rng(seed)
         w_sw = float(getattr(u, "reward_weights", {}).get("switching", 0.0))
         levels, splits, rewards = [], [], []
-        obs, info = env.reset(seed=int(seed))
-        evals_before = int(info.get("quality_evals", 0))
-        evals = 0
+        evals_before = lifetime_quality_evals(env)
+        obs, _ = env.reset(seed=int(seed))
         for _ in range(int(num_steps)):
             a = int(rng.choice(np.flatnonzero(u.action_masks())))
             next_obs, r, term, trunc, info = env.step(a)
             levels.append(float(obs[0]))
             splits.append(int(info["split"]))
             rewards.append(float(r) - w_sw * float(info.get("rewards", {}).get("switching", 0.0)))
-            if "quality_evals" in info:
-                evals += max(int(info["quality_evals"]) - evals_before, 0)
-                evals_before = int(info["quality_evals"])
             obs = next_obs
             if term or trunc:
-                obs, info = env.reset()
-                evals += max(int(info.get("quality_evals", evals_before)) - evals_before, 0)
-                evals_before = int(info.get("quality_evals", evals_before))
-        self.quality_evals += evals if _counts_info(env) else int(num_steps)
+                obs, _ = env.reset()
+        live = lifetime_quality_evals(env) - evals_before
+        self.quality_evals += live if _counts_info(env) else int(num_steps)
         self._fit_rule(np.asarray(levels), np.asarray(splits), np.asarray(rewards))
         return self
 

@@ -295,6 +295,19 @@ def make_eval_env(env_id_or_factory: str | Callable[[], gym.Env] | gym.Env, env_
     raise ValueError(f"expected an env id, a factory or a gymnasium.Env, got {type(env_id_or_factory).__name__}")
 
 
+def lifetime_quality_evals(env: gym.Env) -> int:
+    """Real LLM evaluations the env's quality backend has run in its lifetime (0 for envs that do not count).
+
+    ``info["quality_evals"]`` restarts at every seeded reset; differences of this total count everything between two
+    points, resets included.
+    """
+    u = env.unwrapped
+    total = getattr(u, "total_quality_evals", None)
+    if total is None:
+        total = getattr(getattr(u, "quality_backend", None), "evaluations", 0)
+    return int(total)
+
+
 def _accepts(fn: Callable, name: str) -> bool:
     try:
         params = inspect.signature(fn).parameters
@@ -319,7 +332,7 @@ def evaluate_agent(
 
     :return: ``mean_return``, ``std_return``, ``returns`` (``[n]``), ``mean_length``, ``mean_ppl`` (over steps),
         ``split_counts`` (``{split: steps}``), ``mean_components`` (per-step means of ``info["rewards"]``),
-        ``quality_evals`` (real evaluations the evaluation itself ran: live env only), ``seeds``
+        ``quality_evals`` (real evaluations the evaluation itself ran, resets included: live env only), ``seeds``
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -346,37 +359,37 @@ def evaluate_agent(
     comp_sums: dict[str, float] = {}
     splits = list(getattr(u, "allowed_splits", []))
     split_counts: dict[int, int] = {int(k): 0 for k in splits}
-    evals_start = evals_last = None
-    for seed in seeds:
-        obs, info = env.reset(seed=seed)
-        if evals_start is None:
-            evals_start = info.get("quality_evals")
-        state, episode_start = None, np.ones((1,), dtype=bool)
-        done, ret, length = False, 0.0, 0
-        while not done:
-            kwargs = {"action_masks": u.action_masks()} if with_masks else {}
-            action, state = predict(
-                obs, state=state, episode_start=episode_start, deterministic=deterministic, **kwargs
-            )
-            a = np.asarray(action).reshape(-1)
-            if a.size != 1:
-                raise ValueError(f"the agent returned {a.size} actions for one observation")
-            obs, reward, terminated, truncated, info = env.step(int(a[0]))
-            episode_start = np.zeros((1,), dtype=bool)
-            ret += float(reward)
-            length += 1
-            done = terminated or truncated
-            if "ppl" in info:
-                ppl_sum += float(info["ppl"])
-            if "split" in info:
-                split_counts[int(info["split"])] = split_counts.get(int(info["split"]), 0) + 1
-            for c, v in info.get("rewards", {}).items():
-                comp_sums[c] = comp_sums.get(c, 0.0) + float(v)
-            if "quality_evals" in info:
-                evals_last = info["quality_evals"]
-        returns.append(ret)
-        lengths.append(length)
-        n_steps += length
+    evals_start = lifetime_quality_evals(env)
+    try:
+        for seed in seeds:
+            obs, info = env.reset(seed=seed)
+            state, episode_start = None, np.ones((1,), dtype=bool)
+            done, ret, length = False, 0.0, 0
+            while not done:
+                kwargs = {"action_masks": u.action_masks()} if with_masks else {}
+                action, state = predict(
+                    obs, state=state, episode_start=episode_start, deterministic=deterministic, **kwargs
+                )
+                a = np.asarray(action).reshape(-1)
+                if a.size != 1:
+                    raise ValueError(f"the agent returned {a.size} actions for one observation")
+                obs, reward, terminated, truncated, info = env.step(int(a[0]))
+                episode_start = np.zeros((1,), dtype=bool)
+                ret += float(reward)
+                length += 1
+                done = terminated or truncated
+                if "ppl" in info:
+                    ppl_sum += float(info["ppl"])
+                if "split" in info:
+                    split_counts[int(info["split"])] = split_counts.get(int(info["split"]), 0) + 1
+                for c, v in info.get("rewards", {}).items():
+                    comp_sums[c] = comp_sums.get(c, 0.0) + float(v)
+            returns.append(ret)
+            lengths.append(length)
+            n_steps += length
+    finally:
+        if isinstance(env_id_or_factory, str):  # we made it; factories' envs may be shared
+            env.close()
     arr = np.asarray(returns, dtype=np.float64)
     return {
         "mean_return": float(arr.mean()),
@@ -386,7 +399,7 @@ def evaluate_agent(
         "mean_ppl": ppl_sum / n_steps if n_steps else float("nan"),
         "split_counts": dict(sorted(split_counts.items())),
         "mean_components": {c: v / n_steps for c, v in comp_sums.items()},
-        "quality_evals": int(evals_last - evals_start) if evals_start is not None and evals_last is not None else 0,
+        "quality_evals": lifetime_quality_evals(env) - evals_start,
         "seeds": seeds,
     }
 

@@ -44,7 +44,7 @@ from torch import nn
 
 import llmsplit_env  # noqa: F401  (registers the env ids)
 from agents.ensemble import GaussianEnsemble
-from agents.logging import RewardComponentCallback
+from agents.logging import RewardComponentCallback, lifetime_quality_evals
 
 SURROGATES = ("mlp", "ensemble")
 TARGETS = ("quality_terms", "reward")
@@ -398,9 +398,8 @@ class RSMPPOAgent:
         env, u = self.env, self.env.unwrapped
         rng = np.random.default_rng(seed)
         live = self.config.get("backend") == "llm"
-        obs, info = env.reset(seed=int(seed))
-        last = int(info.get("quality_evals", 0))
-        evals = 0
+        evals_before = lifetime_quality_evals(env)
+        obs, _ = env.reset(seed=int(seed))
         X, y, ks, rs = [], [], [], []
         for _ in range(int(n)):
             a = int(rng.choice(np.flatnonzero(u.action_masks())))
@@ -409,15 +408,10 @@ class RSMPPOAgent:
             y.append(self.target_of(r, info["rewards"]))
             ks.append(int(info["split"]))
             rs.append(float(r))
-            cur = int(info.get("quality_evals", last))
-            evals += max(cur - last, 0)
-            last = cur
             obs = next_obs
             if term or trunc:
-                obs, info = env.reset()
-                cur = int(info.get("quality_evals", last))
-                evals += max(cur - last, 0)
-                last = cur
+                obs, _ = env.reset()
+        evals = lifetime_quality_evals(env) - evals_before
         return {
             "features": np.asarray(X),
             "target": np.asarray(y),
