@@ -357,3 +357,34 @@ def test_evaluate_agent_with_a_callable_and_normalized_score_errors():
         normalized_score(1.0, 2.0, 2.0)
     with pytest.raises(ValueError, match="unknown env id"):
         evaluate_agent(policy, "LLMSplit-v9", [1])
+
+
+def test_live_backend_counts_real_evaluations_not_steps():
+    """With a live backend, evaluations are what the backend ran (steps at k = L cost nothing), across seeded resets."""
+    from llmsplit_env.quality.backends import ProfileQuality
+
+    class CountingProfile(ProfileQuality):  # stands in for the live model: counts every transmission it scores
+        def sample(self, split, level, z, rng=None):
+            if split != self.num_layers:
+                self.evaluations += 1
+            return super().sample(split, level, z, rng)
+
+    def live_env():
+        env = gym.make("LLMSplit-v0")
+        env.unwrapped.quality_backend = CountingProfile("smollm2-135m-analog")
+        env.unwrapped.config["backend"] = "llm"  # what the agents read to pick the counting rule
+        return env
+
+    env = live_env()
+    res = evaluate_agent(FixedSplitAgent(env, 3), env, [1, 2, 3])
+    assert res["quality_evals"] == 150  # 3 seeded episodes of 50 steps, all transmitting
+    assert evaluate_agent(FixedSplitAgent(env, 30), env, [1, 2])["quality_evals"] == 0  # k = L: nothing sent
+    env = live_env()
+    agent = SNRThresholdAgent(env).fit(300, seed=0)
+    assert agent.quality_evals == env.unwrapped.quality_backend.evaluations < 300
+    env = live_env()
+    model = make_sb3_agent("ppo", env, load_hyperparams("ppo", "LLMSplit-v0", SMALL["ppo"]))
+    rc = RewardComponentCallback()
+    model.learn(256, callback=rc)
+    assert rc.tracker.count == "info"
+    assert rc.quality_evals == env.unwrapped.quality_backend.evaluations < 256
