@@ -217,16 +217,18 @@ def _surrogate_from_state(state: dict[str, Any]) -> MLPSurrogate | EnsembleSurro
 # -------------------------------------------------------------------------------------------- features, env
 class SurrogateFeatures:
     """Surrogate input ``[obs[obs_dims]..., split feature]``: the split raw (``k``, the authors' ``p``) or as a
-    fraction ``k / L``."""
+    fraction ``k / L``; with ``one_hot``, followed by a one-hot of ``k`` over ``1..L`` (not in the paper: lets the
+    model represent jumps between neighbouring splits, such as the lossless ``k = L``)."""
 
-    def __init__(self, obs_dims: Sequence[int], num_layers: int, raw_split: bool) -> None:
+    def __init__(self, obs_dims: Sequence[int], num_layers: int, raw_split: bool, one_hot: bool = False) -> None:
         self.obs_dims = [int(d) for d in obs_dims]
         self.num_layers = int(num_layers)
         self.raw_split = bool(raw_split)
+        self.one_hot = bool(one_hot)
 
     @property
     def dim(self) -> int:
-        return len(self.obs_dims) + 1
+        return len(self.obs_dims) + 1 + (self.num_layers if self.one_hot else 0)
 
     def __call__(self, obs: np.ndarray, split: np.ndarray | int) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float64)
@@ -237,10 +239,17 @@ class SurrogateFeatures:
             np.broadcast_to(obs[..., self.obs_dims], (*batch, len(self.obs_dims))),
             np.broadcast_to(kf, batch)[..., None],
         ]
+        if self.one_hot:
+            parts.append(np.eye(self.num_layers)[np.broadcast_to(k, batch).astype(np.int64) - 1])
         return np.concatenate(parts, axis=-1)
 
     def to_json(self) -> dict[str, Any]:
-        return {"obs_dims": self.obs_dims, "num_layers": self.num_layers, "raw_split": self.raw_split}
+        return {
+            "obs_dims": self.obs_dims,
+            "num_layers": self.num_layers,
+            "raw_split": self.raw_split,
+            "one_hot": self.one_hot,
+        }
 
 
 def surrogate_env_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -333,6 +342,7 @@ class RSMPPOAgent:
     :param target: ``"quality_terms"`` or ``"reward"`` (module doc)
     :param obs_dims: observation dims fed to the surrogate (default ``(0,)``: the observed level)
     :param raw_split: split feature ``k`` (True) or ``k / L`` (False); default: raw for the paper preset
+    :param split_one_hot: also feed a one-hot of ``k`` (not in the paper; see `SurrogateFeatures`)
     :param surrogate_kwargs: extra arguments of `MLPSurrogate` / `GaussianEnsemble`
     """
 
@@ -347,6 +357,7 @@ class RSMPPOAgent:
         target: str = "quality_terms",
         obs_dims: Sequence[int] = (0,),
         raw_split: bool | None = None,
+        split_one_hot: bool = False,
         surrogate_kwargs: Mapping[str, Any] | None = None,
         verbose: int = 0,
     ) -> None:
@@ -376,7 +387,7 @@ class RSMPPOAgent:
         self.weights = {c: float(w) for c, w in u.reward_weights.items()}
         if raw_split is None:
             raw_split = self.config.get("preset") == "paper"
-        self.features = SurrogateFeatures(obs_dims, u.num_layers, raw_split)
+        self.features = SurrogateFeatures(obs_dims, u.num_layers, raw_split, split_one_hot)
         if target == "quality_terms":
             self.learned = tuple(c for c in QUALITY_TERMS if self.weights.get(c, 0.0) != 0.0)
         else:
@@ -608,6 +619,7 @@ class RSMPPOAgent:
             target=meta["target"],
             obs_dims=f["obs_dims"],
             raw_split=f["raw_split"],
+            split_one_hot=f.get("one_hot", False),
             surrogate_kwargs=meta["surrogate_kwargs"],
         )
         if agent.features.to_json() != f or list(agent.learned) != meta["learned"]:

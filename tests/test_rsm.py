@@ -108,6 +108,26 @@ def test_features_follow_the_paper_for_the_paper_env():
     assert np.allclose(default.features(np.array([12.0, 0.0, 0.0, 0.5]), 15), [12.0, 0.5])
 
 
+def test_one_hot_split_features_and_save_load(tmp_path):
+    agent = RSMPPOAgent(
+        gym.make("LLMSplit-v0"), n_real=60, split_one_hot=True, ppo_kwargs={"n_steps": 64, "batch_size": 32}
+    )
+    x = agent.features(np.array([[3.0, 0.0, 0.0, 0.5]] * 2), np.array([1, 30]))
+    assert x.shape == (2, 2 + 30) and agent.features.dim == 32
+    assert (
+        np.allclose(x[:, 1], [1 / 30, 1.0])
+        and x[0, 2] == 1.0
+        and x[1, -1] == 1.0
+        and x.sum() == pytest.approx(6.0 + 31 / 30 + 2)
+    )
+    agent.learn(64)
+    agent.save(tmp_path / "a.zip")
+    loaded = RSMPPOAgent.load(tmp_path / "a.zip")
+    assert loaded.features.one_hot and loaded.features.dim == 32
+    obs = np.tile(np.array([10.0, 0.0, 0.0, 0.5], np.float32), (5, 1))
+    assert np.allclose(loaded.predict_target(obs, 30), agent.predict_target(obs, 30))
+
+
 def test_surrogate_wrapper_reward_and_no_real_evaluations():
     sur = MLPSurrogate(2, seed=0)
     X = np.column_stack([np.linspace(-5, 35, 50), np.tile(np.linspace(0.1, 1, 10), 5)])
