@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.zoo import load_agent, make_env, rollouts
+    from agents.logging import OracleNormalizer, evaluate_agent
+    from agents.zoo import load_agent, make_env
 
     if args.n_eval_episodes < 2:
         raise ValueError(f"--n-eval-episodes must be >= 2 (for a confidence interval), got {args.n_eval_episodes}")
@@ -65,30 +66,23 @@ def run(args: argparse.Namespace) -> int:
     def factory():
         return make_env(args.env, env_kwargs)
 
-    from agents.baselines import OracleAgent, RandomAgent
-
-    ref_env = factory()
-    oracle = rollouts(OracleAgent(ref_env), lambda: ref_env, seeds)
-    random = rollouts(RandomAgent(factory(), seed=args.seed), factory, seeds)
-    r_oracle, r_random = oracle["returns"].mean(), random["returns"].mean()
+    reference = OracleNormalizer(factory(), seeds)
+    r_random, r_oracle = reference.reference
 
     results, traces = {}, {}
     for name, e in entries.items():
-        env = factory()
-        agent = load_agent(e["algo"], e["path"], env)
-        # A privileged agent must be stepped on the env it reads; the others get a fresh env per evaluation.
-        tr = rollouts(agent, (lambda env=env: env) if e["algo"] == "oracle" else factory, seeds)
+        agent = load_agent(e["algo"], e["path"], factory())
+        tr = evaluate_agent(agent, factory(), seeds, trace=True)
         traces[name] = tr
-        mean = float(tr["returns"].mean())
-        hist = np.bincount(tr["splits"], minlength=max(tr["splits"]) + 1)
+        mean = float(tr["mean_return"])
         results[name] = {
             "algo": e["algo"],
             "mean_return": mean,
             "ci95": ci95(tr["returns"]),
             "normalized_score": float((mean - r_random) / (r_oracle - r_random)),
-            "mean_ppl": float(tr["ppl"].mean()),
+            "mean_ppl": float(tr["mean_ppl"]),
             "quality_evals": int(e["quality_evals"]),
-            "split_histogram": {int(k): int(c) for k, c in enumerate(hist) if c},
+            "split_histogram": {int(k): int(c) for k, c in tr["split_counts"].items() if c},
         }
 
     print(f"{args.env}: {len(seeds)} held-out episodes (seeds {seeds[0]}…{seeds[-1]}); "
@@ -141,7 +135,7 @@ def write_plots(folder: Path, entries: dict, results: dict, traces: dict, r_rand
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False, sharex=True, sharey=True)
     for ax, (name, tr) in zip(axes.flat, traces.items(), strict=False):
-        ax.scatter(tr["levels"], tr["splits"], s=3, alpha=0.4)
+        ax.scatter(tr["levels"], tr["step_splits"], s=3, alpha=0.4)
         ax.set_title(name, fontsize=9)
     for ax in axes[-1]:
         ax.set_xlabel("observed level (SNR dB or ρ)")

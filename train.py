@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.zoo import Scorer, make_env, train_agent
+    from agents.logging import OracleNormalizer
+    from agents.zoo import make_env, train_agent
     from llmsplit_env._cache import atomic_write_json
 
     env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     make_env(args.env, env_kwargs).close()  # fail fast on a bad id or config
     run_dir = Path(args.log_folder) / args.env
     eval_seeds = [1_000_000 + args.seed * 1000 + i for i in range(args.eval_episodes)]
-    scorer = Scorer(args.env, env_kwargs, eval_seeds)
+    scorer = OracleNormalizer(make_env(args.env, env_kwargs), eval_seeds)
     tb = args.tensorboard_log or None
     if tb:
         tb = str(Path(tb) / args.env)
@@ -112,14 +113,16 @@ def run(args: argparse.Namespace) -> int:
             progress_bar=not args.no_progress,
             hyperparams=hyperparams.get(algo),
         )
-        agent_score = scorer_result = scorer(load_for_scoring(record, args.env, env_kwargs))
-        rows.append((algo, scorer_result["mean_reward"], agent_score["normalized_score"], record.quality_evals,
+        final = scorer(load_for_scoring(record, args.env, env_kwargs))
+        final = {"mean_return": float(final["mean_return"]), "normalized_score": float(final["normalized_score"])}
+        rows.append((algo, final["mean_return"], final["normalized_score"], record.quality_evals,
                      time.perf_counter() - t0))  # fmt: skip
-        summary["agents"][f"{algo}_seed{args.seed}"] = record.to_json() | {"final": scorer_result}
+        summary["agents"][f"{algo}_seed{args.seed}"] = record.to_json() | {"final": final}
         atomic_write_json(summary_path, summary)
 
     print(f"\n{args.env}: mean return over {len(eval_seeds)} evaluation episodes (seeds {eval_seeds[0]}…)")
-    print(f"oracle {scorer.oracle['mean_return']:.2f}, random {scorer.random['mean_return']:.2f}")
+    r_random, r_oracle = scorer.reference
+    print(f"oracle {r_oracle:.2f}, random {r_random:.2f}")
     print(f"{'agent':<14}{'return':>10}{'norm. score':>13}{'real evals':>12}{'wall s':>9}")
     for algo, ret, norm, evals, wall in rows:
         print(f"{algo:<14}{ret:>10.2f}{norm:>13.3f}{evals:>12d}{wall:>9.1f}")

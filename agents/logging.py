@@ -322,6 +322,7 @@ def evaluate_agent(
     seeds: Sequence[int],
     env_kwargs: dict | None = None,
     deterministic: bool = True,
+    trace: bool = False,
 ) -> dict[str, Any]:
     """Run one whole episode per seed (``env.reset(seed=s)``) and summarise.
 
@@ -332,7 +333,8 @@ def evaluate_agent(
 
     :return: ``mean_return``, ``std_return``, ``returns`` (``[n]``), ``mean_length``, ``mean_ppl`` (over steps),
         ``split_counts`` (``{split: steps}``), ``mean_components`` (per-step means of ``info["rewards"]``),
-        ``quality_evals`` (real evaluations the evaluation itself ran, resets included: live env only), ``seeds``
+        ``quality_evals`` (real evaluations the evaluation itself ran, resets included: live env only), ``seeds``;
+        with ``trace=True`` also ``levels`` (observed level, ``obs[0]``, at each decision) and ``step_splits``
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -360,6 +362,8 @@ def evaluate_agent(
     splits = list(getattr(u, "allowed_splits", []))
     split_counts: dict[int, int] = {int(k): 0 for k in splits}
     evals_start = lifetime_quality_evals(env)
+    levels: list[float] = []
+    step_splits: list[int] = []
     try:
         for seed in seeds:
             obs, info = env.reset(seed=seed)
@@ -373,7 +377,11 @@ def evaluate_agent(
                 a = np.asarray(action).reshape(-1)
                 if a.size != 1:
                     raise ValueError(f"the agent returned {a.size} actions for one observation")
+                if trace:
+                    levels.append(float(np.asarray(obs).reshape(-1)[0]))
                 obs, reward, terminated, truncated, info = env.step(int(a[0]))
+                if trace:
+                    step_splits.append(int(info["split"]))
                 episode_start = np.zeros((1,), dtype=bool)
                 ret += float(reward)
                 length += 1
@@ -391,7 +399,8 @@ def evaluate_agent(
         if isinstance(env_id_or_factory, str):  # we made it; factories' envs may be shared
             env.close()
     arr = np.asarray(returns, dtype=np.float64)
-    return {
+    extra = {"levels": np.asarray(levels), "step_splits": np.asarray(step_splits)} if trace else {}
+    return extra | {
         "mean_return": float(arr.mean()),
         "std_return": float(arr.std()),
         "returns": arr,

@@ -2,7 +2,7 @@
 
 The loop (one real quality evaluation per env step):
 
-1. **Warm-up**: ``warmup_steps`` uniformly random allowed splits.
+1. **Warm-up**: ``warmup_steps`` steps over the allowed splits in shuffled rounds (each tried about equally often).
 2. **Models**: a `GaussianEnsemble` learns the per-step reward components that depend on the channel and the split
    (every weighted component except ``switching``, which is a known function of the action) from
    ``[channel features, k/L, one-hot(k)]``; a second ensemble learns the channel's next-step change from the channel
@@ -73,7 +73,7 @@ class MBRLAgent:
         self,
         env: gym.Env | str,
         *,
-        warmup_steps: int = 150,
+        warmup_steps: int = 300,
         refit_every: int = 50,
         horizon: int = 3,
         n_rollouts: int = 8,
@@ -173,61 +173,66 @@ class MBRLAgent:
         ``callback(locals)`` is called after every step; returning ``False`` stops. ``eval_fn(agent)`` is called every
         ``eval_freq`` steps and at the end; its result is logged under ``eval/*``.
         """
-        from agents.logging import configure_logger
+        from agents.logging import RewardComponentTracker, configure_logger
 
         if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 1:
             raise ValueError(f"total_timesteps must be a positive integer, got {total_timesteps!r}")
         logger = configure_logger(self.tensorboard_log, tb_log_name)
         env = self.env
         u = _unwrap(env)
+        # A live backend reports its real evaluations; with a profile each step stands for one.
+        tracker = RewardComponentTracker(
+            count="info" if u.config["backend"] == "llm" else "steps", initial_evals=self.quality_evals
+        )
         obs, _ = env.reset(seed=self.seed + self.num_timesteps)
-        ep_return, ep_components, ep_len = 0.0, {}, 0
-        finished: list[tuple[float, dict, int]] = []
-        evals_before = getattr(u, "quality_evals", 0)
+        ep_returns: list[float] = []
+        ep_return = 0.0
         bar = tqdm(total=total_timesteps, desc=tb_log_name, disable=not progress_bar, unit="step")
         for _ in range(total_timesteps):
             if len(self._data["y"]) < self.hparams["warmup_steps"]:
-                mask = u.action_masks() if hasattr(u, "action_masks") else np.ones(len(self.spec["splits"]), bool)
-                action = int(self.rng.choice(np.flatnonzero(mask)))
+                action = self._warmup_action(u)
             else:
                 action = self._plan(obs, explore=True, mask=u.action_masks() if hasattr(u, "action_masks") else None)
             next_obs, reward, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
             self.num_timesteps += 1
-            # A live backend reports its own count; a profile stands in for one real evaluation per step.
-            self.quality_evals += (
-                max(1, info.get("quality_evals", 0) - evals_before) if u.config["backend"] == "llm" else 1
-            )
-            evals_before = info.get("quality_evals", 0)
+            tracker.update([info], [done])
+            self.quality_evals = tracker.quality_evals
             self._record(obs, self.spec["splits"][action], info, next_obs)
             ep_return += float(reward)
-            ep_len += 1
-            for c, v in info["rewards"].items():
-                ep_components[c] = ep_components.get(c, 0.0) + float(v)
-            n = len(self._data["y"])
-            if n >= self.hparams["warmup_steps"] and (
-                n == self.hparams["warmup_steps"]
-                or (n - self.hparams["warmup_steps"]) % self.hparams["refit_every"] == 0
-            ):
+            n, warm = len(self._data["y"]), self.hparams["warmup_steps"]
+            if n >= warm and (n - warm) % self.hparams["refit_every"] == 0:
                 for k, v in self.refit().items():
                     logger.record(f"model/{k}", v)
             obs = next_obs
-            if terminated or truncated:
-                finished.append((ep_return, ep_components, ep_len))
-                ep_return, ep_components, ep_len = 0.0, {}, 0
+            if done:
+                ep_returns.append(ep_return)
+                ep_return = 0.0
                 obs, _ = env.reset()
-                self._dump(logger, finished)
-                finished = []
+                self._dump(logger, tracker, ep_returns)
+                ep_returns = []
             if eval_fn is not None and eval_freq > 0 and self.num_timesteps % eval_freq == 0:
                 self._log_eval(logger, eval_fn)
             bar.update(1)
             if callback is not None and callback(locals()) is False:
                 break
         bar.close()
-        if eval_fn is not None:
+        if eval_fn is not None and not (eval_freq > 0 and self.num_timesteps % eval_freq == 0):
             self._log_eval(logger, eval_fn)
-        self._dump(logger, finished)
+        self._dump(logger, tracker, ep_returns)
         logger.close()
         return self
+
+    def _warmup_action(self, u) -> int:
+        """Allowed splits in shuffled rounds: every split is tried about equally often before the model decides."""
+        mask = u.action_masks() if hasattr(u, "action_masks") else np.ones(len(self.spec["splits"]), bool)
+        if not getattr(self, "_warmup_queue", None):
+            self._warmup_queue = list(self.rng.permutation(len(mask)))
+        while self._warmup_queue:
+            a = int(self._warmup_queue.pop())
+            if mask[a]:
+                return a
+        return int(self.rng.choice(np.flatnonzero(mask)))
 
     def _log_eval(self, logger, eval_fn) -> None:
         for k, v in eval_fn(self).items():
@@ -235,13 +240,11 @@ class MBRLAgent:
         logger.record("cost/quality_evals", self.quality_evals)
         logger.dump(self.num_timesteps)
 
-    def _dump(self, logger, finished) -> None:
-        if finished:
-            logger.record("rollout/ep_rew_mean", float(np.mean([f[0] for f in finished])))
-            logger.record("rollout/ep_len_mean", float(np.mean([f[2] for f in finished])))
-            for c in finished[0][1]:
-                logger.record(f"reward/{c}", float(np.mean([f[1][c] / f[2] for f in finished])))
-        logger.record("cost/quality_evals", self.quality_evals)
+    def _dump(self, logger, tracker, ep_returns: list[float]) -> None:
+        if ep_returns:
+            logger.record("rollout/ep_rew_mean", float(np.mean(ep_returns)))
+        tracker.record(logger)
+        tracker.reset_window()
         logger.dump(self.num_timesteps)
 
     # --- planning ------------------------------------------------------------------------------------------------

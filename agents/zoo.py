@@ -18,13 +18,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 import yaml
 
 import llmsplit_env  # noqa: F401  (registers the ids)
+
+if TYPE_CHECKING:
+    from agents.logging import OracleNormalizer
 
 SB3_ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo")
 HEURISTICS = ("oracle", "random", "fixed", "threshold")
@@ -69,32 +72,6 @@ class TrainRecord:
         return asdict(self)
 
 
-class Scorer:
-    """Mean return of a policy on fixed seeds, and its oracle-normalised score (random and oracle on the same seeds)."""
-
-    def __init__(self, env_id: str, env_kwargs: dict | None, seeds: list[int]) -> None:
-        from agents.baselines import OracleAgent, RandomAgent
-        from agents.logging import evaluate_agent
-
-        self.env_id, self.env_kwargs, self.seeds = env_id, env_kwargs, list(seeds)
-        self._evaluate = evaluate_agent
-        env = make_env(env_id, env_kwargs)
-        self.oracle = evaluate_agent(OracleAgent(env), lambda: env, self.seeds)
-        self.random = evaluate_agent(RandomAgent(make_env(env_id, env_kwargs), seed=0), self._factory, self.seeds)
-
-    def _factory(self) -> gym.Env:
-        return make_env(self.env_id, self.env_kwargs)
-
-    def normalized(self, mean_return: float) -> float:
-        from agents.logging import normalized_score
-
-        return float(normalized_score(mean_return, self.random["mean_return"], self.oracle["mean_return"]))
-
-    def __call__(self, agent) -> dict[str, float]:
-        res = self._evaluate(agent, self._factory, self.seeds)
-        return {"mean_reward": float(res["mean_return"]), "normalized_score": self.normalized(res["mean_return"])}
-
-
 def train_agent(
     algo: str,
     env_id: str = "LLMSplit-v0",
@@ -104,7 +81,7 @@ def train_agent(
     out_dir: str | Path = "runs/agents",
     tensorboard_log: str | None = None,
     eval_freq: int | None = None,
-    scorer: Scorer | None = None,
+    scorer: OracleNormalizer | None = None,
     progress_bar: bool = False,
     hyperparams: dict | None = None,
 ) -> TrainRecord:
@@ -120,8 +97,9 @@ def train_agent(
 
     def point(agent, evals: int) -> dict[str, float]:
         res = scorer(agent)
-        curve.append({"quality_evals": int(evals), "mean_return": res["mean_reward"], **res})
-        return res
+        p = {"mean_reward": float(res["mean_return"]), "normalized_score": float(res["normalized_score"])}
+        curve.append({"quality_evals": int(evals), **p})
+        return p
 
     if algo == "mbrl":
         from agents.mbrl import MBRLAgent
@@ -131,7 +109,8 @@ def train_agent(
         hp.pop("n_timesteps", None)
         agent = MBRLAgent(env, seed=seed, tensorboard_log=tensorboard_log, **hp)
         eval_fn = (lambda a: point(a, a.quality_evals)) if scorer is not None else None
-        agent.learn(steps, tb_log_name="MBRL", progress_bar=progress_bar, eval_fn=eval_fn, eval_freq=eval_freq or 0)
+        freq = eval_freq or max(1, steps // 10)
+        agent.learn(steps, tb_log_name="MBRL", progress_bar=progress_bar, eval_fn=eval_fn, eval_freq=freq)
         evals = agent.quality_evals
     elif algo in SB3_ALGOS:
         from agents.baselines import load_hyperparams, make_sb3_agent
@@ -141,8 +120,8 @@ def train_agent(
         steps = int(n_timesteps or hp.get("n_timesteps"))
         agent = make_sb3_agent(algo, env, hp, seed=seed, tensorboard_log=tensorboard_log, env_id=env_id)
         callbacks = [RewardComponentCallback()]
-        if scorer is not None and eval_freq:
-            callbacks.append(CurveCallback(point, eval_freq))
+        if scorer is not None:
+            callbacks.append(CurveCallback(point, eval_freq or max(1, steps // 10)))
         agent.learn(steps, callback=callbacks, tb_log_name=algo.upper(), progress_bar=progress_bar)
         evals = int(agent.num_timesteps)
     elif algo == "rsm_ppo":
@@ -152,10 +131,11 @@ def train_agent(
         steps = int(n_timesteps or hp.pop("n_timesteps"))
         hp.pop("n_timesteps", None)
         agent = RSMPPOAgent(env, seed=seed, tensorboard_log=tensorboard_log, **hp)
-        agent.learn(steps, tb_log_name="RSM-PPO", progress_bar=progress_bar)
+        # Its whole real-evaluation cost is paid before PPO starts: every curve point sits at n_real.
+        callbacks = [CurveCallback(point, eval_freq or max(1, steps // 10), evals=lambda _: agent.quality_evals)]
+        agent.learn(steps, callback=callbacks if scorer is not None else None, tb_log_name="RSM-PPO",
+                    progress_bar=progress_bar)  # fmt: skip
         evals = agent.quality_evals
-        if scorer is not None:
-            point(agent, evals)
     else:
         agent, steps = _heuristic(algo, env, env_id, env_kwargs, seed, hyperparams or {})
         evals = getattr(agent, "quality_evals", 0)
@@ -227,30 +207,6 @@ def load_agent(algo: str, path: str | Path, env: gym.Env | None = None):
     return cls.load(str(path), env=env)
 
 
-def rollouts(agent, make_env, seeds: list[int]) -> dict:
-    """Whole episodes on ``seeds``: returns, per-step PPL, chosen splits and observed levels."""
-    returns, ppl, splits, levels = [], [], [], []
-    env = make_env()
-    for s in seeds:
-        obs, _ = env.reset(seed=s)
-        total, done = 0.0, False
-        while not done:
-            u = env.unwrapped
-            masks = u.action_masks() if hasattr(u, "action_masks") else None
-            try:
-                action, _ = agent.predict(obs, deterministic=True, action_masks=masks)
-            except TypeError:
-                action, _ = agent.predict(obs, deterministic=True)
-            levels.append(float(obs[0]))
-            obs, reward, terminated, truncated, info = env.step(int(action))
-            total += float(reward)
-            ppl.append(float(info["ppl"]))
-            splits.append(int(info["split"]))
-            done = terminated or truncated
-        returns.append(total)
-    return {"returns": np.asarray(returns), "ppl": np.asarray(ppl), "splits": np.asarray(splits), "levels": levels}
-
-
 def _jsonable(d: dict) -> dict:
     return json.loads(json.dumps(d, default=str))
 
@@ -258,26 +214,32 @@ def _jsonable(d: dict) -> dict:
 def _curve_callback_class():
     from stable_baselines3.common.callbacks import BaseCallback
 
-    class CurveCallback(BaseCallback):
-        """Every ``eval_freq`` steps: score the model on the scorer's seeds; log ``eval/*`` and extend the curve."""
-
-        def __init__(self, point: Callable[[Any, int], dict[str, float]], eval_freq: int) -> None:
+    class _CurveCallback(BaseCallback):
+        def __init__(self, point, eval_freq: int, evals=None) -> None:
             super().__init__()
             self.point, self.eval_freq = point, eval_freq
+            self.evals = evals or (lambda cb: cb.num_timesteps)
+
+        def _evaluate(self) -> None:
+            for k, v in self.point(self.model, self.evals(self)).items():
+                self.logger.record(f"eval/{k}", v)
+            self.logger.dump(self.num_timesteps)
 
         def _on_step(self) -> bool:
             if self.n_calls % self.eval_freq == 0:
-                for k, v in self.point(self.model, self.num_timesteps).items():
-                    self.logger.record(f"eval/{k}", v)
+                self._evaluate()
             return True
 
         def _on_training_end(self) -> None:
             if self.n_calls % self.eval_freq:
-                for k, v in self.point(self.model, self.num_timesteps).items():
-                    self.logger.record(f"eval/{k}", v)
+                self._evaluate()
 
-    return CurveCallback
+    return _CurveCallback
 
 
-def CurveCallback(point, eval_freq):
-    return _curve_callback_class()(point, eval_freq)
+def CurveCallback(point: Callable[[Any, int], dict[str, float]], eval_freq: int, evals=None):
+    """Every ``eval_freq`` steps and at the end: score the model, log ``eval/*``, extend the curve (x = ``evals``).
+
+    Built lazily so that SB3 is imported only when an SB3-based agent trains.
+    """
+    return _curve_callback_class()(point, eval_freq, evals)

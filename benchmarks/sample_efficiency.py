@@ -77,11 +77,12 @@ def run_one(algo: str, seed: int, env_id: str, out: Path, scorer, rsm_sizes: lis
 
 
 def sample_efficiency(args) -> None:
-    from agents.zoo import Scorer
+    from agents.logging import OracleNormalizer
+    from agents.zoo import make_env
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    scorer = Scorer(args.env, None, [3_000_000 + i for i in range(args.eval_episodes)])
+    scorer = OracleNormalizer(make_env(args.env), [3_000_000 + i for i in range(args.eval_episodes)])
     results = {a: [run_one(a, s, args.env, out, scorer, args.rsm_sizes, args.rsm_steps) for s in args.seeds]
                for a in args.algos}  # fmt: skip
     print(f"# sample efficiency on {args.env}: real quality evaluations to reach {TARGET:.0%} of the oracle-normalised"
@@ -131,14 +132,14 @@ def plot(results: dict, path: Path) -> None:
 def paper(args) -> None:
     """Paper reproduction: the chosen split vs ρ, and surrogate vs extrapolated live-LLM training time."""
     from agents.baselines import OracleAgent
-
-    from agents.zoo import Scorer, load_agent, make_env, rollouts, train_agent
+    from agents.logging import OracleNormalizer, evaluate_agent
+    from agents.zoo import load_agent, make_env, train_agent
     from llmsplit_env.channel import ErasureChannel
     from llmsplit_env.llm import SplitRunner
 
     env_id = "LLMSplit-Paper-v0"
     out = Path(args.out) / "paper"
-    scorer = Scorer(env_id, None, [4_000_000 + i for i in range(args.eval_episodes)])
+    scorer = OracleNormalizer(make_env(env_id), [4_000_000 + i for i in range(args.eval_episodes)])
     rec = train_agent("rsm_ppo", env_id, seed=0, out_dir=out / "rsm", scorer=scorer)
     rsm = load_agent("rsm_ppo", rec.path, make_env(env_id))
     mb = train_agent("mbrl", env_id, seed=0, out_dir=out / "mbrl", scorer=scorer)
@@ -153,18 +154,16 @@ def paper(args) -> None:
     # The chosen split against the observed rho, binned, over held-out episodes of each policy.
     env = make_env(env_id)
     seeds = [5_000_000 + i for i in range(40)]
-    traces = {"oracle": rollouts(OracleAgent(env), lambda: env, seeds),
-              "RSM-PPO": rollouts(rsm, lambda: make_env(env_id), seeds),
-              "MBRL": rollouts(mbrl, lambda: make_env(env_id), seeds)}  # fmt: skip
+    traces = {name: evaluate_agent(agent, env, seeds, trace=True)
+              for name, agent in (("oracle", OracleAgent(env)), ("RSM-PPO", rsm), ("MBRL", mbrl))}  # fmt: skip
     edges = np.linspace(0.0, 0.3, 7)
     print("\n| observed rho | " + " | ".join(f"{k} median split" for k in traces) + " |")
     print("|---|" + "---|" * len(traces))
     for lo, hi in itertools.pairwise(edges):
         cells = []
         for tr in traces.values():
-            lv = np.asarray(tr["levels"])
-            sel = (lv >= lo) & (lv < hi)
-            cells.append(f"{np.median(tr['splits'][sel]):.0f} (n={sel.sum()})" if sel.any() else "-")
+            sel = (tr["levels"] >= lo) & (tr["levels"] < hi)
+            cells.append(f"{np.median(tr['step_splits'][sel]):.0f} (n={sel.sum()})" if sel.any() else "-")
         print(f"| {lo:.2f}-{hi:.2f} | " + " | ".join(cells) + " |")
 
     runner = SplitRunner.from_pretrained("smollm2-135m", "wiki", num_tokens=2048)
