@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 train: setup
-	HF_HUB_OFFLINE=1 $(PY) -m llmsplit_env.demo
+	HF_HUB_OFFLINE=1 $(PY) train.py
 
 test: setup
 	$(PY) -m ruff check .

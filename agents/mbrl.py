@@ -235,6 +235,8 @@ class MBRLAgent:
         return int(self.rng.choice(np.flatnonzero(mask)))
 
     def _log_eval(self, logger, eval_fn) -> None:
+        if self.reward_model is None:  # still warming up: there is no policy to evaluate yet
+            return
         for k, v in eval_fn(self).items():
             logger.record(f"eval/{k}", v)
         logger.record("cost/quality_evals", self.quality_evals)
