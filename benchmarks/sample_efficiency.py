@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 TARGET = 0.95
-BUDGETS = {"mbrl": 1500, "ppo": 150_000, "a2c": 150_000, "dqn": 150_000}
+BUDGETS = {"mbrl": 1500, "ppo": 100_000, "a2c": 100_000, "dqn": 100_000}
 EVAL_FREQ = {"mbrl": 50, "ppo": 5000, "a2c": 5000, "dqn": 5000}
 
 
@@ -185,8 +185,8 @@ def main() -> None:
     p.add_argument("--env", default="LLMSplit-v0")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--algos", nargs="+", default=["mbrl", "ppo", "a2c", "dqn", "rsm_ppo"])
-    p.add_argument("--rsm-sizes", type=int, nargs="+", default=[100, 200, 400, 800, 1600, 3200])
-    p.add_argument("--rsm-steps", type=int, default=30_000, help="PPO steps inside the surrogate per RSM run")
+    p.add_argument("--rsm-sizes", type=int, nargs="+", default=[90, 180, 360, 720, 1440])
+    p.add_argument("--rsm-steps", type=int, default=20_000, help="PPO steps inside the surrogate per RSM run")
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--out", default="runs/bench_sample_efficiency")
     p.add_argument("--paper", action="store_true", help="run the paper reproduction instead")

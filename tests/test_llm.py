@@ -68,6 +68,9 @@ def test_seeds_reproduce_and_differ(tiny_models):
     np.testing.assert_allclose(a, single, rtol=1e-6)
     r.draws_per_forward = 3  # batching draws into one forward gives the same numbers
     np.testing.assert_allclose(r.perplexities(2, ch, seeds=[0, 1, 2]), a, rtol=1e-5)
+    assert r.perplexity(2, ch, seed=0, num_draws=3) == pytest.approx(np.exp(np.log(a).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="num_draws"):
+        r.perplexity(2, ch, num_draws=0)
 
 
 def test_noise_hurts_and_last_split_is_immune(tiny_models):

@@ -289,9 +289,14 @@ class SplitRunner:
             log_ppl.append(self._log_ppl(self._nll(logits, self.input_ids)))
         return Evaluation(np.asarray(log_ppl), np.asarray(lost))
 
-    def perplexity(self, split: int, channel: Channel | None = None, seed: int = 0, cached: bool = True) -> float:
-        """Perplexity of one channel draw (seed ``seed``) at ``split``."""
-        return float(self.evaluate(split, channel, [seed], cached).ppl[0])
+    def perplexity(
+        self, split: int, channel: Channel | None = None, seed: int = 0, cached: bool = True, num_draws: int = 1
+    ) -> float:
+        """Perplexity at ``split`` of the channel draw of ``seed``; with ``num_draws > 1``, the geometric mean over the
+        draws of seeds ``seed .. seed + num_draws − 1`` (batched ``draws_per_forward`` at a time)."""
+        num_draws = _check_int("num_draws", num_draws, 1)
+        seed = _check_int("seed", seed, 0)
+        return float(np.exp(self.evaluate(split, channel, range(seed, seed + num_draws), cached).log_ppl.mean()))
 
     def perplexities(
         self, split: int, channel: Channel | None = None, seeds: Sequence[int] = (0,), cached: bool = True
