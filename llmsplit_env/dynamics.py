@@ -30,9 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: columns of a per-step noise row (standard normals); `Z_QUALITY` is used by the quality backend
-Z_SPEED, Z_HEADING, Z_SHADOW, Z_CSI, Z_QUALITY = range(5)
-NOISE_COLUMNS = 5
+#: columns of a per-step noise row (standard normals); `Z_QUALITY` (the log-PPL draw) and `Z_LOSS` (the realised lost
+#: fraction, see `llmsplit_env.quality.backends.realised_loss`) are used by the quality backend
+Z_SPEED, Z_HEADING, Z_SHADOW, Z_CSI, Z_QUALITY, Z_LOSS = range(6)
+NOISE_COLUMNS = 6
 
 
 def uniform_from_normals(z1, z2):

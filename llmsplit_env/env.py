@@ -30,7 +30,7 @@ components → reward.
 |-----|---------------|--------------------------------------|-------------------------------------|
 | 0   | `level`       | estimated mean SNR, dB, [−20, 50]    | estimated ρ, [0, 1]                  |
 | 1   | `trend`       | EWMA of its change per step, [−10, 10] dB | same, [−0.1, 0.1]              |
-| 2   | `packet_loss` | last step's lost fraction, [0, 1] (0 after reset and at k = L)             |
+| 2   | `packet_loss` | realised lost fraction of the last transmission, [0, 1] (0 after reset and at k = L) |
 | 3   | `prev_split`  | previous split / L, [0, 1] (the split a zero move keeps)                   |
 
 Extras (``observation.extras``, appended in the order given):
@@ -44,7 +44,13 @@ Extras (``observation.extras``, appended in the order given):
 | `last_quality` | last step's quality component                                          | [0, 1]       |
 
 The estimate carries the CSI error (``channel.csi_error``, dB; 1 dB by default); the trend is
-``τ ← β τ + (1−β)(ŝ_t − ŝ_{t−1})`` with ``β = observation.trend_smoothing``.
+``τ ← β τ + (1−β)(ŝ_t − ŝ_{t−1})`` with ``β = observation.trend_smoothing``. ``packet_loss`` is what the last
+transmission actually lost (packets = token vectors for analog/digital, elements for erasure), not its mean: the live
+backend reports its transmission's count; the profile backend, which knows only the mean fraction ``p`` at the true
+level, draws ``Binomial(n, p)/n`` (rounded normal approximation, `llmsplit_env.quality.backends.realised_loss`) over
+the measured transmission's ``n`` units (the profile's ``num_tokens`` packets, 2048; erasure: ``num_tokens · d``
+elements) from the env's stream. It is informative about the level (as a real receiver's loss count is), but it is
+not the level itself. (``info["packet_loss"]`` is the same realised value.)
 
 ## Rewards
 
@@ -57,13 +63,19 @@ The estimate carries the CSI error (``channel.csi_error``, dB; 1 dB by default);
 | `ue_compute` | 1 − k/L (the layers the UE does not run)                          | 0.6            |
 | `privacy`    | 1 − leakage(k) (leakage: inversion-probe accuracy on H_k)         | 0.1            |
 | `switching`  | −|k − k_prev| / L (weight reloading, state migration)             | 0.1            |
-| `latency`    | −(UE compute + airtime + edge compute) / (L · ue_layer_s)         | 0.0            |
+| `latency`    | −(UE compute + min(airtime, max_airtime_s) + edge) / (L·ue_layer_s) | 0.0          |
 | `ppl_gain`   | (PPL₀ − PPL) / PPL₀ (paper; reported when a paper weight ≠ 0)     | 0.0            |
 | `paper_load` | (k_max − k) / k_max (paper's load term; reported likewise)        | 0.0            |
 
 At ``k = L`` nothing is transmitted: quality 1, leakage 0, no airtime. Latency: UE ``k·ue_layer_s``, edge
 ``(L−k)·edge_layer_s``, airtime ``payload_bits(num_tokens, d, bits) / (B·log2(1 + γ̄))`` at the true mean SNR
-(erasure: at ``latency.nominal_snr_db``).
+(erasure: at ``latency.nominal_snr_db``), capped at ``latency.max_airtime_s`` (default ``None``: 4 × the UE's full
+compute time ``L·ue_layer_s``, reached below about −10 dB with the defaults; without the cap the component reaches
+about −200 at the cell edge). Every scheme is charged the payload of ``H_k`` quantised to ``latency.bits`` bits per
+element plus a 32-bit scale per token (``payload_bits``); for the analog scheme, which sends unquantised symbols, this
+is the digital-equivalent payload of the same information. So the component lies in
+``[−(max_k compute(k) + max_airtime_s)/(L·ue_layer_s), 0)``: within ``[−5, −0.13]`` with the default latency
+section.
 
 Why these weights (``benchmarks/calibrate_rewards.py``, figures in ``benchmarks/RESULTS.md``): quality is the
 service; running all L layers on the phone costs 0.6 of a perfect answer, so offloading pays while the link keeps the
@@ -109,7 +121,8 @@ depth, and bad values raise ``ValueError`` naming the key and what is allowed. T
 | `scheme`            | `"analog"`              | `"analog"`, `"digital"` or `"erasure"`                       |
 | `profile`           | `None`                  | name or path; `None`: `smollm2-135m-<scheme>`                |
 | `sample_quality`    | `True`                  | profile: sample log-PPL ~ N(mean, std); `False`: the mean    |
-| `llm`               | SmolLM2, wiki, 2048 tok | live model: `model`, `text`, `num_tokens`, `window`, ...     |
+| `llm`               | SmolLM2, wiki, 2048 tok | live model: `model`, `text`, `num_tokens`, `window`, ...      |
+|                     |                         | and `profile_match` (see Presets)                            |
 | `splits`            | 1..L, none excluded     | `min`, `max`, `excluded`, `ue_max_layers`                    |
 | `initial_split`     | `"random"`              | `"random"`, a split, or a list to draw from                  |
 | `action_mode`       | `"absolute"`            | or `"relative"` (with `max_move`, default 4)                 |
@@ -117,13 +130,17 @@ depth, and bad values raise ``ValueError`` naming the key and what is allowed. T
 | `channel`           | mobility, 3GPP UMi      | `model`, `csi_error`, `nakagami_m`, a section per model       |
 | `observation`       | no extras               | `extras`, `trend_smoothing` (0.5)                            |
 | `reward`            | see Rewards             | `weights` of the components                                  |
-| `latency`           | 4 / 0.4 ms per layer    | UE and edge time per layer, bandwidth, tokens, bits          |
+| `latency`           | 4 / 0.4 ms per layer    | UE and edge time per layer, bandwidth, tokens, bits, `max_airtime_s` |
 
 ## Presets
 
 * ``default`` (`LLMSplit-v0`): profile backend on SmolLM2-135M's analog profile, mobility channel, 50 steps.
-* ``llm`` (`LLMSplit-LLM-v0`): the same with the live model (``llm.*`` picks it; ``expected_rewards`` needs a
-  profile of the same model).
+* ``llm`` (`LLMSplit-LLM-v0`): the same with the live model (``llm.*`` picks it). ``expected_rewards`` and the
+  leakage come from a profile of the same measurement: with ``llm.profile_match="strict"`` (default) its model,
+  num_layers, scheme, scheme_params (m, bits, threshold_db), text, num_tokens and window must equal the live
+  backend's; ``"model"`` checks only model, num_layers, scheme and scheme_params, and uses a profile measured on other
+  text as a prior. A configured ``profile`` that does not match raises ``ValueError`` naming each field; the automatic
+  default ``smollm2-135m-<scheme>`` is then just not used, and ``expected_rewards`` raises naming the fields.
 * ``paper`` (`LLMSplit-Paper-v0`): the authors' surrogate env on SmolLM2's erasure profile: ρ ~ U(0.01, 0.3) at
   reset with their action-coupled drift (`PaperErasureDrift`), splits 1..10, initial split ~ U{1..9}, 5-step
   episodes, reward ``10·(PPL₀ − PPL)/PPL₀ + (10 − p)/10`` (weights 10 and 1 on ``ppl_gain`` and ``paper_load``),
@@ -156,7 +173,7 @@ from llmsplit_env.dynamics import (
     StaticChannel,
     uniform_from_normals,
 )
-from llmsplit_env.quality.backends import LLMQuality, ProfileQuality, QualityBackend
+from llmsplit_env.quality.backends import LLMQuality, ProfileQuality, QualityBackend, realised_loss
 
 COMPONENTS = ("quality", "ue_compute", "privacy", "switching", "latency", "ppl_gain", "paper_load")
 BASE_COMPONENTS = COMPONENTS[:5]  # always reported; the paper's two only when weighted
@@ -180,6 +197,7 @@ _DEFAULT_CONFIG: dict[str, Any] = {
         "leakage": "auto",
         "probe_fit_tokens": 4096,
         "probe_test_tokens": 1024,
+        "profile_match": "strict",
     },
     "splits": {"min": 1, "max": None, "excluded": [], "ue_max_layers": None},
     "initial_split": "random",
@@ -222,6 +240,7 @@ _DEFAULT_CONFIG: dict[str, Any] = {
         "num_tokens": 128,
         "bits": 8,
         "nominal_snr_db": 10.0,
+        "max_airtime_s": None,
     },
 }
 
@@ -435,6 +454,7 @@ class LLMSplitEnv(gym.Env):
         self.payload_bits = payload_bits(lat["num_tokens"], hidden, lat["bits"])
         self._bandwidth = lat["bandwidth_hz"]
         self._nominal_snr_db = lat["nominal_snr_db"]
+        self.max_airtime_s = 4.0 * self._lat_ref if lat["max_airtime_s"] is None else lat["max_airtime_s"]
         self._inv_L = 1.0 / L
         self._beta = cfg["observation"]["trend_smoothing"]
         self.max_episode_steps = cfg["max_episode_steps"]
@@ -560,12 +580,16 @@ class LLMSplitEnv(gym.Env):
         # quality backend -> reward components -> reward
         qb = self.quality_backend
         log_ppl, loss = qb.sample(k, level, z[4], self.np_random)
+        if qb.loss_units:  # the profile's mean lost fraction -> this transmission's
+            loss = realised_loss(loss, z[5], qb.loss_units)
         ppl = math.exp(log_ppl)
         quality = qb.clean_ppl / ppl
         L = self.num_layers
         if k < L:
             snr = level if self._level_is_snr else self._nominal_snr_db
             airtime = self.payload_bits / (self._bandwidth * math.log2(1.0 + 10.0 ** (snr / 10.0)))
+            if airtime > self.max_airtime_s:
+                airtime = self.max_airtime_s
         else:
             airtime = 0.0
         latency = -(self._compute_s[k] + airtime) / self._lat_ref
@@ -649,8 +673,9 @@ class LLMSplitEnv(gym.Env):
         """Expected reward of every action at the current true state (``-inf`` for masked actions).
 
         Exact for the profile backend (same interpolation and floored lognormal as the sampling; see
-        `llmsplit_env.quality.backends`). The live backend takes the expectation from the configured profile of the
-        same model, else raises ``ValueError``.
+        `llmsplit_env.quality.backends`). The live backend takes the expectation from its profile, which must match
+        it (``llm.profile_match``: ``"strict"``, the same measurement; ``"model"``, the same model and scheme, the
+        profile then being a prior measured on other text), else raises ``ValueError`` naming the differing fields.
         """
         qb = self.quality_backend
         w = self.reward_weights
@@ -667,6 +692,7 @@ class LLMSplitEnv(gym.Env):
             if k < L:
                 snr = level if self._level_is_snr else self._nominal_snr_db
                 airtime = self.payload_bits / (self._bandwidth * math.log2(1.0 + 10.0 ** (snr / 10.0)))
+                airtime = min(airtime, self.max_airtime_s)
             else:
                 airtime = 0.0
             r = (
@@ -753,7 +779,8 @@ def payload_bits(num_tokens: int, hidden_size: int, bits: int = 8, scale_bits: i
 def make_backend(cfg: dict) -> QualityBackend:
     """The quality backend a (validated) config asks for."""
     scheme = cfg["scheme"]
-    profile = cfg["profile"] if cfg["profile"] is not None else f"smollm2-135m-{scheme}"
+    explicit = cfg["profile"] is not None
+    profile = cfg["profile"] if explicit else f"smollm2-135m-{scheme}"
     if cfg["backend"] == "profile":
         qb = ProfileQuality(profile, sample=cfg["sample_quality"])
         if qb.scheme != scheme:
@@ -777,7 +804,9 @@ def make_backend(cfg: dict) -> QualityBackend:
         device=llm["device"],
         scheme=scheme,
         channel_params=params,
-        profile=profile if cfg["profile"] is not None or llm["model"] == "smollm2-135m" else None,
+        profile=profile,
+        profile_explicit=explicit,
+        profile_match=llm["profile_match"],
         leakage=llm["leakage"],
         probe_fit_tokens=llm["probe_fit_tokens"],
         probe_test_tokens=llm["probe_test_tokens"],
@@ -810,6 +839,14 @@ def make_dynamics(cfg: dict, qb: QualityBackend) -> ChannelDynamics:
         grid = (qb.level_lo, qb.level_hi)
     else:
         grid = (0.0, 0.3) if qb.level_name == "rho" else (-5.0, 35.0)
+    for key in ("low", "high"):
+        v = st[key]
+        if v is not None and isinstance(qb, ProfileQuality) and not grid[0] <= v <= grid[1]:
+            raise ValueError(
+                f"config 'channel.static.{key}' = {v} lies outside the profile's grid of {qb.level_name} "
+                f"[{grid[0]}, {grid[1]}] ({qb.profile.source}); the profile backend cannot score levels it did "
+                "not measure"
+            )
     low = grid[0] if st["low"] is None else st["low"]
     high = grid[1] if st["high"] is None else st["high"]
     if low > high:
@@ -833,6 +870,7 @@ def _validate(cfg: dict) -> None:
     _num(cfg, "llm.window", 2, 10**6, integer=True)
     _choice(cfg, "llm.cached", (True, False))
     _choice(cfg, "llm.leakage", ("auto", "profile", "probe"))
+    _choice(cfg, "llm.profile_match", ("strict", "model"))
     _num(cfg, "llm.probe_fit_tokens", 1, 10**8, integer=True)
     _num(cfg, "llm.probe_test_tokens", 1, 10**8, integer=True)
     _num(cfg, "splits.min", 1, 10**4, integer=True)
@@ -906,3 +944,4 @@ def _validate(cfg: dict) -> None:
     _num(cfg, "latency.num_tokens", 1, 10**7, integer=True)
     _num(cfg, "latency.bits", 1, 64, integer=True)
     _num(cfg, "latency.nominal_snr_db", -50.0, 100.0)
+    _num(cfg, "latency.max_airtime_s", 0.0, 1e6, allow_none=True)

@@ -14,7 +14,8 @@ seed per sub-env; ``options={"reset_mask": mask}`` resets a subset.
 Autoreset: ``AutoresetMode.NEXT_STEP``, like Gymnasium's default. The step after a sub-env truncates resets it: its
 action is ignored, its observation is the reset observation, its reward 0 and its flags ``False``; its infos are the
 reset infos (``split``, the level, ``quality_evals``, ``ppl0``), and the step-only keys (``rewards``, ``ppl``,
-``packet_loss``) are masked out (``info["_ppl"][i]`` is ``False``).
+``packet_loss``) are masked out (``info["_ppl"][i]`` is ``False``). Info arrays never share memory with the env's
+state, so infos kept across steps and autoresets do not change.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from llmsplit_env.dynamics import NOISE_COLUMNS, uniform_from_normals
 from llmsplit_env.env import NORMAL_CHUNK, LLMSplitEnv
-from llmsplit_env.quality.backends import ProfileQuality
+from llmsplit_env.quality.backends import ProfileQuality, realised_loss_batch
 
 
 class LLMSplitVectorEnv(VectorEnv):
@@ -258,6 +259,7 @@ class LLMSplitVectorEnv(VectorEnv):
         # quality backend -> reward components -> reward
         env, qb = self.env, self._qb
         log_ppl, loss = qb.sample_batch(k, level, z[4])
+        loss = realised_loss_batch(loss, z[5], qb.loss_units)  # the mean lost fraction -> the transmission's
         ppl = np.exp(log_ppl)
         quality = qb.clean_ppl / ppl
         g = self._split_table.take(k, axis=1)  # per split: ue_compute, privacy, compute s, transmits, paper_load
@@ -268,6 +270,7 @@ class LLMSplitVectorEnv(VectorEnv):
         np.log2(air, out=air)
         air *= env._bandwidth
         np.divide(env.payload_bits, air, out=air)
+        np.minimum(air, env.max_airtime_s, out=air)
         air *= g[3]
         latency = air + g[2]
         latency *= -1.0 / env._lat_ref
@@ -333,7 +336,7 @@ class LLMSplitVectorEnv(VectorEnv):
         # keys a reset also reports: sub-envs reset this step show their reset values
         everyone = np.ones(N, dtype=bool)
         info["split"], info["_split"] = self._prev.copy(), everyone
-        info[self.level_name] = scatter(level)
+        info[self.level_name] = level.copy() if all_active else scatter(level)  # never the live state array
         info["_" + self.level_name] = everyone
         if not all_active:
             info[self.level_name][reset_idx] = self._state["level"][reset_idx]

@@ -17,7 +17,7 @@ import llmsplit_env
 from llmsplit_env.dynamics import MobilityChannel, PaperErasureDrift
 from llmsplit_env.env import COMPONENTS, LLMSplitEnv
 from llmsplit_env.quality import ProfileQuality, load_profile
-from llmsplit_env.quality.backends import floored_lognormal_expectations
+from llmsplit_env.quality.backends import floored_lognormal_expectations, realised_loss, realised_loss_batch
 
 PROFILE_IDS = ["LLMSplit-v0", "LLMSplit-Paper-v0"]
 
@@ -175,6 +175,14 @@ def test_config_dict_as_only_positional_argument():
         ({"channel": {"nakagami_m": 1.0}}, ["nakagami_m", "profile's m = 2.0", "llm"]),
         ({"channel": {"csi_error": 11}}, ["'channel.csi_error'", "[0.0, 10.0]"]),
         ({"profile": "no-such-profile"}, ["no-such-profile", "shipped"]),
+        ({"channel": {"model": "static", "static": {"low": -28.0}}}, ["'channel.static.low'", "[-5.0, 35.0]"]),
+        ({"channel": {"model": "static", "static": {"high": 40.0}}}, ["'channel.static.high'", "[-5.0, 35.0]"]),
+        (
+            {"scheme": "erasure", "channel": {"model": "static", "csi_error": 0.0, "static": {"high": 0.5}}},
+            ["'channel.static.high'", "[0.0, 0.3]", "rho"],
+        ),
+        ({"latency": {"max_airtime_s": -1.0}}, ["'latency.max_airtime_s'", "or None"]),
+        ({"llm": {"profile_match": "loose"}}, ["'llm.profile_match'", "'strict'", "'model'"]),
     ],
 )
 def test_bad_configs_raise_naming_the_problem(config, words):
@@ -340,6 +348,35 @@ def test_latency_matches_the_channel_formulas():
     assert info["rewards"]["latency"] == pytest.approx(-t / (30 * lat["ue_layer_s"]), rel=1e-12)
 
 
+def test_static_bounds_on_the_grid_ends_are_accepted():
+    env = LLMSplitEnv({"channel": {"model": "static", "static": {"low": -5.0, "high": 35.0}}})
+    assert (env.dynamics.low, env.dynamics.high) == (-5.0, 35.0)
+
+
+def test_latency_is_bounded_at_the_cell_edge():
+    """Far out of the cell the Shannon airtime explodes (about -200 at -28 dB); it is capped at max_airtime_s."""
+    from llmsplit_env.channel import shannon_airtime  # imports torch: test-only
+
+    w = {c: 0.0 for c in COMPONENTS} | {"latency": 1.0}
+    for cap, want_cap in ((None, 4 * 30 * 0.004), (0.3, 0.3)):
+        env = LLMSplitEnv({"reward": {"weights": w}, "latency": {"max_airtime_s": cap}})
+        assert env.max_airtime_s == pytest.approx(want_cap)
+        env.reset(seed=0)
+        env.dynamics.level = -28.0  # the cell edge
+        assert shannon_airtime(env.payload_bits, 10e6, -28.0) > 20.0  # what it was without the cap
+        exp = env.expected_rewards()
+        info = env.step(0)[4]  # k = 1
+        lat = info["rewards"]["latency"]
+        assert lat == pytest.approx(-(0.004 + 29 * 0.0004 + want_cap) / 0.12, rel=1e-12)
+        assert exp[0] == pytest.approx(lat, rel=1e-12)  # the oracle applies the same cap
+    # the documented range: [-(max compute + cap)/(L ue_layer_s), 0) over a long random run, near the cap at the edge
+    env = LLMSplitEnv({"reward": {"weights": {"latency": 1.0}}, "channel": {"mobility": {"cell_radius": 2000.0}}})
+    env.reset(seed=1)
+    lats = [env.step(int(a))[4]["rewards"]["latency"] for a in np.random.default_rng(0).integers(0, 30, 2000)]
+    assert min(lats) >= -(29 * 0.004 + 0.0004 + env.max_airtime_s) / 0.12 - 1e-12 and max(lats) < 0
+    assert min(lats) < -4.5  # the run does reach the cap
+
+
 def test_expected_rewards_are_exact_for_the_profile_backend():
     env = LLMSplitEnv({"reward": {"weights": {"latency": 0.3, "ppl_gain": 0.2}}})
     env.reset(seed=4)
@@ -466,6 +503,51 @@ def test_profile_batch_path_matches_scalar_path():
     for i in range(500):
         sl, sloss = qb.sample(int(k[i]), float(lv[i]), float(z[i]))
         assert bl[i] == pytest.approx(sl, rel=1e-14, abs=1e-14) and bloss[i] == pytest.approx(sloss, abs=1e-15)
+
+
+def test_realised_loss_is_a_binomial_count_fraction():
+    n = 2048
+    assert realised_loss(0.0, 3.0, n) == 0.0 and realised_loss(1.0, -3.0, n) == 1.0
+    assert realised_loss(0.1, 0.0, n) == round(0.1 * n) / n
+    assert realised_loss(0.001, -5.0, n) == 0.0 and realised_loss(0.999, 5.0, n) == 1.0  # clipped to [0, 1]
+    p = np.array([0.0, 0.001, 0.1, 0.5, 0.999, 1.0] * 50)
+    z = np.random.default_rng(0).standard_normal(p.size)
+    batch = realised_loss_batch(p, z, n)
+    assert batch.tolist() == [realised_loss(float(a), float(b), n) for a, b in zip(p, z, strict=True)]  # same bits
+    assert np.all(batch * n == np.round(batch * n))
+
+
+@pytest.mark.parametrize(
+    ("config", "units"),
+    [
+        ({"scheme": "digital"}, 2048),
+        ({"scheme": "erasure", "channel": {"model": "static", "csi_error": 0.02}}, 2048 * 576),
+        ({"preset": "paper"}, 2048 * 576),
+    ],
+)
+def test_packet_loss_observation_is_a_realised_fraction_not_the_true_levels_mean(config, units):
+    """The profile's mean lost fraction is a function of the true level; observing it would bypass the CSI error. The
+    observation is the transmission's realised fraction: it scatters around the mean as Binomial(n, p)/n does."""
+    env = LLMSplitEnv(config)
+    qb = env.quality_backend
+    assert qb.loss_units == units
+    env.reset(seed=3)
+    k = 1
+    dev = []
+    for _ in range(400):
+        level = env.level
+        p = qb.interpolate(k, level)[2]
+        obs, _, _, trunc, info = env.step(k - env.k_min)
+        assert obs[2] == np.float32(info["packet_loss"])
+        assert info["packet_loss"] * units == pytest.approx(round(info["packet_loss"] * units), abs=1e-6)
+        if 0.0 < p < 1.0:
+            dev.append((info["packet_loss"] - p) / math.sqrt(p * (1 - p) / units))
+        if trunc:
+            env.reset()
+    dev = np.array(dev)
+    assert len(dev) > 300
+    assert np.mean(dev == 0.0) < 0.2  # not the mean (the old observation: every deviation 0)
+    assert abs(dev.mean()) < 0.2 and 0.8 < dev.std() < 1.2  # the binomial's spread
 
 
 def test_profile_sampling_and_floor():

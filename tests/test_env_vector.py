@@ -65,6 +65,36 @@ def test_vector_env_equals_sync_vector_env(env_id, kwargs):
     assert saw_autoreset
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"preset": "paper"},
+        {"channel": {"model": "static"}, "max_episode_steps": 3},
+        {"max_episode_steps": 3},
+        {"preset": "paper", "max_episode_steps": 2, "observation": {"extras": ["time", "last_quality"]}},
+    ],
+)
+def test_vector_infos_do_not_share_memory_with_the_state(config):
+    """Infos kept across steps and autoresets must not change afterwards (the level array was the live state, which
+    the paper-drift and static channels' resets overwrite in place)."""
+    import copy
+
+    vec = LLMSplitVectorEnv(4, config=config)
+    obs, info = vec.reset(seed=0)
+    kept = [((obs, info), info, copy.deepcopy((obs, info)))]
+    rng = np.random.default_rng(0)
+    for _ in range(13):  # several truncations and the autoresets after them
+        out = vec.step(rng.integers(0, vec.single_action_space.n, 4))
+        kept.append((out, out[-1], copy.deepcopy(out)))
+    for t, (now, info, then) in enumerate(kept):
+        for a, b in zip(now[:-1], then[:-1], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"step {t}")
+        fn, ft = flat(info), flat(then[-1])
+        assert set(fn) == set(ft)
+        for key in ft:
+            np.testing.assert_array_equal(fn[key], ft[key], err_msg=f"info {key!r} of step {t}")
+
+
 def test_vector_env_equals_single_envs_with_partial_resets():
     n = 4
     vec = LLMSplitVectorEnv(n)

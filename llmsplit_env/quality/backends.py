@@ -14,6 +14,14 @@ Conventions shared by both (so rewards mean the same thing whichever backend run
 * Perplexity is floored at the clean perplexity: the channel only adds noise, and the floor removes the lognormal's
   unphysical lower tail (the erasure profile's spread reaches 3.7 nats). So quality ``PPL_clean / PPL`` lies in (0, 1].
 
+Lost fraction: the live backend reports what its transmission lost. A profile stores only the *mean* lost fraction
+``p(k, x)`` of a cell, which is a deterministic function of the true level; reporting it would reveal the level exactly
+(bypassing the CSI error). So the profile backend's `ProfileQuality.sample` returns that mean, and the env turns it
+into a realised fraction with `realised_loss`: a rounded normal approximation of ``Binomial(n, p) / n`` over the
+``n = ProfileQuality.loss_units`` packets (analog, digital: the profile's ``num_tokens`` token packets, 2048 for the
+shipped profiles) or elements (erasure: ``num_tokens · hidden_size``) of the measured transmission, driven by one
+standard normal of the env's stream (the same normal, hence the same value, in the vector env).
+
 `ProfileQuality` samples ``log PPL ~ N(μ(k, x), σ(k, x))`` from the profile's per-cell mean and spread (or uses ``μ``
 when ``sample=False``); `expected_quality` and `expected_ppl` are the exact expectations of that floored lognormal:
 
@@ -54,6 +62,50 @@ def floored_lognormal_expectations(mu: float, sigma: float, log_clean: float) ->
     return min(q, 1.0), p
 
 
+def realised_loss(p: float, z: float, n: int) -> float:
+    """A realised lost fraction of ``n`` units at mean ``p``: ``clip(round(n p + sqrt(n p (1 − p)) z), 0, n) / n``,
+    the rounded normal approximation of ``Binomial(n, p) / n`` for a standard normal ``z`` (exact at p = 0 and 1)."""
+    m = n * p
+    c = math.floor(m + math.sqrt(m * (1.0 - p)) * z + 0.5)
+    return (c if 0 < c < n else (0 if c <= 0 else n)) / n
+
+
+def realised_loss_batch(p: np.ndarray, z: np.ndarray, n: int) -> np.ndarray:
+    """`realised_loss` over arrays (same arithmetic, so the same bits)."""
+    m = n * p
+    c = np.floor(m + np.sqrt(m * (1.0 - p)) * z + 0.5)
+    np.clip(c, 0, n, out=c)
+    return c / n
+
+
+#: metadata fields a live backend compares with its profile (``profile_match="model"`` checks the first four)
+PROFILE_FIELDS = ("model", "num_layers", "scheme", "scheme_params", "text", "num_tokens", "window")
+MODEL_FIELDS = PROFILE_FIELDS[:4]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return set(a) == set(b) and all(_same(a[key], b[key]) for key in a)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return str(a) == str(b)
+
+
+def profile_mismatches(profile: Profile, wanted: dict, fields=PROFILE_FIELDS) -> list[str]:
+    """``"field: profile X, env Y"`` for each of ``fields`` where the profile's metadata differs from ``wanted``."""
+    meta = dict(profile.metadata)
+    have = {
+        "model": meta.get("model"),
+        "num_layers": profile.num_layers,
+        "scheme": profile.scheme,
+        "scheme_params": dict(meta.get("scheme_params", {})),
+        "text": meta.get("text"),
+        "num_tokens": meta.get("num_tokens"),
+        "window": meta.get("window"),
+    }
+    return [f"{f}: profile {have[f]!r}, env {wanted[f]!r}" for f in fields if not _same(have[f], wanted[f])]
+
+
 class QualityBackend(ABC):
     """Perplexity of a split transmission at a channel level; leakage per split."""
 
@@ -70,10 +122,14 @@ class QualityBackend(ABC):
     leakage: list[float]
     #: real LLM evaluations run so far (0 for the profile backend)
     evaluations: int = 0
+    #: > 0: `sample` returns the *mean* lost fraction and the env realises it over this many units (`realised_loss`);
+    #: 0: `sample` already returns the transmission's realised fraction (live backend)
+    loss_units: int = 0
 
     @abstractmethod
     def sample(self, split: int, level: float, z: float, rng: np.random.Generator) -> tuple[float, float]:
-        """One transmission: ``(log PPL floored at log PPL_clean, fraction lost)``.
+        """One transmission: ``(log PPL floored at log PPL_clean, fraction lost)`` (the cell's mean fraction when
+        ``loss_units > 0``; see `realised_loss`).
 
         ``z`` is a standard normal pre-drawn by the env (profile backend); ``rng`` is the env's generator (live
         backend: the channel seed is drawn from it).
@@ -108,6 +164,8 @@ class ProfileQuality(QualityBackend):
         self.log_clean = math.log(self.clean_ppl)
         self.sample_noise = bool(sample)
         self.k_first = int(p.splits[0])  # splits below it are not in the profile
+        tokens = int(p.metadata.get("num_tokens", 2048))
+        self.loss_units = tokens * self.hidden_size if self.scheme == "erasure" and self.hidden_size > 0 else tokens
         self.levels = [float(v) for v in p.levels]
         self.level_lo, self.level_hi = self.levels[0], self.levels[-1]
         V, L = len(self.levels), self.num_layers
@@ -187,7 +245,8 @@ class ProfileQuality(QualityBackend):
         return g, x
 
     def sample_batch(self, split: np.ndarray, level: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`sample` over ``[N]`` arrays of splits, levels and normals (same arithmetic as the scalar path)."""
+        """`sample` over ``[N]`` arrays of splits, levels and normals (same arithmetic as the scalar path; the loss is
+        the cell's mean, as there)."""
         g, w = self._gather(split, level)
         mean = w * g[1]
         mean += g[0]
@@ -220,9 +279,15 @@ class LLMQuality(QualityBackend):
     """The real split model, live: each step builds the scheme's channel at the step's level, draws the channel seed
     from the env's generator and runs `SplitRunner.evaluate` (cached UE-side prefixes), counting evaluations.
 
-    Leakage comes from ``profile`` when it was measured on the same model (``leakage="auto"`` or ``"profile"``),
-    otherwise the inversion probe is fitted here on the text after the evaluation tokens (``"auto"`` or ``"probe"``).
-    Expectations (for `LLMSplitEnv.expected_rewards`) come from ``profile`` of the same model, or raise.
+    Profile: it gives the leakage (``leakage="auto"`` or ``"profile"``; otherwise the inversion probe is fitted here
+    on the text after the evaluation tokens, ``"auto"`` or ``"probe"``) and the expectations of
+    `LLMSplitEnv.expected_rewards`. It is attached only when it matches this backend: ``profile_match="strict"``
+    compares every field of `PROFILE_FIELDS` (model, num_layers, scheme, scheme_params such as m / bits /
+    threshold_db, text, num_tokens, window), so the expectations are those of the same measurement;
+    ``profile_match="model"`` compares model, num_layers, scheme and scheme_params only, and then the profile,
+    measured on other text, serves as a *prior* for the expectations and the leakage. A mismatching profile that the
+    user configured (``profile_explicit``) raises ``ValueError`` naming each differing field; a mismatching automatic
+    default is not attached, and `expectations` raises naming the differing fields.
     """
 
     def __init__(
@@ -240,6 +305,8 @@ class LLMQuality(QualityBackend):
         probe_fit_tokens: int = 4096,
         probe_test_tokens: int = 1024,
         cached: bool = True,
+        profile_match: str = "strict",
+        profile_explicit: bool = True,
     ) -> None:
         from llmsplit_env.channel import make_channel  # torch enters here, not at env import
         from llmsplit_env.llm import SplitRunner
@@ -260,17 +327,44 @@ class LLMQuality(QualityBackend):
         self.evaluations = 0
         self.last_seed: int | None = None
         self.profile_quality: ProfileQuality | None = None
+        self.profile_mismatch: list[str] = []  # why the (automatic) profile was not attached
+        self.profile_source: str | None = None
+        self.profile_match = profile_match
+        if profile_match not in ("strict", "model"):
+            raise ValueError(f"profile_match must be 'strict' or 'model', got {profile_match!r}")
         if profile is not None:
             pq = ProfileQuality(profile, sample=True)
-            same = pq.profile.metadata.get("model") == self.model_name and pq.num_layers == self.num_layers
-            if same and pq.scheme == scheme:
+            wanted = {
+                "model": self.model_name,
+                "num_layers": self.num_layers,
+                "scheme": scheme,
+                "scheme_params": dict(make_channel(scheme, 0.1 if scheme == "erasure" else 10.0,
+                                                   **self.channel_params).params()),
+                "text": str(text),
+                "num_tokens": int(num_tokens),
+                "window": int(window),
+            }  # fmt: skip
+            bad = profile_mismatches(pq.profile, wanted, PROFILE_FIELDS if profile_match == "strict" else MODEL_FIELDS)
+            if bad and profile_explicit:
+                raise ValueError(
+                    f"config 'profile' {pq.profile.source!r} does not match the live backend "
+                    f"(llm.profile_match={profile_match!r}): " + "; ".join(bad)
+                    + ("" if profile_match == "model" else
+                       "; set llm.profile_match='model' to use a profile of the same model and scheme measured on "
+                       "other text as a prior")
+                )  # fmt: skip
+            if bad:
+                self.profile_mismatch = bad
+                self.profile_source = pq.profile.source
+            else:
                 self.profile_quality = pq
         if leakage not in ("auto", "profile", "probe"):
             raise ValueError(f"leakage must be 'auto', 'profile' or 'probe', got {leakage!r}")
         if leakage == "profile" and self.profile_quality is None:
             raise ValueError(
-                f"leakage='profile' needs a {scheme} profile of model {self.model_name!r} (config key 'profile'); "
-                "use leakage='probe' to fit the inversion probe on this model"
+                f"leakage='profile' needs a {scheme} profile of model {self.model_name!r} (config key 'profile')"
+                + (f" (the default one differs: {'; '.join(self.profile_mismatch)})" if self.profile_mismatch else "")
+                + "; use leakage='probe' to fit the inversion probe on this model"
             )
         if self.profile_quality is not None and leakage != "probe":
             self.leakage = list(self.profile_quality.leakage)
@@ -316,11 +410,19 @@ class LLMQuality(QualityBackend):
 
     def _need_profile(self) -> ProfileQuality:
         if self.profile_quality is None:
+            why = (
+                f"the default profile {self.profile_source!r} differs ({'; '.join(self.profile_mismatch)})"
+                if self.profile_mismatch
+                else "none is configured"
+            )
             raise ValueError(
                 f"expected rewards of the live backend come from a {self.scheme} profile of the same model "
-                f"({self.model_name!r}); none is configured. Build one with `python -m llmsplit_env.profile "
-                f"--model {self.model_name} --scheme {self.scheme} --out FILE` and pass config profile=FILE"
-            )
+                f"({self.model_name!r}) and measurement (llm.profile_match={self.profile_match!r}); {why}. Build one "
+                f"with `python -m llmsplit_env.profile --model {self.model_name} --scheme {self.scheme} --out FILE` "
+                "and pass config profile=FILE"
+                + ("" if self.profile_match == "model" else ", or set llm.profile_match='model' to use a profile of "
+                   "the same model and scheme measured on other text as a prior")
+            )  # fmt: skip
         return self.profile_quality
 
     def expectations(self, split: int, level: float) -> tuple[float, float]:
@@ -337,4 +439,5 @@ class LLMQuality(QualityBackend):
             "channel_params": self.channel_params,
             "leakage": self.leakage_source,
             "profile": None if self.profile_quality is None else self.profile_quality.profile.source,
+            "profile_match": self.profile_match,
         }
