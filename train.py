@@ -82,6 +82,12 @@ def run(args: argparse.Namespace) -> int:
     hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
     if args.n_timesteps is not None and args.n_timesteps < 1:
         raise ValueError(f"-n/--n-timesteps must be >= 1, got {args.n_timesteps}")
+    if args.eval_freq is not None and args.eval_freq < 1:
+        raise ValueError(f"--eval-freq must be >= 1, got {args.eval_freq}")
+    stray = sorted(set(hyperparams) - set(args.algo))
+    if stray:
+        raise ValueError(f"--hyperparams keys must start with an algo being trained ({', '.join(args.algo)}); got "
+                         f"{', '.join(stray)} (write e.g. ppo.learning_rate:0.001)")  # fmt: skip
     if args.eval_episodes < 1:
         raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     make_env(args.env, env_kwargs).close()  # fail fast on a bad id or config

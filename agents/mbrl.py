@@ -6,7 +6,9 @@ The loop (one real quality evaluation per env step):
 2. **Models**: a `GaussianEnsemble` learns the per-step reward components that depend on the channel and the split
    (every weighted component except ``switching``, which is a known function of the action) from
    ``[channel features, k/L, one-hot(k)]``; a second ensemble learns the channel's next-step change from the channel
-   features alone. Both are refitted every ``refit_every`` steps (warm-started, held-out early stopping, elites).
+   features alone. Both are refitted every ``refit_every`` steps (warm-started unless ``reset_on_refit``, held-out
+   early stopping, elites). Reward features leave out the level's trend: it says where the channel goes, not what
+   this step's transmission yields.
 3. **Planning**, native to discrete splits: predicted rewards of every split at the observed channel; for
    ``horizon > 1``, ``n_rollouts`` channel trajectories sampled from the dynamics ensemble give a ``[N, H, K]`` reward
    table, and dynamic programming over splits (`agents.planning.plan_dp`) maximises it minus the switching cost that
@@ -33,10 +35,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import llmsplit_env  # noqa: F401  (registers the env ids for MBRLAgent("LLMSplit-v0"))
 from agents.ensemble import GaussianEnsemble, encode_inputs
 from agents.planning import plan_dp
 
 ACTION_DEPENDENT = ("packet_loss", "prev_split", "last_quality")
+# Inputs of the dynamics model only: they say where the channel goes, not what this step's transmission yields.
+DYNAMICS_ONLY = ("trend", "time")
 BASE_OBS = ("level", "trend", "packet_loss", "prev_split")
 
 
@@ -59,6 +64,7 @@ def env_spec(env) -> dict[str, Any]:
         "num_layers": int(u.num_layers),
         "obs_names": names,
         "channel_dims": [i for i, n in enumerate(names) if n not in ACTION_DEPENDENT],
+        "reward_dims": [i for i, n in enumerate(names) if n not in ACTION_DEPENDENT + DYNAMICS_ONLY],
         "prev_split_dim": names.index("prev_split"),
         "components": [c for c in weights if c != "switching"],
         "weights": weights,
@@ -74,16 +80,17 @@ class MBRLAgent:
         env: gym.Env | str,
         *,
         warmup_steps: int = 300,
-        refit_every: int = 50,
+        refit_every: int = 100,
         horizon: int = 3,
         n_rollouts: int = 8,
         planner: str = "ucb",
         beta: float = 1.0,
         ensemble_size: int = 5,
         num_elites: int = 4,
-        hidden_dims: tuple[int, ...] = (64, 64),
-        max_epochs: int = 150,
-        patience: int = 10,
+        hidden_dims: tuple[int, ...] = (200, 200, 200),
+        max_epochs: int = 400,
+        patience: int = 30,
+        reset_on_refit: bool = False,
         seed: int = 0,
         tensorboard_log: str | None = None,
         verbose: int = 0,
@@ -102,7 +109,8 @@ class MBRLAgent:
         self.hparams = {
             "warmup_steps": warmup_steps, "refit_every": refit_every, "horizon": horizon, "n_rollouts": n_rollouts,
             "planner": planner, "beta": float(beta), "ensemble_size": ensemble_size, "num_elites": num_elites,
-            "hidden_dims": tuple(hidden_dims), "max_epochs": max_epochs, "patience": patience, "seed": seed,
+            "hidden_dims": tuple(hidden_dims), "max_epochs": max_epochs, "patience": patience,
+            "reset_on_refit": bool(reset_on_refit), "seed": seed,
         }  # fmt: skip
         self.seed = seed
         self.tensorboard_log = tensorboard_log
@@ -114,6 +122,7 @@ class MBRLAgent:
         self.dynamics_model: GaussianEnsemble | None = None
         self._data: dict[str, list] = {"obs": [], "split": [], "y": [], "next_obs": []}
         self.fit_stats: dict[str, Any] = {}
+        self._last_eval: int | None = None
 
     # --- features ------------------------------------------------------------------------------------------------
 
@@ -121,13 +130,15 @@ class MBRLAgent:
         return np.asarray(obs, dtype=np.float32)[..., self.spec["channel_dims"]]
 
     def _reward_inputs(self, channel: np.ndarray, splits) -> np.ndarray:
-        return encode_inputs(channel, splits, self.spec["num_layers"], one_hot=True)
+        """``[reward features of the channel, k/L, one-hot(k)]`` from channel features (``channel_dims`` order)."""
+        cols = [self.spec["channel_dims"].index(i) for i in self.spec["reward_dims"]]
+        return encode_inputs(channel[..., cols], splits, self.spec["num_layers"], one_hot=True)
 
     def _new_models(self) -> None:
         h = self.hparams
         c = len(self.spec["channel_dims"])
         common = {"ensemble_size": h["ensemble_size"], "num_elites": h["num_elites"], "hidden_dims": h["hidden_dims"]}
-        in_dim = c + 1 + self.spec["num_layers"]
+        in_dim = len(self.spec["reward_dims"]) + 1 + self.spec["num_layers"]
         self.reward_model = GaussianEnsemble(in_dim, len(self.spec["components"]), seed=self.seed, **common)
         self.dynamics_model = GaussianEnsemble(c, c, seed=self.seed + 1, **common)
 
@@ -146,7 +157,13 @@ class MBRLAgent:
         obs = np.asarray(self._data["obs"], dtype=np.float32)
         x = self._reward_inputs(obs, np.asarray(self._data["split"]))
         y = np.asarray(self._data["y"], dtype=np.float32)
-        fit = {"max_epochs": self.hparams["max_epochs"], "patience": self.hparams["patience"]}
+        # Warm starts (the default) make later refits cheap and keep the policy stable from one refit to the next;
+        # small networks or short patience underfit the quality-vs-SNR curves badly (measured: 5x the error).
+        fit = {
+            "max_epochs": self.hparams["max_epochs"],
+            "patience": self.hparams["patience"],
+            "reset": self.hparams.get("reset_on_refit", False),
+        }
         t0 = time.perf_counter()
         rs = self.reward_model.fit(x, y, **fit)
         # Episode boundaries are not transitions of the channel: next_obs there is a fresh reset, learnt as noise.
@@ -166,12 +183,13 @@ class MBRLAgent:
         tb_log_name: str = "MBRL",
         progress_bar: bool = False,
         eval_fn: Callable[[MBRLAgent], dict[str, float]] | None = None,
-        eval_freq: int = 0,
+        eval_freq: int | list[int] = 0,
     ) -> MBRLAgent:
         """Run the MBRL loop for ``total_timesteps`` real env steps (one real quality evaluation each).
 
         ``callback(locals)`` is called after every step; returning ``False`` stops. ``eval_fn(agent)`` is called every
-        ``eval_freq`` steps and at the end; its result is logged under ``eval/*``.
+        ``eval_freq`` steps (or at each real-evaluation count in a list ``eval_freq``) once the models exist, and at
+        the end; its result is logged under ``eval/*``.
         """
         from agents.logging import RewardComponentTracker, configure_logger
 
@@ -211,13 +229,13 @@ class MBRLAgent:
                 obs, _ = env.reset()
                 self._dump(logger, tracker, ep_returns)
                 ep_returns = []
-            if eval_fn is not None and eval_freq > 0 and self.num_timesteps % eval_freq == 0:
+            if eval_fn is not None and self._eval_due(eval_freq):
                 self._log_eval(logger, eval_fn)
             bar.update(1)
             if callback is not None and callback(locals()) is False:
                 break
         bar.close()
-        if eval_fn is not None and not (eval_freq > 0 and self.num_timesteps % eval_freq == 0):
+        if eval_fn is not None and self._last_eval != self.quality_evals:
             self._log_eval(logger, eval_fn)
         self._dump(logger, tracker, ep_returns)
         logger.close()
@@ -234,9 +252,15 @@ class MBRLAgent:
                 return a
         return int(self.rng.choice(np.flatnonzero(mask)))
 
+    def _eval_due(self, eval_freq: int | list[int]) -> bool:
+        if isinstance(eval_freq, int):
+            return eval_freq > 0 and self.num_timesteps % eval_freq == 0
+        return self.quality_evals in set(eval_freq)
+
     def _log_eval(self, logger, eval_fn) -> None:
         if self.reward_model is None:  # still warming up: there is no policy to evaluate yet
             return
+        self._last_eval = self.quality_evals
         for k, v in eval_fn(self).items():
             logger.record(f"eval/{k}", v)
         logger.record("cost/quality_evals", self.quality_evals)
@@ -315,7 +339,8 @@ class MBRLAgent:
             "quality_evals": self.quality_evals,
             "reward_model": None if self.reward_model is None else self.reward_model.state_dict(),
             "dynamics_model": None if self.dynamics_model is None else self.dynamics_model.state_dict(),
-            "data": self._data,
+            # plain lists, so that `load` can use torch.load(weights_only=True): no pickled code runs on load
+            "data": {k: np.asarray(v).tolist() for k, v in self._data.items()},
         }
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -327,7 +352,10 @@ class MBRLAgent:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no saved MBRL agent at {str(path)!r}")
-        state = torch.load(path, weights_only=False)
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception as e:  # truncated, or not a torch file, or holds objects we refuse to unpickle
+            raise ValueError(f"{path} is not a saved MBRLAgent ({type(e).__name__}: {e})") from None
         if not isinstance(state, dict) or state.get("format") != "llmsplit-mbrl":
             raise ValueError(f"{path} is not a saved MBRLAgent")
         agent = cls.__new__(cls)
@@ -341,8 +369,14 @@ class MBRLAgent:
         agent.rng = np.random.default_rng(agent.seed + state["num_timesteps"])
         agent.num_timesteps = state["num_timesteps"]
         agent.quality_evals = state["quality_evals"]
-        agent._data = state["data"]
+        agent._data = {
+            "obs": [np.asarray(o, np.float32) for o in state["data"]["obs"]],
+            "split": [int(k) for k in state["data"]["split"]],
+            "y": [list(y) for y in state["data"]["y"]],
+            "next_obs": [np.asarray(o, np.float32) for o in state["data"]["next_obs"]],
+        }
         agent.fit_stats = {}
+        agent._last_eval = None
         agent.reward_model = agent.dynamics_model = None
         if state["reward_model"] is not None:
             agent._new_models()

@@ -84,10 +84,19 @@ def train_agent(
     scorer: OracleNormalizer | None = None,
     progress_bar: bool = False,
     hyperparams: dict | None = None,
+    eval_at: list[int] | None = None,
 ) -> TrainRecord:
-    """Build ``algo``, train it on ``env_id`` and save it under ``out_dir``; return the record."""
+    """Build ``algo``, train it on ``env_id`` and save it under ``out_dir``; return the record.
+
+    Learning agents are scored by ``scorer`` every ``eval_freq`` steps (default: a tenth of the budget), or, with
+    ``eval_at``, whenever their real-evaluation count first reaches each of those numbers (the same schedule for
+    every agent, as the sample-efficiency benchmark needs).
+    """
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}; allowed: {', '.join(ALGOS)}")
+    if eval_freq is not None and (isinstance(eval_freq, bool) or not isinstance(eval_freq, int) or eval_freq < 1):
+        raise ValueError(f"eval_freq must be an integer >= 1, got {eval_freq!r}")
+    _check_hyperparams(algo, hyperparams or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(env_id, env_kwargs)
@@ -110,7 +119,7 @@ def train_agent(
         agent = MBRLAgent(env, seed=seed, tensorboard_log=tensorboard_log, **hp)
         eval_fn = (lambda a: point(a, a.quality_evals)) if scorer is not None else None
         freq = eval_freq or max(1, steps // 10)
-        agent.learn(steps, tb_log_name="MBRL", progress_bar=progress_bar, eval_fn=eval_fn, eval_freq=freq)
+        agent.learn(steps, tb_log_name="MBRL", progress_bar=progress_bar, eval_fn=eval_fn, eval_freq=eval_at or freq)
         evals = agent.quality_evals
     elif algo in SB3_ALGOS:
         from agents.baselines import load_hyperparams, make_sb3_agent
@@ -119,11 +128,14 @@ def train_agent(
         hp = load_hyperparams(algo, env_id, hyperparams)
         steps = int(n_timesteps or hp.get("n_timesteps"))
         agent = make_sb3_agent(algo, env, hp, seed=seed, tensorboard_log=tensorboard_log, env_id=env_id)
-        callbacks = [RewardComponentCallback()]
+        counter = RewardComponentCallback()
+        callbacks = [counter]
         if scorer is not None:
-            callbacks.append(CurveCallback(point, eval_freq or max(1, steps // 10)))
+            # x = real evaluations as the counter sees them (on the live env, k = L steps cost none)
+            callbacks.append(CurveCallback(point, eval_freq or max(1, steps // 10), lambda _: counter.quality_evals,
+                                           eval_at))  # fmt: skip
         agent.learn(steps, callback=callbacks, tb_log_name=algo.upper(), progress_bar=progress_bar)
-        evals = int(agent.num_timesteps)
+        evals = int(counter.quality_evals)
     elif algo == "rsm_ppo":
         from agents.rsm import RSMPPOAgent
 
@@ -132,17 +144,45 @@ def train_agent(
         hp.pop("n_timesteps", None)
         agent = RSMPPOAgent(env, seed=seed, tensorboard_log=tensorboard_log, **hp)
         # Its whole real-evaluation cost is paid before PPO starts: every curve point sits at n_real.
-        callbacks = [CurveCallback(point, eval_freq or max(1, steps // 10), evals=lambda _: agent.quality_evals)]
+        callbacks = [CurveCallback(point, eval_freq or max(1, steps // 10), lambda _: agent.quality_evals)]
         agent.learn(steps, callback=callbacks if scorer is not None else None, tb_log_name="RSM-PPO",
                     progress_bar=progress_bar)  # fmt: skip
         evals = agent.quality_evals
     else:
-        agent, steps = _heuristic(algo, env, env_id, env_kwargs, seed, hyperparams or {})
+        hp = dict(hyperparams or {})
+        if algo == "threshold" and n_timesteps is not None:
+            hp.setdefault("num_steps", n_timesteps)
+        agent, steps = _heuristic(algo, env, env_id, env_kwargs, seed, hp)
         evals = getattr(agent, "quality_evals", 0)
     train_s = time.perf_counter() - t0
     path = out / (FILE_NAMES.get(algo, "agent.json"))
     agent.save(str(path))
     return TrainRecord(algo, env_id, seed, str(path), int(evals), train_s, int(steps), curve, _jsonable(hp))
+
+
+HEURISTIC_KEYS = {"oracle": (), "random": (), "fixed": ("split",), "threshold": ("num_steps",)}
+
+
+def _check_hyperparams(algo: str, hp: dict) -> None:
+    """Unknown hyperparameter names fail loudly, naming what the algo takes (SB3 algos are checked by their builder)."""
+    import inspect
+
+    if algo in SB3_ALGOS:
+        return
+    if algo == "mbrl":
+        from agents.mbrl import MBRLAgent
+
+        allowed = [p for p in inspect.signature(MBRLAgent).parameters if p not in ("env", "tensorboard_log", "seed")]
+    elif algo == "rsm_ppo":
+        from agents.rsm import RSMPPOAgent
+
+        allowed = [p for p in inspect.signature(RSMPPOAgent).parameters if p not in ("env", "tensorboard_log", "seed")]
+    else:
+        allowed = list(HEURISTIC_KEYS[algo])
+    allowed.append("n_timesteps") if algo in ("mbrl", "rsm_ppo") else None
+    bad = sorted(set(hp) - set(allowed))
+    if bad:
+        raise ValueError(f"unknown hyperparameter(s) {bad} for {algo}; allowed: {', '.join(allowed) or 'none'}")
 
 
 def _heuristic(algo, env, env_id, env_kwargs, seed, hp):
@@ -215,31 +255,44 @@ def _curve_callback_class():
     from stable_baselines3.common.callbacks import BaseCallback
 
     class _CurveCallback(BaseCallback):
-        def __init__(self, point, eval_freq: int, evals=None) -> None:
+        def __init__(self, point, eval_freq: int, evals=None, eval_at=None) -> None:
             super().__init__()
             self.point, self.eval_freq = point, eval_freq
             self.evals = evals or (lambda cb: cb.num_timesteps)
+            self.eval_at = sorted(eval_at) if eval_at else None
+            self._last = None
 
         def _evaluate(self) -> None:
-            for k, v in self.point(self.model, self.evals(self)).items():
+            self._last = self.evals(self)
+            for k, v in self.point(self.model, self._last).items():
                 self.logger.record(f"eval/{k}", v)
             self.logger.dump(self.num_timesteps)
 
+        def _due(self) -> bool:
+            if self.eval_at is None:
+                return self.n_calls % self.eval_freq == 0
+            if self.eval_at and self.evals(self) >= self.eval_at[0]:
+                while self.eval_at and self.evals(self) >= self.eval_at[0]:
+                    self.eval_at.pop(0)
+                return True
+            return False
+
         def _on_step(self) -> bool:
-            if self.n_calls % self.eval_freq == 0:
+            if self._due():
                 self._evaluate()
             return True
 
         def _on_training_end(self) -> None:
-            if self.n_calls % self.eval_freq:
+            if self._last != self.evals(self):
                 self._evaluate()
 
     return _CurveCallback
 
 
-def CurveCallback(point: Callable[[Any, int], dict[str, float]], eval_freq: int, evals=None):
-    """Every ``eval_freq`` steps and at the end: score the model, log ``eval/*``, extend the curve (x = ``evals``).
+def CurveCallback(point: Callable[[Any, int], dict[str, float]], eval_freq: int, evals=None, eval_at=None):
+    """Every ``eval_freq`` steps (or when ``evals`` first reaches each of ``eval_at``) and at the end: score the
+    model, log ``eval/*``, extend the curve (x = ``evals(callback)``, default the step count).
 
     Built lazily so that SB3 is imported only when an SB3-based agent trains.
     """
-    return _curve_callback_class()(point, eval_freq, evals)
+    return _curve_callback_class()(point, eval_freq, evals, eval_at)

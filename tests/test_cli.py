@@ -84,12 +84,23 @@ def test_evaluate_only_some_agents(trained_run, tmp_path):
         (["--env-kwargs", "scheme"], "--env-kwargs expects key:value pairs"),
         (["-n", "0"], "-n/--n-timesteps must be >= 1"),
         (["--hyperparams", "ppo.learning_rat:0.1"], "learning_rat"),
+        (["--hyperparams", "n_steps:128"], "--hyperparams keys must start with an algo being trained"),
+        (["--hyperparams", "mbrl.n_steps:128"], "--hyperparams keys must start with an algo being trained"),
+        (["--eval-freq", "0"], "--eval-freq must be >= 1"),
     ],
 )
 def test_train_bad_input(tmp_path, capsys, argv, needle):
     code = train.main(["--algo", "ppo", "-f", str(tmp_path), "-tb", "", "--no-progress", "-n", "64", *argv])
     assert code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_unknown_hyperparameters_of_our_own_agents_are_rejected(tmp_path, capsys):
+    code = train.main(["--algo", "mbrl", "-f", str(tmp_path), "-tb", "", "--no-progress", "-n", "10",
+                       "--hyperparams", "mbrl.bogus:1"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown hyperparameter(s) ['bogus'] for mbrl" in err and "warmup_steps" in err
 
 
 def test_train_unknown_algo_is_an_argparse_error(capsys):

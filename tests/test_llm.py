@@ -220,3 +220,19 @@ def test_shipped_profile_cell_remeasures_within_spread():
         # The stored seeds reproduce the stored draws (CPU vs the GPU that built it: same noise, fp32 rounding).
         same = r.evaluate(k, AnalogChannel(level, **md["scheme_params"]), seeds=[int(p.seeds[0])]).log_ppl[0]
         assert same == pytest.approx(p.log_ppl[k - 1, i, 0], abs=2e-3)
+
+
+def test_text_file_whose_path_has_spaces_is_read_as_a_file(tmp_path):
+    from llmsplit_env.llm import read_text
+
+    f = tmp_path / "with space" / "t.txt"
+    f.parent.mkdir()
+    f.write_text("hello file")
+    name, content = read_text(str(f))
+    assert name == str(f) and content == "hello file"
+    assert read_text("two words")[1] == "two words"
+
+
+def test_draws_per_forward_is_validated(tiny_models):
+    with pytest.raises(ValueError, match="draws_per_forward must be an integer >= 1"):
+        runner(tiny_models["llama"], draws_per_forward=0)

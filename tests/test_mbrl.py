@@ -18,24 +18,22 @@ EVAL_SEEDS = list(range(7000, 7010))
 def trained(tmp_path_factory):
     torch.set_num_threads(1)
     agent = MBRLAgent("LLMSplit-v0", seed=0, warmup_steps=300, refit_every=100)
-    agent.learn(800)
+    agent.learn(700)
     return agent
 
 
-def test_mbrl_reaches_090_of_oracle_within_800_real_evaluations(trained):
-    assert trained.quality_evals == 800 and trained.num_timesteps == 800
+def test_mbrl_reaches_095_of_oracle_within_700_real_evaluations(trained):
+    assert trained.quality_evals == 700 and trained.num_timesteps == 700
     res = OracleNormalizer(gym.make("LLMSplit-v0"), EVAL_SEEDS)(trained)
-    assert res["normalized_score"] >= 0.9, res["normalized_score"]
+    assert res["normalized_score"] >= 0.95, res["normalized_score"]
 
 
 def test_reward_model_learns_the_quality_surface(trained):
-    from agents.ensemble import encode_inputs
-
     env = gym.make("LLMSplit-v0")
     qb = env.unwrapped.quality_backend
     q_col = trained.spec["components"].index("quality")
     for snr in (10.0, 25.0):  # where the decision is close, the agent has sampled both ends
-        x = encode_inputs(np.array([snr, 0.0], np.float32), np.array([1, 30]), 30, one_hot=True)
+        x = trained._reward_inputs(np.array([snr, 0.0], np.float32), np.array([1, 30]))
         pred = trained.reward_model.predict(x).mean[:, q_col]
         true = [qb.expectations(k, snr)[0] for k in (1, 30)]
         np.testing.assert_allclose(pred, true, atol=0.15)

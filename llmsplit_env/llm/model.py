@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,9 +82,13 @@ def _alias_gguf(alias: str) -> Path:
 
 
 def _convert_alias(alias: str) -> Path:
-    """Dequantise the alias's GGUF once into a safetensors directory in the user cache (0.3 s reloads after)."""
-    out = cache_dir("models", alias)
-    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+    """Dequantise the alias's GGUF once into a safetensors directory in the user cache (0.3 s reloads after).
+
+    The directory is built beside its final place and renamed into it whole, with a ``.complete`` marker written
+    last, so an interrupted conversion is never mistaken for a finished one.
+    """
+    out = cache_dir("models") / alias
+    if (out / ".complete").is_file():
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -96,12 +101,13 @@ def _convert_alias(alias: str) -> Path:
         del config.quantization_config
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp = out.with_name(f".{alias}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
     fresh.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    for f in tmp.iterdir():
-        os.replace(f, out / f.name)  # config.json lands last-but-not-least; both files are checked on reuse
-    tmp.rmdir()
+    (tmp / ".complete").write_text(str(gguf) + "\n")
+    shutil.rmtree(out, ignore_errors=True)  # an earlier, interrupted conversion
+    os.replace(tmp, out)
     return out
 
 

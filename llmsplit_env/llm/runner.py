@@ -75,7 +75,9 @@ class SplitRunner:
         self.name = name
         self.text_name = text_name
         self.extra_ids = extra_ids  # text beyond the evaluation tokens (for the leakage probe)
-        self.draws_per_forward = draws_per_forward or (8 if model.device.type == "cuda" else 1)
+        if draws_per_forward is None:
+            draws_per_forward = 8 if model.device.type == "cuda" else 1
+        self.draws_per_forward = _check_int("draws_per_forward", draws_per_forward, 1)
         self.prefix_cache = prefix_cache
         self.num_evaluations = 0
         self._prefixes: torch.Tensor | None = None

@@ -45,6 +45,16 @@ def _pydoc_text() -> str:
     return "\n\n".join(topics[k].strip() for k in sorted(topics))
 
 
+def _existing_file(text: str) -> Path | None:
+    if "\n" in text or len(text) > 4096:
+        return None
+    try:
+        path = Path(text).expanduser()
+        return path if path.is_file() else None
+    except OSError:  # e.g. a name too long for the file system: not a path
+        return None
+
+
 def read_text(text: str | os.PathLike) -> tuple[str, str]:
     """Return ``(name, content)`` for a text source (see the module docstring)."""
     if isinstance(text, os.PathLike):
@@ -58,11 +68,11 @@ def read_text(text: str | os.PathLike) -> tuple[str, str]:
         return "wiki", _wiki_text()
     if text == "pydoc":
         return "pydoc", _pydoc_text()
+    path = _existing_file(text)
+    if path is not None:  # checked before the whitespace rule: a path may contain spaces
+        return str(path), path.read_text(encoding="utf-8")
     if any(c.isspace() for c in text):
         return f"string:{hashlib.sha256(text.encode()).hexdigest()[:12]}", text
-    path = Path(text).expanduser()
-    if path.is_file():
-        return str(path), path.read_text(encoding="utf-8")
     raise FileNotFoundError(
         f"text {text!r} is neither a source ({', '.join(TEXT_SOURCES)}), nor an existing file, nor literal text "
         "(literal text must contain whitespace)"
