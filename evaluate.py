@@ -113,19 +113,24 @@ def write_plots(folder: Path, entries: dict, results: dict, traces: dict, r_rand
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, e in entries.items():
-        curve = e.get("curve") or []
-        if curve:
-            x = [max(1, c["quality_evals"]) for c in curve]
-            ax.plot(x, [c["normalized_score"] for c in curve], marker="o", ms=3, label=name)
-        elif name in results:
-            ax.axhline(results[name]["normalized_score"], ls=":", lw=1, label=f"{name} (no training curve)")
-    ax.axhline(0.95, color="k", lw=0.8, ls="--")
-    ax.set_xscale("log")
-    ax.set_xlabel("real quality evaluations spent in training")
-    ax.set_ylabel("oracle-normalised score (training-time evaluation)")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, ref in ((axes[0], "mean_reward", (r_random, r_oracle)), (axes[1], "normalized_score", (0.0, 1.0))):
+        for i, (name, e) in enumerate(entries.items()):
+            curve = e.get("curve") or []
+            if curve:
+                x = [max(1, c["quality_evals"]) for c in curve]
+                ax.plot(x, [c[key] for c in curve], marker="o", ms=3, color=f"C{i % 10}", label=name)
+            elif name in results:
+                value = results[name]["mean_return" if key == "mean_reward" else key]
+                ax.axhline(value, ls=":", lw=1, color=f"C{i % 10}", label=f"{name} (no training curve)")
+        ax.axhline(ref[0], color="grey", lw=0.8, ls="--")
+        ax.axhline(ref[1], color="k", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlabel("real quality evaluations spent in training")
+    axes[0].set_ylabel("mean return (training-time evaluation)")
+    axes[1].set_ylabel("oracle-normalised score")
+    axes[1].axhline(0.95, color="k", lw=0.6, ls=":")
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(folder / "learning_curves.png", dpi=120)
     plt.close(fig)
