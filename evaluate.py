@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
               f"{r['mean_ppl']:>10.1f}{r['quality_evals']:>12d}  {tops}")  # fmt: skip
 
     plots = args.plots or summary_path.parent / "plots"
-    write_plots(plots, entries, results, traces, r_random, r_oracle)
+    write_plots(plots, entries, traces)
     print(f"plots: {plots}/learning_curves.png, {plots}/policy_map.png")
     if args.json:
         from llmsplit_env._cache import atomic_write_json
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_plots(folder: Path, entries: dict, results: dict, traces: dict, r_random: float, r_oracle: float) -> None:
+def write_plots(folder: Path, entries: dict, traces: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,20 +114,19 @@ def write_plots(folder: Path, entries: dict, results: dict, traces: dict, r_rand
 
     folder.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, key, ref in ((axes[0], "mean_reward", (r_random, r_oracle)), (axes[1], "normalized_score", (0.0, 1.0))):
+    # Everything in this figure is on train.py's evaluation seeds (curves and "final" scores), not the held-out ones.
+    for ax, key in ((axes[0], "mean_reward"), (axes[1], "normalized_score")):
         for i, (name, e) in enumerate(entries.items()):
             curve = e.get("curve") or []
             if curve:
                 x = [max(1, c["quality_evals"]) for c in curve]
                 ax.plot(x, [c[key] for c in curve], marker="o", ms=3, color=f"C{i % 10}", label=name)
-            elif name in results:
-                value = results[name]["mean_return" if key == "mean_reward" else key]
+            elif "final" in e:
+                value = e["final"]["mean_return" if key == "mean_reward" else key]
                 ax.axhline(value, ls=":", lw=1, color=f"C{i % 10}", label=f"{name} (no training curve)")
-        ax.axhline(ref[0], color="grey", lw=0.8, ls="--")
-        ax.axhline(ref[1], color="k", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_xlabel("real quality evaluations spent in training")
-    axes[0].set_ylabel("mean return (training-time evaluation)")
+    axes[0].set_ylabel("mean return (train.py's evaluation seeds)")
     axes[1].set_ylabel("oracle-normalised score")
     axes[1].axhline(0.95, color="k", lw=0.6, ls=":")
     axes[1].legend(fontsize=7)
