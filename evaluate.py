@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     summary = json.loads(summary_path.read_text())
     env_kwargs = summary.get("env_kwargs") or {}
     entries = summary["agents"]
+    if not entries:
+        raise ValueError(f"{summary_path} lists no saved agents")
     if args.algo:
         missing = [a for a in args.algo if not any(e["algo"] == a for e in entries.values())]
         if missing:
@@ -106,6 +108,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def save_png(fig, path: Path) -> None:
+    """Render to memory, then replace the file atomically (a reader never sees half a PNG)."""
+    import io
+
+    from llmsplit_env._cache import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def write_plots(folder: Path, entries: dict, traces: dict) -> None:
     import matplotlib
 
@@ -131,7 +144,7 @@ def write_plots(folder: Path, entries: dict, traces: dict) -> None:
     axes[1].axhline(0.95, color="k", lw=0.6, ls=":")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(folder / "learning_curves.png", dpi=120)
+    save_png(fig, folder / "learning_curves.png")
     plt.close(fig)
 
     n = len(traces)
@@ -148,7 +161,7 @@ def write_plots(folder: Path, entries: dict, traces: dict) -> None:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(folder / "policy_map.png", dpi=120)
+    save_png(fig, folder / "policy_map.png")
     plt.close(fig)
 
 

@@ -39,6 +39,7 @@ from stable_baselines3.common.vec_env import VecEnv
 import llmsplit_env  # noqa: F401  (registers the env ids)
 from agents.logging import lifetime_quality_evals
 from agents.planning import plan_dp
+from llmsplit_env._cache import atomic_write_json
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "maskable_ppo": MaskablePPO}
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
@@ -156,7 +157,7 @@ class HeuristicAgent:
             "quality_evals": int(self.quality_evals),
             "params": self._params(),
         }
-        path.write_text(json.dumps(data, indent=1))
+        atomic_write_json(path, data)
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env | str | None = None) -> HeuristicAgent:

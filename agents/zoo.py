@@ -155,7 +155,7 @@ def train_agent(
         agent, steps = _heuristic(algo, env, env_id, env_kwargs, seed, hp)
         evals = getattr(agent, "quality_evals", 0)
     train_s = time.perf_counter() - t0
-    path = out / (FILE_NAMES.get(algo, "agent.json"))
+    path = (out / FILE_NAMES.get(algo, "agent.json")).resolve()  # absolute: evaluate.py may run from elsewhere
     agent.save(str(path))
     return TrainRecord(algo, env_id, seed, str(path), int(evals), train_s, int(steps), curve, _jsonable(hp))
 
