@@ -88,6 +88,7 @@ class MBRLAgent:
         ensemble_size: int = 5,
         num_elites: int = 4,
         hidden_dims: tuple[int, ...] = (200, 200, 200),
+        dynamics_hidden_dims: tuple[int, ...] = (64, 64),
         max_epochs: int = 400,
         patience: int = 30,
         reset_on_refit: bool = False,
@@ -109,7 +110,8 @@ class MBRLAgent:
         self.hparams = {
             "warmup_steps": warmup_steps, "refit_every": refit_every, "horizon": horizon, "n_rollouts": n_rollouts,
             "planner": planner, "beta": float(beta), "ensemble_size": ensemble_size, "num_elites": num_elites,
-            "hidden_dims": tuple(hidden_dims), "max_epochs": max_epochs, "patience": patience,
+            "hidden_dims": tuple(hidden_dims),
+            "dynamics_hidden_dims": tuple(dynamics_hidden_dims), "max_epochs": max_epochs, "patience": patience,
             "reset_on_refit": bool(reset_on_refit), "seed": seed,
         }  # fmt: skip
         self.seed = seed
@@ -137,10 +139,14 @@ class MBRLAgent:
     def _new_models(self) -> None:
         h = self.hparams
         c = len(self.spec["channel_dims"])
-        common = {"ensemble_size": h["ensemble_size"], "num_elites": h["num_elites"], "hidden_dims": h["hidden_dims"]}
+        common = {"ensemble_size": h["ensemble_size"], "num_elites": h["num_elites"]}
         in_dim = len(self.spec["reward_dims"]) + 1 + self.spec["num_layers"]
-        self.reward_model = GaussianEnsemble(in_dim, len(self.spec["components"]), seed=self.seed, **common)
-        self.dynamics_model = GaussianEnsemble(c, c, seed=self.seed + 1, **common)
+        self.reward_model = GaussianEnsemble(
+            in_dim, len(self.spec["components"]), seed=self.seed, hidden_dims=h["hidden_dims"], **common
+        )
+        # The channel's next-step change is a smooth low-dimensional map: a small network is enough.
+        dyn_hidden = h.get("dynamics_hidden_dims", h["hidden_dims"])
+        self.dynamics_model = GaussianEnsemble(c, c, seed=self.seed + 1, hidden_dims=dyn_hidden, **common)
 
     # --- learning ------------------------------------------------------------------------------------------------
 
