@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +34,9 @@ def ci95(x: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from agents.zoo import cli_main
+
+    return cli_main(build_parser, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:

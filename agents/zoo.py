@@ -247,6 +247,19 @@ def load_agent(algo: str, path: str | Path, env: gym.Env | None = None):
     return cls.load(str(path), env=env)
 
 
+def cli_main(build_parser: Callable[[], Any], run: Callable[[Any], int], argv: list[str] | None) -> int:
+    """Shared front-door entry: parse, run, and turn bad input (``ValueError``/``FileNotFoundError``) into a one-line
+    ``error: …`` on stderr with exit status 2, like argparse's own errors."""
+    import sys
+
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def _jsonable(d: dict) -> dict:
     return json.loads(json.dumps(d, default=str))
 
