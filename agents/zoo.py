@@ -179,7 +179,8 @@ def _check_hyperparams(algo: str, hp: dict) -> None:
         allowed = [p for p in inspect.signature(RSMPPOAgent).parameters if p not in ("env", "tensorboard_log", "seed")]
     else:
         allowed = list(HEURISTIC_KEYS[algo])
-    allowed.append("n_timesteps") if algo in ("mbrl", "rsm_ppo") else None
+    if algo in ("mbrl", "rsm_ppo"):
+        allowed.append("n_timesteps")
     bad = sorted(set(hp) - set(allowed))
     if bad:
         raise ValueError(f"unknown hyperparameter(s) {bad} for {algo}; allowed: {', '.join(allowed) or 'none'}")
