@@ -1,0 +1,248 @@
+"""Golden trajectories: the env family's behaviour, recorded once, must stay bit-identical across refactors.
+
+Every registered id (the live one on a tiny random Llama with a profile built for it), absolute and relative actions,
+config variants that reach every reward component, observation extra, mask and channel model, and the vector env at
+several sizes, three seeds each: observations, rewards, terminations, truncations, infos and ``expected_rewards()``
+(single envs stored whole, the vector cases as a SHA-256 digest per array).
+Runs are long enough to cross episode boundaries, autoresets and refills of the envs' normal streams.
+
+Record (only when behaviour is meant to change, and say why in the commit)::
+
+    LLMSPLIT_RECORD_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
+
+The profile-backed cases must match to the last bit. The live case runs torch kernels, whose last bits may differ
+between CPUs, so its floats are compared to 1e-6 relative (its integers and everything that does not come from the
+model still exactly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import llmsplit_env  # noqa: F401  (registers the ids)
+
+DATA = Path(__file__).parent / "data" / "golden"
+RECORD = os.environ.get("LLMSPLIT_RECORD_GOLDEN") == "1"
+SEEDS = (0, 1, 2)
+
+VARIANT = {
+    "splits": {"excluded": [4, 5], "ue_max_layers": 26},
+    "observation": {"extras": ["distance", "speed", "time", "last_quality"]},
+    "reward": {"weights": {"latency": 0.3, "switching": 0.2}},
+}
+DIGITAL_STATIC = {
+    "scheme": "digital",
+    "channel": {"model": "static", "static": {"low": -5.0, "high": 30.0}},
+    "observation": {"extras": ["time"]},
+    "latency": {"max_airtime_s": 0.05},
+}
+
+#: name -> (env id, config, steps per seed); every case runs with absolute and with relative actions
+SINGLE_CASES = {
+    "default": ("LLMSplit-v0", {}, 210),
+    "variant": ("LLMSplit-v0", VARIANT, 210),
+    "digital_static": ("LLMSplit-v0", DIGITAL_STATIC, 120),
+    "paper": ("LLMSplit-Paper-v0", {}, 60),
+    "paper_extras": ("LLMSplit-Paper-v0", {"observation": {"extras": ["log_ppl0", "time", "last_quality"]}}, 60),
+}
+VECTOR_CASES = {
+    "default": ("LLMSplit-v0", {}),
+    "variant": ("LLMSplit-v0", VARIANT),
+    "paper": ("LLMSplit-Paper-v0", {}),
+}
+VECTOR_SIZES = (1, 3, 8)
+VECTOR_STEPS = 180  # three autoresets of a 50-step episode, one normal-stream refill
+VECTOR_ER_EVERY = 7  # expected_rewards() of every sub-env on every 7th step (it loops over sub-envs)
+
+
+def _with_mode(config: dict, mode: str) -> dict:
+    return {**config, "action_mode": mode}
+
+
+def _flat(prefix: str, d: dict, out: dict) -> None:
+    for k, v in d.items():
+        if isinstance(v, dict):
+            _flat(f"{prefix}{k}.", v, out)
+        else:
+            out[prefix + k] = v
+
+
+class Recorder:
+    """Named arrays of one case; each name is a list of per-step rows (stacked at the end)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list] = {}
+
+    def add(self, name: str, value) -> None:
+        self.rows.setdefault(name, []).append(np.asarray(value))
+
+    def add_info(self, prefix: str, info: dict) -> None:
+        flat: dict = {}
+        _flat("", info, flat)
+        self.add(prefix + "keys", np.asarray(sorted(flat), dtype=str).tobytes())
+        for k, v in flat.items():
+            self.add(f"{prefix}{k}", v)
+
+    def arrays(self, case: str) -> dict[str, np.ndarray]:
+        out = {}
+        for name, rows in self.rows.items():
+            if rows and rows[0].dtype.kind == "S":
+                out[f"{case}/{name}"] = np.asarray(rows)
+            else:
+                out[f"{case}/{name}"] = np.stack(rows)
+        return out
+
+
+def run_single(env_id: str, config: dict, steps: int, seed: int) -> dict[str, np.ndarray]:
+    """One env: reset with ``seed``, then ``steps`` steps of seeded random allowed actions (unseeded resets after
+    each episode, so the stream continues), recording everything the env reports."""
+    env = gym.make(env_id, config=config)
+    u = env.unwrapped
+    rng = np.random.default_rng(1000 + seed)
+    rec = Recorder()
+    obs, info = env.reset(seed=seed)
+    rec.add("reset_obs", obs)
+    rec.add_info("reset_info.", info)
+    for _ in range(steps):
+        rec.add("expected_rewards", u.expected_rewards())
+        mask = u.action_masks()
+        a = int(rng.choice(np.flatnonzero(mask)))
+        obs, r, term, trunc, info = env.step(a)
+        rec.add("action", a)
+        rec.add("obs", obs)
+        rec.add("reward", r)
+        rec.add("terminated", term)
+        rec.add("truncated", trunc)
+        rec.add_info("info.", info)
+        if term or trunc:
+            obs, info = env.reset()
+            rec.add("reset_obs", obs)
+            rec.add_info("reset_info.", info)
+    env.close()
+    return rec.arrays(f"{env_id}/{seed}")
+
+
+def run_vector(env_id: str, config: dict, num_envs: int, seed: int) -> dict[str, np.ndarray]:
+    env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", config=config)
+    u = env.unwrapped
+    rng = np.random.default_rng(2000 + seed)
+    rec = Recorder()
+    obs, info = env.reset(seed=seed)
+    rec.add("reset_obs", obs)
+    rec.add_info("reset_info.", info)
+    masks = u.action_masks()
+    for t in range(VECTOR_STEPS):
+        if t % VECTOR_ER_EVERY == 0:
+            rec.add("expected_rewards", u.expected_rewards())
+        a = np.array([rng.choice(np.flatnonzero(m)) for m in masks], dtype=np.int64)
+        obs, r, term, trunc, info = env.step(a)
+        rec.add("action", a)
+        rec.add("obs", obs)
+        rec.add("reward", r)
+        rec.add("terminated", term)
+        rec.add("truncated", trunc)
+        rec.add_info("info.", info)
+    env.close()
+    return rec.arrays(f"{env_id}/n{num_envs}/{seed}")
+
+
+def _digests(arrays: dict[str, np.ndarray]) -> dict[str, str]:
+    """SHA-256 of each array's dtype, shape and bytes (the vector cases are too large to store whole)."""
+    return {
+        k: hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + np.ascontiguousarray(a).tobytes()).hexdigest()
+        for k, a in sorted(arrays.items())
+    }
+
+
+def _check_digests(got: dict[str, np.ndarray], path: Path) -> None:
+    digests = _digests(got)
+    if RECORD:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(digests, indent=0, sort_keys=True) + "\n")
+        return
+    want = json.loads(path.read_text())
+    assert sorted(digests) == sorted(want), f"{path.name}: recorded arrays differ: {sorted(set(digests) ^ set(want))}"
+    bad = [k for k in want if digests[k] != want[k]]
+    assert not bad, f"{path.name}: not bit-identical: {bad}"
+
+
+def _check(got: dict[str, np.ndarray], path: Path, rtol: float = 0.0) -> None:
+    if RECORD:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **got)
+        return
+    with np.load(path, allow_pickle=False) as f:
+        want = {k: f[k] for k in f.files}
+    assert sorted(got) == sorted(want), f"{path.name}: recorded arrays differ: {sorted(set(got) ^ set(want))}"
+    for k, w in want.items():
+        g = got[k]
+        assert g.dtype == w.dtype and g.shape == w.shape, (path.name, k, g.dtype, w.dtype, g.shape, w.shape)
+        if rtol and g.dtype.kind == "f":
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=0.0, err_msg=f"{path.name}: {k}")
+        else:
+            np.testing.assert_array_equal(g, w, err_msg=f"{path.name}: {k} is not bit-identical")
+
+
+@pytest.mark.parametrize("mode", ["absolute", "relative"])
+@pytest.mark.parametrize("case", sorted(SINGLE_CASES))
+def test_single_env_matches_golden(case, mode):
+    env_id, config, steps = SINGLE_CASES[case]
+    got: dict[str, np.ndarray] = {}
+    for seed in SEEDS:
+        got.update(run_single(env_id, _with_mode(config, mode), steps, seed))
+    _check(got, DATA / f"single-{case}-{mode}.npz")
+
+
+@pytest.mark.parametrize("mode", ["absolute", "relative"])
+@pytest.mark.parametrize("case", sorted(VECTOR_CASES))
+def test_vector_env_matches_golden(case, mode):
+    env_id, config = VECTOR_CASES[case]
+    got: dict[str, np.ndarray] = {}
+    for n in VECTOR_SIZES:
+        for seed in SEEDS:
+            got.update(run_vector(env_id, _with_mode(config, mode), n, seed))
+    _check_digests(got, DATA / f"vector-{case}-{mode}.json")
+
+
+@pytest.fixture(scope="module")
+def tiny_live_config(tiny_models, tmp_path_factory):
+    """`LLMSplit-LLM-v0` on the tiny random Llama, with an analog profile of the same measurement built by the
+    project's profile builder (so ``expected_rewards`` works under ``profile_match="strict"``)."""
+    from llmsplit_env.profile import main as build_profile
+
+    model = str(tiny_models["llama"])
+    out = tmp_path_factory.mktemp("golden-profile") / "tiny-analog.json"
+    args = ["--model", model, "--text", "pydoc", "--scheme", "analog", "--out", str(out), "--num-tokens", "64",
+            "--window", "32", "--seeds", "0", "1", "--levels", "-5", "5", "15", "25", "35", "--dtype", "float32",
+            "--device", "cpu", "--probe-fit-tokens", "512", "--probe-test-tokens", "128"]  # fmt: skip
+    assert build_profile(args) == 0
+    return {
+        "profile": str(out),
+        "llm": {
+            "model": model,
+            "text": "pydoc",
+            "num_tokens": 64,
+            "window": 32,
+            "dtype": "float32",
+            "device": "cpu",
+            "probe_fit_tokens": 512,
+            "probe_test_tokens": 128,
+        },
+        "max_episode_steps": 6,
+        "channel": {"model": "static", "static": {"low": -5.0, "high": 35.0}},
+    }
+
+
+@pytest.mark.parametrize("mode", ["absolute", "relative"])
+def test_live_env_matches_golden(tiny_live_config, mode):
+    got: dict[str, np.ndarray] = {}
+    for seed in SEEDS:
+        got.update(run_single("LLMSplit-LLM-v0", _with_mode(tiny_live_config, mode), 14, seed))
+    _check(got, DATA / f"single-live-{mode}.npz", rtol=1e-6)
