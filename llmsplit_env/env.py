@@ -495,6 +495,11 @@ class LLMSplitEnv(gym.Env):
         return self.quality_backend.evaluations
 
     @property
+    def elapsed_steps(self) -> int:
+        """Steps taken in the current episode."""
+        return self._t
+
+    @property
     def ppl0(self) -> float:
         """The paper reward's PPL₀ of this episode (NaN unless the paper terms or ``log_ppl0`` are in use)."""
         return self._ppl0
