@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     write_plots(plots, entries, traces)
     print(f"plots: {plots}/learning_curves.png, {plots}/policy_map.png")
     if args.json:
-        from llmsplit_env._cache import atomic_write_json
+        from llmsplit_env.files import atomic_write_json
 
         keys = ("mean_return", "ci95", "normalized_score", "mean_ppl", "quality_evals")
         atomic_write_json(args.json, {name: {k: r[k] for k in keys} for name, r in results.items()})
@@ -108,7 +108,7 @@ def save_png(fig, path: Path) -> None:
     """Render to memory, then replace the file atomically (a reader never sees half a PNG)."""
     import io
 
-    from llmsplit_env._cache import atomic_write_bytes
+    from llmsplit_env.files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)

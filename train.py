@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from agents.logging import OracleNormalizer
     from agents.zoo import make_env, train_agent
-    from llmsplit_env._cache import atomic_write_json
+    from llmsplit_env.files import atomic_write_json
 
     env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
     hyperparams = parse_key_values(args.hyperparams, "--hyperparams")

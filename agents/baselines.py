@@ -39,7 +39,7 @@ from stable_baselines3.common.vec_env import VecEnv
 import llmsplit_env  # noqa: F401  (registers the env ids)
 from agents.logging import lifetime_quality_evals
 from agents.planning import plan_dp
-from llmsplit_env._cache import atomic_write_json
+from llmsplit_env.files import atomic_write_json
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "maskable_ppo": MaskablePPO}
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"

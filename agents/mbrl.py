@@ -335,7 +335,7 @@ class MBRLAgent:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the agent (models, spec, hyperparameters, counters) to one file, atomically."""
-        from llmsplit_env._cache import atomic_write_bytes
+        from llmsplit_env.files import atomic_write_bytes
 
         state = {
             "format": "llmsplit-mbrl",

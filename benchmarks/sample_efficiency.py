@@ -76,7 +76,7 @@ def run_one(algo: str, seed: int, env_id: str, out: Path, scorer, rsm_sizes: lis
         curve = rec.curve
     result = {"algo": algo, "seed": seed, "budget": budget, "curve": curve,
               "evals_to_target": first_reaching(curve, TARGET), "wall_s": time.perf_counter() - t0}  # fmt: skip
-    from llmsplit_env._cache import atomic_write_json
+    from llmsplit_env.files import atomic_write_json
 
     atomic_write_json(cache, result)
     return result

@@ -20,8 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 import llmsplit_env
-from llmsplit_env._cache import atomic_write_json
 from llmsplit_env.channel import SCHEMES, make_channel
+from llmsplit_env.files import atomic_write_json
 from llmsplit_env.quality.profile import FORMAT, FORMAT_VERSION, LEVEL_NAMES, profile_from_dict
 
 DEFAULT_LEVELS = {

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llmsplit_env._cache import atomic_write_bytes, cache_dir
+from llmsplit_env._cache import cache_dir
 from llmsplit_env.channel import Channel
+from llmsplit_env.files import atomic_write_bytes
 from llmsplit_env.llm.model import SplitModel, load_causal_lm, resolve_device, resolve_dtype, split_model
 from llmsplit_env.llm.text import tokenize_text, tokenizer_key
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llmsplit_env._cache import atomic_write_bytes, cache_dir
+from llmsplit_env._cache import cache_dir
+from llmsplit_env.files import atomic_write_bytes
 
 TEXT_SOURCES = ("wiki", "pydoc")
 
