@@ -24,7 +24,23 @@ from dataclasses import dataclass
 
 import torch
 
+# The closed forms live in the torch-free `llmsplit_env.link` (the env uses them too); re-exported here.
+from llmsplit_env.link import check_finite, nakagami_outage_probability, payload_bits, shannon_airtime
+
 SCHEMES = ("analog", "digital", "erasure")
+__all__ = [
+    "SCHEMES",
+    "AnalogChannel",
+    "Channel",
+    "DigitalChannel",
+    "ErasureChannel",
+    "Transmission",
+    "make_channel",
+    "nakagami_gains",
+    "nakagami_outage_probability",
+    "payload_bits",
+    "shannon_airtime",
+]
 
 
 @dataclass(frozen=True)
@@ -38,18 +54,8 @@ class Transmission:
     gain: torch.Tensor | None = None
 
 
-def _check_finite(name: str, value: float, lo: float, hi: float) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}") from None
-    if not (math.isfinite(value) and lo <= value <= hi):
-        raise ValueError(f"{name} must be a finite number in [{lo}, {hi}], got {value!r}")
-    return value
-
-
 def _check_nakagami_m(m: float) -> float:
-    return _check_finite("m (Nakagami shape)", m, 0.5, 1e4)
+    return check_finite("m (Nakagami shape)", m, 0.5, 1e4)
 
 
 def _check_hidden(h: torch.Tensor) -> None:
@@ -108,7 +114,7 @@ class AnalogChannel(Channel):
     level_name = "snr_db"
 
     def __init__(self, snr_db: float, m: float = 2.0) -> None:
-        self.snr_db = _check_finite("snr_db", snr_db, -50.0, 100.0)
+        self.snr_db = check_finite("snr_db", snr_db, -50.0, 100.0)
         self.m = _check_nakagami_m(m)
 
     @property
@@ -145,12 +151,12 @@ class DigitalChannel(Channel):
     level_name = "snr_db"
 
     def __init__(self, snr_db: float, m: float = 2.0, bits: int = 8, threshold_db: float = 10 * math.log10(3.0)):
-        self.snr_db = _check_finite("snr_db", snr_db, -50.0, 100.0)
+        self.snr_db = check_finite("snr_db", snr_db, -50.0, 100.0)
         self.m = _check_nakagami_m(m)
         if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
             raise ValueError(f"bits must be an integer in [1, 16], got {bits!r}")
         self.bits = bits
-        self.threshold_db = _check_finite("threshold_db", threshold_db, -50.0, 100.0)
+        self.threshold_db = check_finite("threshold_db", threshold_db, -50.0, 100.0)
 
     @property
     def level(self) -> float:
@@ -187,7 +193,7 @@ class ErasureChannel(Channel):
     level_name = "rho"
 
     def __init__(self, rho: float) -> None:
-        self.rho = _check_finite("rho", rho, 0.0, 1.0)
+        self.rho = check_finite("rho", rho, 0.0, 1.0)
 
     @property
     def level(self) -> float:
@@ -218,33 +224,3 @@ def make_channel(scheme: str, level: float, **params: float) -> Channel:
             raise ValueError(f"erasure channel takes no parameters besides rho, got {sorted(params)}")
         return ErasureChannel(level)
     raise ValueError(f"unknown channel scheme {scheme!r}; allowed: {', '.join(SCHEMES)}")
-
-
-# --- closed forms ---------------------------------------------------------------------------------------------------
-
-
-def nakagami_outage_probability(snr_db: float, threshold_db: float, m: float = 2.0) -> float:
-    """``P(γ̄·g < γ_th)`` for ``g ~ Gamma(m, 1/m)``: the regularised lower incomplete gamma ``P(m, m·γ_th/γ̄)``."""
-    snr_db = _check_finite("snr_db", snr_db, -100.0, 200.0)
-    threshold_db = _check_finite("threshold_db", threshold_db, -100.0, 200.0)
-    m = _check_nakagami_m(m)
-    x = m * 10.0 ** ((threshold_db - snr_db) / 10.0)
-    return float(torch.special.gammainc(torch.tensor(m, dtype=torch.float64), torch.tensor(x, dtype=torch.float64)))
-
-
-def payload_bits(num_tokens: int, hidden_size: int, bits: int = 8, scale_bits: int = 32) -> int:
-    """Uplink payload of ``num_tokens`` token vectors, each ``hidden_size`` b-bit values plus one scale."""
-    for name, v, lo in (("num_tokens", num_tokens, 0), ("hidden_size", hidden_size, 1), ("bits", bits, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    if isinstance(scale_bits, bool) or not isinstance(scale_bits, int) or scale_bits < 0:
-        raise ValueError(f"scale_bits must be an integer >= 0, got {scale_bits!r}")
-    return num_tokens * (hidden_size * bits + scale_bits)
-
-
-def shannon_airtime(bits: float, bandwidth_hz: float, snr_db: float) -> float:
-    """Seconds to send ``bits`` at the Shannon rate ``B·log2(1 + γ̄)``."""
-    bits = _check_finite("bits", bits, 0.0, 1e18)
-    bandwidth_hz = _check_finite("bandwidth_hz", bandwidth_hz, 1e-9, 1e15)
-    snr_db = _check_finite("snr_db", snr_db, -100.0, 200.0)
-    return bits / (bandwidth_hz * math.log2(1.0 + 10.0 ** (snr_db / 10.0)))

@@ -23,12 +23,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from gymnasium.spaces import Box, MultiDiscrete
+from gymnasium.spaces import Box, Discrete, MultiDiscrete
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from llmsplit_env.config import resolve_config
 from llmsplit_env.dynamics import NOISE_COLUMNS, uniform_from_normals
-from llmsplit_env.env import NORMAL_CHUNK, LLMSplitEnv
+from llmsplit_env.env import NORMAL_CHUNK
+from llmsplit_env.factory import make_backend, make_dynamics
+from llmsplit_env.problem import Outcome, SplitProblem, compile_problem
 from llmsplit_env.quality.backends import ProfileQuality, realised_loss_batch
 
 
@@ -44,48 +47,55 @@ class LLMSplitVectorEnv(VectorEnv):
         preset: str | None = None,
         render_mode: str | None = None,
         max_episode_steps: int | None = None,
+        *,
+        problem: SplitProblem | None = None,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if render_mode is not None:
             raise ValueError("LLMSplitVectorEnv does not render; use vectorization_mode='sync' with a render_mode")
+        if problem is not None:
+            if config is not None or preset is not None:
+                raise ValueError("pass either problem= (a compiled SplitProblem) or config/preset, not both")
+            config = dict(problem.config)
         config = dict(config or {})
         if max_episode_steps is not None:
+            if problem is not None and max_episode_steps != problem.max_episode_steps:
+                raise ValueError(
+                    f"max_episode_steps={max_episode_steps} differs from the problem's {problem.max_episode_steps}"
+                )
             config["max_episode_steps"] = max_episode_steps
-        # A template env holds the validated config, the backend, the dynamics (its scalar path draws resets) and
-        # every per-split constant; the batch path reads them from it.
-        config = LLMSplitEnv.resolve_config(config, preset)
+        config = resolve_config(config, preset)
         if config["backend"] != "profile":
             raise ValueError("LLMSplitVectorEnv vectorises the profile backend only; config backend is 'llm'")
-        self.env = env = LLMSplitEnv(config)
-        self.config = env.config
+        self.config = config
+        qb = make_backend(config)
+        self.problem = p = compile_problem(config, qb) if problem is None else problem
+        if p.num_layers != qb.num_layers or p.level_name != qb.level_name:
+            raise ValueError("the problem was compiled for another model or channel level than its config's profile")
+        self.quality_backend: ProfileQuality = qb
+        # The scalar dynamics object draws nothing here: its batch methods act on this env's state arrays.
+        self.dynamics = make_dynamics(config, qb)
         self.num_envs = N = int(num_envs)
-        self.single_observation_space = env.observation_space
-        self.single_action_space = env.action_space
-        self.observation_space = Box(
-            np.tile(env.observation_space.low, (N, 1)), np.tile(env.observation_space.high, (N, 1)), dtype=np.float32
+        self.single_observation_space = Box(
+            np.array(p.obs_low, np.float32), np.array(p.obs_high, np.float32), dtype=np.float32
         )
-        self.action_space = MultiDiscrete(np.full(N, env.action_space.n))
+        self.single_action_space = Discrete(p.n_actions)
+        self.observation_space = Box(
+            np.tile(self.single_observation_space.low, (N, 1)),
+            np.tile(self.single_observation_space.high, (N, 1)),
+            dtype=np.float32,
+        )
+        self.action_space = MultiDiscrete(np.full(N, p.n_actions))
         self.render_mode = None
-        self.level_name = env.level_name
+        self.level_name = p.level_name
 
-        L = env.num_layers
-        self._dyn = env.dynamics
-        self._qb: ProfileQuality = env.quality_backend
-        self._n = env.action_space.n
-        self._allowed = np.array(env._allowed, dtype=bool)
-        self._k_min = env.k_min
-        self._relative = env._relative
-        if self._relative:
-            targets = np.zeros((L + 1, self._n), dtype=np.int64)
-            for k in env.allowed_splits:
-                targets[k] = env._targets[k]
-            self._targets = targets
-        transmits = [1.0] * L + [0.0]  # k < L sends H_k
-        self._split_table = np.array([env._ue_compute, env._privacy, env._compute_s, transmits, env._paper_load])
-        self._obs_low = np.array(env._obs_low)
-        self._obs_high = np.array(env._obs_high)
-        self._w = env._w
+        self._dyn = self.dynamics
+        self._qb = qb
+        self._n = p.n_actions
+        self._allowed = np.array(p.allowed, dtype=bool)
+        self._obs_low = np.array(p.obs_low)
+        self._obs_high = np.array(p.obs_high)
 
         self._rngs: list[np.random.Generator | None] = [None] * N
         self._state = {name: np.zeros(N) for name in self._dyn.state_names}
@@ -103,9 +113,9 @@ class LLMSplitVectorEnv(VectorEnv):
         self._no_idx = np.zeros(0, dtype=np.int64)
         self._n_autoreset = 0
         self._zsync: int | None = NORMAL_CHUNK  # the common stream position while all sub-envs share one
-        self._has_excluded = not self.env.action_masks().all()
-        self._initial = np.asarray(env._initial_splits, dtype=np.int64)
-        self._obs = np.zeros((N, len(env._obs_low)))
+        self._has_excluded = not p.masks.all()
+        self._initial = np.asarray(p.initial_splits, dtype=np.int64)
+        self._obs = np.zeros((N, len(p.obs_low)))
 
     # --- reset ----------------------------------------------------------------------------------------------------
 
@@ -144,7 +154,7 @@ class LLMSplitVectorEnv(VectorEnv):
 
     def _reset_envs(self, idx: np.ndarray, seeds: list[int | None] | None = None) -> None:
         """Reset sub-envs ``idx`` with the draws `LLMSplitEnv.reset` makes, vectorised over sub-envs."""
-        env, dyn = self.env, self._dyn
+        dyn = self._dyn
         rngs = self._rngs
         everyone = len(idx) == self.num_envs
         reseeded = []
@@ -171,7 +181,7 @@ class LLMSplitVectorEnv(VectorEnv):
         self._trend[idx] = 0.0
         self._last_loss[idx] = 0.0
         self._last_quality[idx] = 1.0
-        if env._need_ppl0:
+        if self.problem.needs_ppl0:
             self._ppl0[idx] = self._qb.baseline_ppl_batch(k0, self._state["level"][idx])
 
     def _reset_infos(self, idx: np.ndarray) -> dict[str, Any]:
@@ -183,7 +193,7 @@ class LLMSplitVectorEnv(VectorEnv):
             (self.level_name, self._state["level"], np.float64),
             ("split", self._prev, np.int64),
             ("quality_evals", np.zeros(N, np.int64), np.int64),
-            *((("ppl0", self._ppl0, np.float64),) if self.env._need_ppl0 else ()),
+            *((("ppl0", self._ppl0, np.float64),) if self.problem.needs_ppl0 else ()),
         ):
             arr = np.zeros(N, dtype=dtype)
             arr[idx] = values[idx]
@@ -238,17 +248,14 @@ class LLMSplitVectorEnv(VectorEnv):
         all_active = reset_idx.size == 0
         act = slice(None) if all_active else np.flatnonzero(~self._autoreset)
 
+        p = self.problem
         prev = self._prev[act]
-        aa = a if all_active else a[act]
-        if self._relative:
-            k = self._targets[prev, aa]
-        else:
-            k = aa + self._k_min
-            if self._has_excluded:
-                ok = self._allowed[k]
-                if not ok.all():
-                    bad = sorted(set(k[~ok].tolist()))
-                    raise ValueError(f"actions select excluded splits {bad}; check action_masks()")
+        k = p.splits_of(a if all_active else a[act], prev)
+        if self._has_excluded and not p.relative:
+            ok = self._allowed[k]
+            if not ok.all():
+                bad = sorted(set(k[~ok].tolist()))
+                raise ValueError(f"actions select excluded splits {bad}; check action_masks()")
         move = k - prev
         st = self._state if all_active else {n: v[act] for n, v in self._state.items()}
         self._dyn.on_action_batch(st, move)
@@ -257,33 +264,16 @@ class LLMSplitVectorEnv(VectorEnv):
         z = self._normals(NOISE_COLUMNS, None if all_active else act)
 
         # quality backend -> reward components -> reward
-        env, qb = self.env, self._qb
+        qb = self._qb
         log_ppl, loss = qb.sample_batch(k, level, z[4])
         loss = realised_loss_batch(loss, z[5], qb.loss_units)  # the mean lost fraction -> the transmission's
         ppl = np.exp(log_ppl)
         quality = qb.clean_ppl / ppl
-        g = self._split_table.take(k, axis=1)  # per split: ue_compute, privacy, compute s, transmits, paper_load
-        snr = level if env._level_is_snr else np.full(len(k), env._nominal_snr_db)
-        air = snr / 10.0
-        np.power(10.0, air, out=air)
-        air += 1.0
-        np.log2(air, out=air)
-        air *= env._bandwidth
-        np.divide(env.payload_bits, air, out=air)
-        np.minimum(air, env.max_airtime_s, out=air)
-        air *= g[3]
-        latency = air + g[2]
-        latency *= -1.0 / env._lat_ref
-        switching = np.abs(move) * -env._inv_L
-        comps = {"quality": quality, "ue_compute": g[0], "privacy": g[1], "switching": switching, "latency": latency}
-        if env._paper_terms:
-            ppl0 = self._ppl0[act]
-            comps["ppl_gain"] = (ppl0 - ppl) / ppl0
-            comps["paper_load"] = g[4]
-        r = np.zeros(len(k))
-        for v, wc in zip(comps.values(), self._w, strict=False):
-            if wc != 0.0:  # a zero weight adds exactly 0.0 in the scalar path too
-                r += wc * v
+        outcome = Outcome(k, move, level, quality, ppl, self._ppl0[act], p.airtime(k, level))
+        comps = p.reward_components(outcome)
+        r = p.reward(comps)
+        if not isinstance(r, np.ndarray):  # no weighted component
+            r = np.zeros(len(k))
 
         # the channel moves on
         est_prev = st["estimate"]
@@ -291,7 +281,7 @@ class LLMSplitVectorEnv(VectorEnv):
         if not all_active:
             for n, v in st.items():
                 self._state[n][act] = v
-        beta = env._beta
+        beta = p.trend_smoothing
         self._trend[act] = beta * self._trend[act] + (1.0 - beta) * (st["estimate"] - est_prev)
         self._prev[act] = k
         self._last_loss[act] = loss
@@ -300,12 +290,12 @@ class LLMSplitVectorEnv(VectorEnv):
 
         if all_active:
             rewards = r
-            truncated = self._t >= env.max_episode_steps
+            truncated = self._t >= p.max_episode_steps
         else:
             rewards = np.zeros(N)
             rewards[act] = r
             truncated = np.zeros(N, dtype=bool)
-            truncated[act] = self._t[act] >= env.max_episode_steps
+            truncated[act] = self._t[act] >= p.max_episode_steps
         self._autoreset = truncated.copy()
         self._n_autoreset = int(np.count_nonzero(truncated))
         info = self._step_infos(act, all_active, reset_idx, comps, ppl, loss, level)
@@ -341,24 +331,24 @@ class LLMSplitVectorEnv(VectorEnv):
         if not all_active:
             info[self.level_name][reset_idx] = self._state["level"][reset_idx]
         info["quality_evals"], info["_quality_evals"] = np.zeros(N, dtype=np.int64), everyone
-        if self.env._need_ppl0:
+        if self.problem.needs_ppl0:
             info["ppl0"], info["_ppl0"] = self._ppl0.copy(), everyone
         return info
 
     def _observations(self) -> np.ndarray:
-        env, obs = self.env, self._obs
+        p, obs = self.problem, self._obs
         lo, hi = self._obs_low, self._obs_high
         np.minimum(np.maximum(self._state["estimate"], lo[0]), hi[0], out=obs[:, 0])
         np.minimum(np.maximum(self._trend, lo[1]), hi[1], out=obs[:, 1])
         obs[:, 2] = self._last_loss  # in [0, 1] by construction
-        np.multiply(self._prev, env._inv_L, out=obs[:, 3])  # in [1/L, 1]
-        for j, e in enumerate(env._extras, start=4):
+        np.multiply(self._prev, p.inv_layers, out=obs[:, 3])  # in [1/L, 1]
+        for j, e in enumerate(p.observation_names[4:], start=4):
             if e == "distance":
                 col = np.hypot(self._state["x"], self._state["y"]) / self._dyn.mobility.cell_radius
             elif e == "speed":
                 col = self._state["speed"]
             elif e == "time":
-                col = self._t / env.max_episode_steps
+                col = self._t / p.max_episode_steps
             elif e == "log_ppl0":
                 col = np.log(self._ppl0)
             else:
@@ -370,24 +360,15 @@ class LLMSplitVectorEnv(VectorEnv):
 
     def action_masks(self) -> np.ndarray:
         """Bool ``[num_envs, n]`` (the same mask for every sub-env)."""
-        return np.tile(self.env.action_masks(), (self.num_envs, 1))
+        return np.tile(self.problem.masks, (self.num_envs, 1))
 
     def expected_rewards(self) -> np.ndarray:
         """``[num_envs, n]``: `LLMSplitEnv.expected_rewards` of each sub-env's current true state."""
-        env, dyn = self.env, self._dyn
-        saved = dyn.get_state()
-        saved_prev, saved_ppl0 = env.prev_split, env._ppl0
+        dyn, p = self._dyn, self.problem
         out = np.empty((self.num_envs, self._n))
-        try:
-            for i in range(self.num_envs):
-                dyn.set_state([self._state[n][i] for n in dyn.state_names])
-                env.prev_split = int(self._prev[i])
-                env._ppl0 = float(self._ppl0[i])
-                out[i] = env.expected_rewards()
-        finally:
-            dyn.set_state(saved)
-            env.prev_split, env._ppl0 = saved_prev, saved_ppl0
+        for i in range(self.num_envs):
+            dyn.set_state([self._state[n][i] for n in dyn.state_names])
+            out[i] = p.expected_rewards(
+                int(self._prev[i]), dyn.level_after, self._qb.expectations, float(self._ppl0[i])
+            )
         return out
-
-    def close_extras(self, **kwargs: Any) -> None:
-        self.env.close()

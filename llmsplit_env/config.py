@@ -1,0 +1,269 @@
+"""The env's configuration: defaults, presets, deep merging and validation.
+
+`default_config(preset)` is the whole default configuration of a preset (a fresh copy); `resolve_config(config,
+preset)` deep-merges a user's dict into it (HighwayEnv style) and validates every value. Unknown keys, at any depth,
+and bad values raise ``ValueError`` naming the key and what is allowed. The meaning of each key is documented in
+`llmsplit_env.env.LLMSplitEnv`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+COMPONENTS = ("quality", "ue_compute", "privacy", "switching", "latency", "ppl_gain", "paper_load")
+BASE_COMPONENTS = COMPONENTS[:5]  # always reported; the paper's two only when weighted
+OBS_EXTRAS = ("distance", "speed", "time", "log_ppl0", "last_quality")
+PRESETS = ("default", "llm", "paper")
+
+_DEFAULT_CONFIG: dict[str, Any] = {
+    "backend": "profile",
+    "scheme": "analog",
+    "profile": None,
+    "sample_quality": True,
+    "llm": {
+        "model": "smollm2-135m",
+        "text": "wiki",
+        "num_tokens": 2048,
+        "window": 512,
+        "dtype": "auto",
+        "device": "auto",
+        "cached": True,
+        "leakage": "auto",
+        "probe_fit_tokens": 4096,
+        "probe_test_tokens": 1024,
+        "profile_match": "strict",
+    },
+    "splits": {"min": 1, "max": None, "excluded": [], "ue_max_layers": None},
+    "initial_split": "random",
+    "action_mode": "absolute",
+    "max_move": 4,
+    "max_episode_steps": 50,
+    "channel": {
+        "model": "mobility",
+        "csi_error": 1.0,
+        "nakagami_m": 2.0,
+        "mobility": {
+            "cell_radius": 200.0,
+            "mean_speed": 3.0,
+            "speed_std": 1.0,
+            "heading_std": 0.5,
+            "memory": 0.9,
+            "dt": 1.0,
+        },
+        "path_loss": {"snr_ref_db": 50.0, "ref_distance": 10.0, "exponent": 3.53},
+        "shadowing": {"sigma_db": 7.82, "decorrelation_m": 13.0},
+        "static": {"low": None, "high": None},
+        "paper_drift": {"rho_low": 0.01, "rho_high": 0.3, "rate": 0.0005},
+    },
+    "observation": {"extras": [], "trend_smoothing": 0.5},
+    "reward": {
+        "weights": {
+            "quality": 1.0,
+            "ue_compute": 0.6,
+            "privacy": 0.1,
+            "switching": 0.1,
+            "latency": 0.0,
+            "ppl_gain": 0.0,
+            "paper_load": 0.0,
+        }
+    },
+    "latency": {
+        "ue_layer_s": 0.004,
+        "edge_layer_s": 0.0004,
+        "bandwidth_hz": 10e6,
+        "num_tokens": 128,
+        "bits": 8,
+        "nominal_snr_db": 10.0,
+        "max_airtime_s": None,
+    },
+}
+
+_PRESET_OVERRIDES: dict[str, dict] = {
+    "default": {},
+    "llm": {"backend": "llm"},
+    # The authors' surrogate env (see reference/paper.md): erasure ρ ~ U(0.01, 0.3) with the action-coupled drift,
+    # splits 1..10, 5-step episodes, reward 10·(PPL₀ − PPL)/PPL₀ + (10 − p)/10, reset p ~ U{1..9}. Their surrogate is
+    # deterministic, so is this preset (sample_quality False). log PPL₀ is observed so the reward is Markov.
+    "paper": {
+        "scheme": "erasure",
+        "sample_quality": False,
+        "splits": {"max": 10},
+        "initial_split": list(range(1, 10)),
+        "max_episode_steps": 5,
+        "channel": {"model": "paper_drift", "csi_error": 0.0},
+        "observation": {"extras": ["log_ppl0"]},
+        "reward": {
+            "weights": {
+                "quality": 0.0,
+                "ue_compute": 0.0,
+                "privacy": 0.0,
+                "switching": 0.0,
+                "latency": 0.0,
+                "ppl_gain": 10.0,
+                "paper_load": 1.0,
+            }
+        },
+    },
+}
+
+
+def _deep_merge(base: dict, user: Mapping, path: str = "") -> dict:
+    """``base`` updated with ``user`` recursively; unknown keys (at any depth) raise naming the allowed ones."""
+    if not isinstance(user, Mapping):
+        raise ValueError(f"config{' section ' + repr(path) if path else ''} must be a dict, got {type(user).__name__}")
+    out = dict(base)
+    for key, value in user.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in base:
+            raise ValueError(f"unknown config key {full!r}; allowed: {', '.join(sorted(map(str, base)))}")
+        if isinstance(base[key], dict):
+            out[key] = _deep_merge(base[key], value, full)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _num(cfg: dict, path: str, lo: float, hi: float, *, allow_none: bool = False, integer: bool = False):
+    """Fetch ``path`` (dotted) from ``cfg`` and check it is a finite number in [lo, hi]."""
+    value = cfg
+    for part in path.split("."):
+        value = value[part]
+    if value is None and allow_none:
+        return None
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value) or not lo <= value <= hi:
+        none = " or None" if allow_none else ""
+        raise ValueError(f"config {path!r} must be {kind} in [{lo}, {hi}]{none}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _choice(cfg: dict, path: str, allowed: tuple) -> Any:
+    value = cfg
+    for part in path.split("."):
+        value = value[part]
+    if value not in allowed:
+        raise ValueError(f"config {path!r} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+def default_config(preset: str = "default") -> dict:
+    """The full default configuration of ``preset`` (a fresh copy; edit freely)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+    return _deep_merge(copy.deepcopy(_DEFAULT_CONFIG), _PRESET_OVERRIDES[preset])
+
+
+def resolve_config(config: Mapping | None = None, preset: str | None = None) -> dict:
+    """``default_config(preset)`` deep-merged with ``config``, validated (``ValueError`` names what is wrong).
+
+    ``config`` may name ``"preset"`` itself (RLlib passes only the dict); naming a different one than ``preset`` is an
+    error.
+    """
+    user = dict(config or {})
+    cfg_preset = user.pop("preset", None)
+    if preset is not None and cfg_preset is not None and preset != cfg_preset:
+        raise ValueError(f"preset given twice and different: argument {preset!r}, config {cfg_preset!r}")
+    name = preset or cfg_preset or "default"
+    cfg = _deep_merge(default_config(name), user)
+    cfg["preset"] = name
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: dict) -> None:
+    """Check every value of a merged config (errors name the key and what is allowed)."""
+    _choice(cfg, "preset", PRESETS)
+    _choice(cfg, "backend", ("profile", "llm"))
+    _choice(cfg, "scheme", ("analog", "digital", "erasure"))
+    if cfg["profile"] is not None and not isinstance(cfg["profile"], str):
+        raise ValueError(f"config 'profile' must be a profile name or path (str) or None, got {cfg['profile']!r}")
+    _choice(cfg, "sample_quality", (True, False))
+    llm = cfg["llm"]
+    for key in ("model", "text", "dtype", "device"):
+        if not isinstance(llm[key], str) and not hasattr(llm[key], "__fspath__"):
+            raise ValueError(f"config 'llm.{key}' must be a string, got {llm[key]!r}")
+    _num(cfg, "llm.num_tokens", 2, 10**7, integer=True)
+    _num(cfg, "llm.window", 2, 10**6, integer=True)
+    _choice(cfg, "llm.cached", (True, False))
+    _choice(cfg, "llm.leakage", ("auto", "profile", "probe"))
+    _choice(cfg, "llm.profile_match", ("strict", "model"))
+    _num(cfg, "llm.probe_fit_tokens", 1, 10**8, integer=True)
+    _num(cfg, "llm.probe_test_tokens", 1, 10**8, integer=True)
+    _num(cfg, "splits.min", 1, 10**4, integer=True)
+    _num(cfg, "splits.max", 1, 10**4, integer=True, allow_none=True)
+    _num(cfg, "splits.ue_max_layers", 1, 10**4, integer=True, allow_none=True)
+    ex = cfg["splits"]["excluded"]
+    if not isinstance(ex, (list, tuple)) or any(
+        isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in ex
+    ):
+        raise ValueError(f"config 'splits.excluded' must be a list of integer splits, got {ex!r}")
+    init = cfg["initial_split"]
+    if not (
+        init == "random"
+        or (isinstance(init, (int, np.integer)) and not isinstance(init, bool))
+        or (
+            isinstance(init, (list, tuple))
+            and init
+            and all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in init)
+        )
+    ):
+        raise ValueError(f"config 'initial_split' must be 'random', an integer split or a list of them, got {init!r}")
+    _choice(cfg, "action_mode", ("absolute", "relative"))
+    _num(cfg, "max_move", 1, 64, integer=True)
+    _num(cfg, "max_episode_steps", 1, 10**9, integer=True)
+    ch = cfg["channel"]
+    _choice(cfg, "channel.model", ("mobility", "static", "paper_drift"))
+    rho_level = cfg["scheme"] == "erasure"
+    if rho_level and ch["model"] == "mobility":
+        raise ValueError(
+            "config 'channel.model' 'mobility' produces SNR; scheme 'erasure' needs 'paper_drift' or 'static'"
+        )
+    if not rho_level and ch["model"] == "paper_drift":
+        raise ValueError(f"config 'channel.model' 'paper_drift' drifts the erasure ρ; scheme {cfg['scheme']!r} has SNR")
+    _num(cfg, "channel.csi_error", 0.0, 0.1 if rho_level else 10.0)
+    _num(cfg, "channel.nakagami_m", 0.5, 1e4)
+    _num(cfg, "channel.mobility.cell_radius", 1.0, 1e5)
+    _num(cfg, "channel.mobility.mean_speed", 0.0, 100.0)
+    _num(cfg, "channel.mobility.speed_std", 0.0, 100.0)
+    _num(cfg, "channel.mobility.heading_std", 0.0, 10.0)
+    _num(cfg, "channel.mobility.memory", 0.0, 1.0)
+    _num(cfg, "channel.mobility.dt", 1e-6, 1e4)
+    _num(cfg, "channel.path_loss.snr_ref_db", -100.0, 200.0)
+    _num(cfg, "channel.path_loss.ref_distance", 1e-3, 1e5)
+    _num(cfg, "channel.path_loss.exponent", 1.0, 8.0)
+    _num(cfg, "channel.shadowing.sigma_db", 0.0, 30.0)
+    _num(cfg, "channel.shadowing.decorrelation_m", 1e-3, 1e6)
+    lvl = (0.0, 1.0) if rho_level else (-50.0, 100.0)
+    _num(cfg, "channel.static.low", *lvl, allow_none=True)
+    _num(cfg, "channel.static.high", *lvl, allow_none=True)
+    _num(cfg, "channel.paper_drift.rho_low", 0.0, 1.0)
+    _num(cfg, "channel.paper_drift.rho_high", 0.0, 1.0)
+    _num(cfg, "channel.paper_drift.rate", 0.0, 0.2)
+    pd = ch["paper_drift"]
+    if pd["rho_low"] > pd["rho_high"]:
+        raise ValueError(f"config 'channel.paper_drift': rho_low ({pd['rho_low']}) exceeds rho_high ({pd['rho_high']})")
+    extras = cfg["observation"]["extras"]
+    if (
+        not isinstance(extras, (list, tuple))
+        or any(e not in OBS_EXTRAS for e in extras)
+        or len(set(extras)) != len(extras)
+    ):
+        raise ValueError(
+            f"config 'observation.extras' must be a list of distinct names from {', '.join(OBS_EXTRAS)}, got {extras!r}"
+        )
+    _num(cfg, "observation.trend_smoothing", 0.0, 0.999)
+    for c in COMPONENTS:
+        _num(cfg, f"reward.weights.{c}", -1e6, 1e6)
+    _num(cfg, "latency.ue_layer_s", 1e-9, 1e4)
+    _num(cfg, "latency.edge_layer_s", 0.0, 1e4)
+    _num(cfg, "latency.bandwidth_hz", 1.0, 1e13)
+    _num(cfg, "latency.num_tokens", 1, 10**7, integer=True)
+    _num(cfg, "latency.bits", 1, 64, integer=True)
+    _num(cfg, "latency.nominal_snr_db", -50.0, 100.0)
+    _num(cfg, "latency.max_airtime_s", 0.0, 1e6, allow_none=True)

@@ -1,0 +1,87 @@
+"""Build the simulator's parts from a resolved config: the quality backend and the channel dynamics."""
+
+from __future__ import annotations
+
+from llmsplit_env.dynamics import (
+    ChannelDynamics,
+    GaussMarkovMobility,
+    GudmundsonShadowing,
+    LogDistancePathLoss,
+    MobilityChannel,
+    PaperErasureDrift,
+    StaticChannel,
+)
+from llmsplit_env.quality.backends import LLMQuality, ProfileQuality, QualityBackend
+
+
+def make_backend(cfg: dict) -> QualityBackend:
+    """The quality backend a (validated) config asks for."""
+    scheme = cfg["scheme"]
+    explicit = cfg["profile"] is not None
+    profile = cfg["profile"] if explicit else f"smollm2-135m-{scheme}"
+    if cfg["backend"] == "profile":
+        qb = ProfileQuality(profile, sample=cfg["sample_quality"])
+        if qb.scheme != scheme:
+            raise ValueError(f"config 'profile' {profile!r} was measured with scheme {qb.scheme!r}, not {scheme!r}")
+        m = qb.scheme_params.get("m")
+        if m is not None and float(m) != cfg["channel"]["nakagami_m"]:
+            raise ValueError(
+                f"config 'channel.nakagami_m' = {cfg['channel']['nakagami_m']} differs from the profile's m = {m}; "
+                "the profile backend can only replay the fading it was measured with (build a profile with --m, "
+                "or use backend 'llm')"
+            )
+        return qb
+    llm = cfg["llm"]
+    params = {} if scheme == "erasure" else {"m": cfg["channel"]["nakagami_m"]}
+    return LLMQuality(
+        model=llm["model"],
+        text=llm["text"],
+        num_tokens=llm["num_tokens"],
+        window=llm["window"],
+        dtype=llm["dtype"],
+        device=llm["device"],
+        scheme=scheme,
+        channel_params=params,
+        profile=profile,
+        profile_explicit=explicit,
+        profile_match=llm["profile_match"],
+        leakage=llm["leakage"],
+        probe_fit_tokens=llm["probe_fit_tokens"],
+        probe_test_tokens=llm["probe_test_tokens"],
+        cached=llm["cached"],
+    )
+
+
+def make_dynamics(cfg: dict, qb: QualityBackend) -> ChannelDynamics:
+    """The channel dynamics a (validated) config asks for, checked against the backend's level."""
+    ch = cfg["channel"]
+    model = ch["model"]
+    # `resolve_config` has checked that the model produces the scheme's level (mobility: SNR; paper_drift: ρ)
+    if model == "mobility":
+        return MobilityChannel(
+            GaussMarkovMobility(**ch["mobility"]),
+            LogDistancePathLoss(**ch["path_loss"]),
+            GudmundsonShadowing(**ch["shadowing"]),
+            csi_error=ch["csi_error"],
+            nakagami_m=ch["nakagami_m"],
+        )
+    if model == "paper_drift":
+        return PaperErasureDrift(**ch["paper_drift"], csi_error=ch["csi_error"])
+    st = ch["static"]
+    if isinstance(qb, ProfileQuality):
+        grid = (qb.level_lo, qb.level_hi)
+    else:
+        grid = (0.0, 0.3) if qb.level_name == "rho" else (-5.0, 35.0)
+    for key in ("low", "high"):
+        v = st[key]
+        if v is not None and isinstance(qb, ProfileQuality) and not grid[0] <= v <= grid[1]:
+            raise ValueError(
+                f"config 'channel.static.{key}' = {v} lies outside the profile's grid of {qb.level_name} "
+                f"[{grid[0]}, {grid[1]}] ({qb.profile.source}); the profile backend cannot score levels it did "
+                "not measure"
+            )
+    low = grid[0] if st["low"] is None else st["low"]
+    high = grid[1] if st["high"] is None else st["high"]
+    if low > high:
+        raise ValueError(f"config 'channel.static': low ({low}) must not exceed high ({high})")
+    return StaticChannel(qb.level_name, low, high, csi_error=ch["csi_error"], nakagami_m=ch["nakagami_m"])

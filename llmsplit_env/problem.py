@@ -1,0 +1,429 @@
+"""`SplitProblem`: the split problem compiled once from a config and the quality backend's facts.
+
+One immutable object holds everything a step needs besides the channel and the quality draw: the allowed splits and
+their masks, the relative-move targets, per-split tables (UE compute, privacy, compute time, whether anything is sent,
+the paper's load term), the named reward weights and components, the observation names and bounds, and the latency
+constants. `LLMSplitEnv.step`, `LLMSplitEnv.expected_rewards` (with the expected quality) and `LLMSplitVectorEnv` all
+call it, for a float or an array of sub-envs alike (Gymnasium's functional envs and HighwayEnv's ``_rewards`` are the
+models), so a step means the same thing everywhere.
+
+Reward components are `RewardComponent` s, matched to weights by name. Adding one is one call::
+
+    problem = compile_problem(config).with_component(
+        RewardComponent("energy", lambda p, o: -p.per_split(p.compute_s, o.split)), weight=0.5
+    )
+    env = LLMSplitEnv(problem=problem)  # or LLMSplitVectorEnv(num_envs, problem=problem)
+
+A component sees the problem ``p`` and the step's `Outcome` ``o`` (split, move, level, quality, perplexity, PPL₀,
+airtime), whose fields are floats in the single env and arrays over sub-envs in the vector env; write it with
+operators and `SplitProblem.per_split` and it serves both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from llmsplit_env.config import COMPONENTS, resolve_config
+from llmsplit_env.link import airtime_s, payload_bits
+
+
+class Outcome(NamedTuple):
+    """What one transmission did: floats (single env) or arrays over sub-envs (vector env)."""
+
+    split: Any  # k
+    move: Any  # k − k_prev
+    level: Any  # the true level the transmission saw (SNR dB or ρ)
+    quality: Any  # PPL_clean / PPL (expected rewards: its expectation)
+    ppl: Any  # perplexity (expected rewards: E[PPL])
+    ppl0: Any  # the paper reward's PPL₀ of the episode (NaN when unused)
+    airtime: Any  # seconds on the air, capped (0 at k = L)
+
+
+@dataclass(frozen=True)
+class RewardComponent:
+    """A named, unweighted reward term ``fn(problem, outcome)``.
+
+    :param always_reported: report it in ``info["rewards"]`` even at weight 0; otherwise it is reported when it, or
+        a component of the same ``group``, is weighted
+    :param group: components reported together (the paper's two terms)
+    """
+
+    name: str
+    fn: Callable[[SplitProblem, Outcome], Any]
+    always_reported: bool = True
+    group: str = ""
+
+
+def _switching(p: SplitProblem, o: Outcome):
+    return -abs(o.move) * p.inv_layers
+
+
+def _ppl_gain(p: SplitProblem, o: Outcome):
+    return (o.ppl0 - o.ppl) / o.ppl0
+
+
+#: the built-in components, in the order they are reported and summed (see the Rewards table of `LLMSplitEnv`)
+BUILTIN_COMPONENTS: tuple[RewardComponent, ...] = (
+    RewardComponent("quality", lambda p, o: o.quality),
+    RewardComponent("ue_compute", lambda p, o: p.per_split(p.ue_compute, o.split)),
+    RewardComponent("privacy", lambda p, o: p.per_split(p.privacy, o.split)),
+    RewardComponent("switching", _switching),
+    RewardComponent("latency", lambda p, o: p.latency(o.split, o.airtime)),
+    RewardComponent("ppl_gain", _ppl_gain, always_reported=False, group="paper"),
+    RewardComponent(
+        "paper_load", lambda p, o: p.per_split(p.paper_load, o.split), always_reported=False, group="paper"
+    ),
+)
+assert tuple(c.name for c in BUILTIN_COMPONENTS) == COMPONENTS
+
+#: bounds of the base observation dimensions, by level kind
+_BASE_BOUNDS = {
+    "snr_db": ([-20.0, -10.0, 0.0, 0.0], [50.0, 10.0, 1.0, 1.0]),
+    "rho": ([0.0, -0.1, 0.0, 0.0], [1.0, 0.1, 1.0, 1.0]),
+}
+BASE_OBSERVATION = ("level", "trend", "packet_loss", "prev_split")
+
+
+class SplitTable(tuple):
+    """A per-split table indexed by split ``k = 0..L`` (entry 0 unused): a tuple for the scalar path that also
+    carries a read-only float64 array (``.array``) for the batch path."""
+
+    array: np.ndarray
+
+    def __new__(cls, values):
+        self = super().__new__(cls, (float(v) for v in values))
+        arr = np.array(self, dtype=np.float64)
+        arr.flags.writeable = False
+        self.array = arr
+        return self
+
+
+@dataclass(frozen=True, eq=False)
+class SplitProblem:
+    """The compiled split problem (see the module docstring). Build it with `compile_problem`."""
+
+    config: Mapping[str, Any]  # the resolved config it was compiled from (read-only view)
+    num_layers: int
+    level_name: str
+    # splits and actions
+    k_min: int
+    k_max: int
+    splits: tuple[int, ...]
+    allowed_splits: tuple[int, ...]
+    initial_splits: tuple[int, ...]
+    action_mode: str
+    max_move: int
+    n_actions: int
+    allowed: tuple[bool, ...]  # allowed[k] for k = 0..L+1
+    masks: np.ndarray  # [n_actions] bool, read-only
+    targets: tuple[tuple[int, ...] | None, ...] | None  # relative: targets[k_prev][a] (None for k_prev not allowed)
+    # per-split tables, index k = 0..L
+    ue_compute: SplitTable
+    privacy: SplitTable
+    compute_s: SplitTable
+    transmits: SplitTable
+    paper_load: SplitTable
+    # reward
+    weights: Mapping[str, float]
+    components: tuple[RewardComponent, ...]
+    # observation
+    observation_names: tuple[str, ...]
+    obs_low: tuple[float, ...]
+    obs_high: tuple[float, ...]
+    trend_smoothing: float
+    # latency
+    payload_bits: int
+    bandwidth_hz: float
+    nominal_snr_db: float
+    max_airtime_s: float
+    latency_ref_s: float  # L · ue_layer_s: the latency component's unit
+    # episode
+    max_episode_steps: int
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"reward component names must be distinct, got {names}")
+        missing = sorted(set(self.weights) - set(names))
+        if missing:
+            raise ValueError(f"weights name components that do not exist: {missing}; components: {names}")
+        weighted = [c for c in self.components if self.weights.get(c.name, 0.0) != 0.0]
+        groups = {c.group for c in weighted if c.group}
+        reported = tuple(c for c in self.components if c.always_reported or c in weighted or c.group in groups)
+        # derived, kept on the frozen instance for the hot path
+        object.__setattr__(self, "inv_layers", 1.0 / self.num_layers)
+        object.__setattr__(self, "relative", self.action_mode == "relative")
+        object.__setattr__(self, "level_is_snr", self.level_name == "snr_db")
+        object.__setattr__(self, "reported_components", tuple(c.name for c in reported))
+        object.__setattr__(self, "_reported", reported)
+        object.__setattr__(self, "_weighted", tuple((c.name, self.weights[c.name]) for c in weighted))
+        object.__setattr__(self, "_neg_inv_ref", -1.0 / self.latency_ref_s)
+        uses_ppl0 = any(c.name == "ppl_gain" for c in reported) or "log_ppl0" in self.observation_names
+        object.__setattr__(self, "needs_ppl0", uses_ppl0)
+
+    # --- actions ------------------------------------------------------------------------------------------------
+
+    def split_of(self, action: int, prev_split: int) -> int:
+        """The split a (range-checked) action selects from ``prev_split``; it may be an excluded one (absolute)."""
+        return self.targets[prev_split][action] if self.relative else self.k_min + action
+
+    def splits_of(self, actions: np.ndarray, prev_splits: np.ndarray) -> np.ndarray:
+        """`split_of` over arrays."""
+        if self.relative:
+            return self._targets_array[prev_splits, actions]
+        return actions + self.k_min
+
+    @property
+    def _targets_array(self) -> np.ndarray:
+        arr = self.__dict__.get("_targets_arr")
+        if arr is None:
+            arr = np.zeros((self.num_layers + 1, self.n_actions), dtype=np.int64)
+            for k in self.allowed_splits:
+                arr[k] = self.targets[k]
+            arr.flags.writeable = False
+            object.__setattr__(self, "_targets_arr", arr)
+        return arr
+
+    def is_allowed(self, k) -> bool:
+        return self.k_min <= k <= self.k_max and self.allowed[int(k)]
+
+    # --- per-split lookups and link ------------------------------------------------------------------------------
+
+    @staticmethod
+    def per_split(table: SplitTable, k):
+        """``table[k]`` for an integer split, or the array of entries for an array of splits."""
+        return table[k] if isinstance(k, int) else table.array.take(k)
+
+    def airtime(self, k, level):
+        """Seconds on the air at split ``k`` and true level ``level``, capped at ``max_airtime_s``; 0 at ``k = L``
+        (nothing is sent). SNR schemes use the level; the erasure scheme its nominal SNR. Floats or arrays."""
+        if isinstance(k, int):
+            if k >= self.num_layers:
+                return 0.0
+            snr = level if self.level_is_snr else self.nominal_snr_db
+            air = airtime_s(self.payload_bits, self.bandwidth_hz, snr)
+            return air if air <= self.max_airtime_s else self.max_airtime_s
+        snr = level if self.level_is_snr else np.full(len(k), self.nominal_snr_db)
+        air = np.minimum(airtime_s(self.payload_bits, self.bandwidth_hz, snr), self.max_airtime_s)
+        air *= self.transmits.array.take(k)
+        return air
+
+    def latency(self, k, airtime):
+        """``−(compute_s[k] + airtime) / latency_ref_s``. (The array path multiplies by the reciprocal, as the vector
+        env always has: its recorded trajectories stay bit-identical; the two differ in the last bit at most.)"""
+        if isinstance(k, int):
+            return -(self.compute_s[k] + airtime) / self.latency_ref_s
+        out = airtime + self.compute_s.array.take(k)
+        out *= self._neg_inv_ref
+        return out
+
+    # --- reward ---------------------------------------------------------------------------------------------------
+
+    def reward_components(self, outcome: Outcome) -> dict[str, Any]:
+        """The reported components (unweighted) of an outcome, by name, in component order."""
+        return {c.name: c.fn(self, outcome) for c in self._reported}
+
+    def reward(self, components: Mapping[str, Any]):
+        """``Σ_c w_c · r_c`` over the weighted components, by name, in component order."""
+        r = 0.0
+        for name, w in self._weighted:
+            r = r + w * components[name]
+        return r
+
+    def expected_rewards(
+        self,
+        prev_split: int,
+        level_after: Callable[[int], float],
+        expectations: Callable[[int, float], tuple[float, float]],
+        ppl0: float = math.nan,
+    ) -> np.ndarray:
+        """Expected reward of every action from ``prev_split`` (``-inf`` for masked actions).
+
+        :param level_after: the true level the transmission will see after a move (`ChannelDynamics.level_after`)
+        :param expectations: ``(E[quality], E[PPL])`` at a split and level (`QualityBackend.expectations`)
+        """
+        out = np.full(self.n_actions, -np.inf)
+        for a in range(self.n_actions):
+            k = self.split_of(a, prev_split)
+            if not self.allowed[k]:
+                continue
+            move = k - prev_split
+            level = level_after(move)
+            e_quality, e_ppl = expectations(k, level)
+            o = Outcome(k, move, level, e_quality, e_ppl, ppl0, self.airtime(k, level))
+            out[a] = self.reward(self.reward_components(o))
+        return out
+
+    # --- extension ------------------------------------------------------------------------------------------------
+
+    def with_component(self, component: RewardComponent, weight: float = 0.0) -> SplitProblem:
+        """A new problem with ``component`` appended (summed last) at ``weight``."""
+        if not isinstance(component, RewardComponent):
+            raise ValueError(f"expected a RewardComponent, got {type(component).__name__}")
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight)):
+            raise ValueError(f"weight of {component.name!r} must be a finite number, got {weight!r}")
+        weights = types.MappingProxyType({**self.weights, component.name: float(weight)})
+        return dataclasses.replace(self, components=(*self.components, component), weights=weights)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary (what an agent saves about the env it was trained on)."""
+        return {
+            "num_layers": self.num_layers,
+            "level_name": self.level_name,
+            "splits": list(self.splits),
+            "allowed_splits": list(self.allowed_splits),
+            "action_mode": self.action_mode,
+            "max_move": self.max_move,
+            "n_actions": self.n_actions,
+            "observation_names": list(self.observation_names),
+            "weights": dict(self.weights),
+            "components": [c.name for c in self.components],
+        }
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    arr.flags.writeable = False
+    return arr
+
+
+def _frozen(obj):
+    if isinstance(obj, Mapping):
+        return types.MappingProxyType({k: _frozen(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return tuple(_frozen(v) for v in obj)
+    return obj
+
+
+def compile_problem(config: Mapping | None = None, backend=None, preset: str | None = None) -> SplitProblem:
+    """Compile a config (resolved and validated here) into a `SplitProblem`.
+
+    :param backend: the `QualityBackend` whose facts (layers, hidden size, leakage, level, first profiled split) the
+        problem needs; ``None`` builds the config's own (cheap for the profile backend; pass it for the live one)
+    """
+    cfg = resolve_config(config, preset)
+    if backend is None:
+        from llmsplit_env.factory import make_backend
+
+        backend = make_backend(cfg)
+    qb = backend
+    L = qb.num_layers
+
+    # Splits: the allowed range and its holes.
+    sp = cfg["splits"]
+    k_min = sp["min"]
+    k_max = L if sp["max"] is None else sp["max"]
+    if sp["ue_max_layers"] is not None:
+        k_max = min(k_max, sp["ue_max_layers"])
+    if not 1 <= k_min <= k_max <= L:
+        raise ValueError(
+            f"config splits: need 1 <= min <= max <= L = {L} (after ue_max_layers), got min={k_min}, max={k_max}"
+        )
+    bad = [k for k in sp["excluded"] if not 1 <= k <= L]
+    if bad:
+        raise ValueError(f"config 'splits.excluded' must name splits in [1, {L}], got {bad}")
+    k_first = getattr(qb, "k_first", 1)
+    if k_min < k_first:
+        raise ValueError(f"config 'splits.min' = {k_min} is below the profile's first split {k_first}")
+    splits = tuple(range(k_min, k_max + 1))
+    excluded = set(sp["excluded"])
+    allowed_splits = tuple(k for k in splits if k not in excluded)
+    if not allowed_splits:
+        raise ValueError(f"config splits: every split in [{k_min}, {k_max}] is excluded")
+    allowed = [False] * (L + 2)
+    for k in allowed_splits:
+        allowed[k] = True
+    init = cfg["initial_split"]
+    if init == "random":
+        initial = allowed_splits
+    else:
+        initial = (init,) if isinstance(init, int) else tuple(init)
+        bad = [k for k in initial if not (k_min <= k <= k_max and allowed[k])]
+        if bad:
+            raise ValueError(f"config 'initial_split' names splits that are not allowed: {bad}")
+
+    # Actions.
+    relative = cfg["action_mode"] == "relative"
+    targets = None
+    if relative:
+        mm = cfg["max_move"]
+        n = 2 * mm + 1
+        moves = [0] + [m for i in range(1, mm + 1) for m in (-i, i)]
+        rows: list[tuple[int, ...] | None] = [None] * (L + 1)
+        for kp in allowed_splits:  # each move cut back to the largest legal one in its direction
+            row = []
+            for m in moves:
+                step = 1 if m > 0 else -1
+                t = kp
+                for j in range(abs(m), 0, -1):
+                    k = kp + step * j
+                    if k_min <= k <= k_max and allowed[k]:
+                        t = k
+                        break
+                row.append(t)
+            rows[kp] = tuple(row)
+        targets = tuple(rows)
+        masks = np.ones(n, dtype=bool)
+    else:
+        n = k_max - k_min + 1
+        masks = np.array([allowed[k] for k in splits], dtype=bool)
+
+    # Observation names and bounds.
+    extras = tuple(cfg["observation"]["extras"])
+    low, high = (list(b) for b in _BASE_BOUNDS[qb.level_name])
+    ext_bounds = {
+        "distance": (0.0, 1.0),
+        "speed": (0.0, 3.0 * cfg["channel"]["mobility"]["mean_speed"]),
+        "time": (0.0, 1.0),
+        "log_ppl0": (0.0, 25.0),
+        "last_quality": (0.0, 1.0),
+    }
+    for e in extras:
+        low.append(ext_bounds[e][0])
+        high.append(ext_bounds[e][1])
+
+    # Per-split tables and latency constants.
+    lat = cfg["latency"]
+    hidden = qb.hidden_size
+    if hidden <= 0:
+        raise ValueError("the quality backend does not know the model's hidden size (profile metadata 'hidden_size')")
+    lat_ref = L * lat["ue_layer_s"]
+    return SplitProblem(
+        config=_frozen(cfg),
+        num_layers=L,
+        level_name=qb.level_name,
+        k_min=k_min,
+        k_max=k_max,
+        splits=splits,
+        allowed_splits=allowed_splits,
+        initial_splits=initial,
+        action_mode=cfg["action_mode"],
+        max_move=cfg["max_move"],
+        n_actions=n,
+        allowed=tuple(allowed),
+        masks=_readonly(masks),
+        targets=targets,
+        ue_compute=SplitTable(1.0 - k / L for k in range(L + 1)),
+        privacy=SplitTable([math.nan] + [1.0 - qb.leakage[k - 1] for k in range(1, L + 1)]),
+        compute_s=SplitTable(k * lat["ue_layer_s"] + (L - k) * lat["edge_layer_s"] for k in range(L + 1)),
+        transmits=SplitTable([1.0] * L + [0.0]),
+        paper_load=SplitTable((k_max - k) / k_max for k in range(L + 1)),
+        weights=types.MappingProxyType(dict(cfg["reward"]["weights"])),
+        components=BUILTIN_COMPONENTS,
+        observation_names=(*BASE_OBSERVATION, *extras),
+        obs_low=tuple(low),
+        obs_high=tuple(high),
+        trend_smoothing=cfg["observation"]["trend_smoothing"],
+        payload_bits=payload_bits(lat["num_tokens"], hidden, lat["bits"]),
+        bandwidth_hz=lat["bandwidth_hz"],
+        nominal_snr_db=lat["nominal_snr_db"],
+        max_airtime_s=4.0 * lat_ref if lat["max_airtime_s"] is None else lat["max_airtime_s"],
+        latency_ref_s=lat_ref,
+        max_episode_steps=cfg["max_episode_steps"],
+    )
