@@ -257,6 +257,10 @@ def _validate(cfg: dict) -> None:
         raise ValueError(
             f"config 'observation.extras' must be a list of distinct names from {', '.join(OBS_EXTRAS)}, got {extras!r}"
         )
+    if any(e in ("distance", "speed") for e in extras) and ch["model"] != "mobility":
+        raise ValueError(
+            f"config 'observation.extras' 'distance' and 'speed' need channel.model 'mobility', got {ch['model']!r}"
+        )
     _num(cfg, "observation.trend_smoothing", 0.0, 0.999)
     for c in COMPONENTS:
         _num(cfg, f"reward.weights.{c}", -1e6, 1e6)

@@ -164,7 +164,7 @@ from gymnasium import spaces
 from llmsplit_env.config import COMPONENTS, OBS_EXTRAS, PRESETS, default_config, resolve_config
 from llmsplit_env.dynamics import NOISE_COLUMNS, ChannelDynamics, uniform_from_normals
 from llmsplit_env.factory import make_backend, make_dynamics
-from llmsplit_env.problem import Outcome, SplitProblem, compile_problem
+from llmsplit_env.problem import SplitProblem, compile_problem, outcome
 from llmsplit_env.quality.backends import QualityBackend, realised_loss
 
 __all__ = ["COMPONENTS", "NORMAL_CHUNK", "OBS_EXTRAS", "PRESETS", "LLMSplitEnv"]
@@ -395,8 +395,8 @@ class LLMSplitEnv(gym.Env):
             loss = realised_loss(loss, z[5], qb.loss_units)
         ppl = math.exp(log_ppl)
         quality = qb.clean_ppl / ppl
-        outcome = Outcome(k, move, level, quality, ppl, self._ppl0, problem.airtime(k, level))
-        rewards = problem.reward_components(outcome)
+        o = outcome(k, move, level, quality, ppl, self._ppl0, problem.airtime(k, level))
+        rewards = problem.reward_components(o)
         reward = problem.reward(rewards)
         info = {
             "rewards": rewards,
@@ -443,19 +443,28 @@ class LLMSplitEnv(gym.Env):
         problem = self.problem
         lo, hi = problem.obs_low, problem.obs_high
         dyn = self.dynamics
-        vals = [dyn.estimate, self._trend, self._last_loss, self.prev_split * problem.inv_layers]
-        for e in problem.observation_names[4:]:
+        # Only the level estimate, its trend and log PPL₀ can leave their bounds; the other values lie in them by
+        # construction (the vector env relies on the same), so they are not clipped in this hot loop.
+        est, trend = dyn.estimate, self._trend
+        est = lo[0] if est < lo[0] else (hi[0] if est > hi[0] else est)
+        trend = lo[1] if trend < lo[1] else (hi[1] if trend > hi[1] else trend)
+        names = problem.observation_names
+        if len(names) == 4:
+            return np.array((est, trend, self._last_loss, self.prev_split * problem.inv_layers), dtype=np.float32)
+        vals = [est, trend, self._last_loss, self.prev_split * problem.inv_layers]
+        for i, e in enumerate(names[4:], start=4):
             if e == "distance":
-                vals.append(dyn.distance / dyn.mobility.cell_radius)
+                v = dyn.distance / dyn.mobility.cell_radius
             elif e == "speed":
-                vals.append(dyn.speed)
+                v = dyn.speed
             elif e == "time":
-                vals.append(self._t / problem.max_episode_steps)
+                v = self._t / problem.max_episode_steps
             elif e == "log_ppl0":
-                vals.append(self._log_ppl0)
+                v = self._log_ppl0
             else:
-                vals.append(self._last_quality)
-        return np.array([min(max(v, lo[i]), hi[i]) for i, v in enumerate(vals)], dtype=np.float32)
+                v = self._last_quality
+            vals.append(min(max(v, lo[i]), hi[i]))
+        return np.array(vals, dtype=np.float32)
 
     # --- expectations (oracle) ------------------------------------------------------------------------------------
 

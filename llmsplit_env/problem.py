@@ -46,9 +46,18 @@ class Outcome(NamedTuple):
     airtime: Any  # seconds on the air, capped (0 at k = L)
 
 
+def outcome(split, move, level, quality, ppl, ppl0, airtime) -> Outcome:
+    """An `Outcome`, built without NamedTuple's keyword handling (a step builds one: this is the hot loop)."""
+    return _tuple_new(Outcome, (split, move, level, quality, ppl, ppl0, airtime))
+
+
+_tuple_new = tuple.__new__
+
+
 @dataclass(frozen=True)
 class RewardComponent:
-    """A named, unweighted reward term ``fn(problem, outcome)``.
+    """A named, unweighted reward term: ``fn(problem, outcome)``, or a per-split table of the problem looked up at the
+    outcome's split (``table``: the name of a `SplitTable` field, e.g. ``"ue_compute"``).
 
     :param always_reported: report it in ``info["rewards"]`` even at weight 0; otherwise it is reported when it, or
         a component of the same ``group``, is weighted
@@ -56,9 +65,14 @@ class RewardComponent:
     """
 
     name: str
-    fn: Callable[[SplitProblem, Outcome], Any]
+    fn: Callable[[SplitProblem, Outcome], Any] | None = None
     always_reported: bool = True
     group: str = ""
+    table: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fn is None) == (self.table is None):
+            raise ValueError(f"reward component {self.name!r} needs exactly one of fn and table")
 
 
 def _switching(p: SplitProblem, o: Outcome):
@@ -72,14 +86,12 @@ def _ppl_gain(p: SplitProblem, o: Outcome):
 #: the built-in components, in the order they are reported and summed (see the Rewards table of `LLMSplitEnv`)
 BUILTIN_COMPONENTS: tuple[RewardComponent, ...] = (
     RewardComponent("quality", lambda p, o: o.quality),
-    RewardComponent("ue_compute", lambda p, o: p.per_split(p.ue_compute, o.split)),
-    RewardComponent("privacy", lambda p, o: p.per_split(p.privacy, o.split)),
+    RewardComponent("ue_compute", table="ue_compute"),
+    RewardComponent("privacy", table="privacy"),
     RewardComponent("switching", _switching),
     RewardComponent("latency", lambda p, o: p.latency(o.split, o.airtime)),
     RewardComponent("ppl_gain", _ppl_gain, always_reported=False, group="paper"),
-    RewardComponent(
-        "paper_load", lambda p, o: p.per_split(p.paper_load, o.split), always_reported=False, group="paper"
-    ),
+    RewardComponent("paper_load", table="paper_load", always_reported=False, group="paper"),
 )
 assert tuple(c.name for c in BUILTIN_COMPONENTS) == COMPONENTS
 
@@ -162,7 +174,12 @@ class SplitProblem:
         object.__setattr__(self, "relative", self.action_mode == "relative")
         object.__setattr__(self, "level_is_snr", self.level_name == "snr_db")
         object.__setattr__(self, "reported_components", tuple(c.name for c in reported))
-        object.__setattr__(self, "_reported", reported)
+        for c in self.components:
+            if c.table is not None and not isinstance(getattr(self, c.table, None), SplitTable):
+                raise ValueError(f"reward component {c.name!r}: {c.table!r} is not a per-split table of the problem")
+        # (name, table or None, fn or None) per reported component: the step's hot loop reads tables directly
+        plan = tuple((c.name, None if c.table is None else getattr(self, c.table), c.fn) for c in reported)
+        object.__setattr__(self, "_plan", plan)
         object.__setattr__(self, "_weighted", tuple((c.name, self.weights[c.name]) for c in weighted))
         object.__setattr__(self, "_neg_inv_ref", -1.0 / self.latency_ref_s)
         uses_ppl0 = any(c.name == "ppl_gain" for c in reported) or "log_ppl0" in self.observation_names
@@ -228,7 +245,10 @@ class SplitProblem:
 
     def reward_components(self, outcome: Outcome) -> dict[str, Any]:
         """The reported components (unweighted) of an outcome, by name, in component order."""
-        return {c.name: c.fn(self, outcome) for c in self._reported}
+        k = outcome[0]
+        if isinstance(k, int):
+            return {name: fn(self, outcome) if tab is None else tab[k] for name, tab, fn in self._plan}
+        return {name: fn(self, outcome) if tab is None else tab.array.take(k) for name, tab, fn in self._plan}
 
     def reward(self, components: Mapping[str, Any]):
         """``Σ_c w_c · r_c`` over the weighted components, by name, in component order."""
@@ -257,7 +277,7 @@ class SplitProblem:
             move = k - prev_split
             level = level_after(move)
             e_quality, e_ppl = expectations(k, level)
-            o = Outcome(k, move, level, e_quality, e_ppl, ppl0, self.airtime(k, level))
+            o = outcome(k, move, level, e_quality, e_ppl, ppl0, self.airtime(k, level))
             out[a] = self.reward(self.reward_components(o))
         return out
 

@@ -31,7 +31,7 @@ from llmsplit_env.config import resolve_config
 from llmsplit_env.dynamics import NOISE_COLUMNS, uniform_from_normals
 from llmsplit_env.env import NORMAL_CHUNK
 from llmsplit_env.factory import make_backend, make_dynamics
-from llmsplit_env.problem import Outcome, SplitProblem, compile_problem
+from llmsplit_env.problem import SplitProblem, compile_problem, outcome
 from llmsplit_env.quality.backends import ProfileQuality, realised_loss_batch
 
 
@@ -269,8 +269,8 @@ class LLMSplitVectorEnv(VectorEnv):
         loss = realised_loss_batch(loss, z[5], qb.loss_units)  # the mean lost fraction -> the transmission's
         ppl = np.exp(log_ppl)
         quality = qb.clean_ppl / ppl
-        outcome = Outcome(k, move, level, quality, ppl, self._ppl0[act], p.airtime(k, level))
-        comps = p.reward_components(outcome)
+        o = outcome(k, move, level, quality, ppl, self._ppl0[act], p.airtime(k, level))
+        comps = p.reward_components(o)
         r = p.reward(comps)
         if not isinstance(r, np.ndarray):  # no weighted component
             r = np.zeros(len(k))
