@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from llmsplit_env import profile as builder
+from llmsplit_env import profile_builder as builder
 from llmsplit_env.quality import ProfileError, load_profile, profile_from_dict, shipped_profiles
 
 SHIPPED = ["smollm2-135m-analog", "smollm2-135m-digital", "smollm2-135m-erasure"]
@@ -30,6 +30,7 @@ def test_shipped_profile_covers_the_grid(name):
         assert p.levels[0] == -5.0 and p.levels[-1] == 35.0
     step = np.diff(p.levels).max()
     assert step <= (0.025 + 1e-9 if p.scheme == "erasure" else 2.5)
+    # built before the builder module was named for what it does; `llmsplit_env.profile` still runs it
     assert p.metadata["command"].startswith("python -m llmsplit_env.profile ")
     assert f"--scheme {p.scheme}" in p.metadata["command"]
     for key in (
@@ -144,7 +145,9 @@ def test_builder_writes_a_loadable_profile(tiny_models, tmp_path):
     p = load_profile(out)
     assert p.splits.tolist() == [1, 2, 3, 4] and p.levels.tolist() == [-5.0, 10.0, 30.0]
     assert p.log_ppl.shape == (4, 3, 3)
-    assert p.metadata["command"] == "python -m llmsplit_env.profile " + " ".join(build_args(tiny_models["llama"], out))
+    assert p.metadata["command"] == "python -m llmsplit_env.profile_builder " + " ".join(
+        build_args(tiny_models["llama"], out)
+    )
     assert not out.with_name(out.name + ".partial.json").exists()
     # the builder's numbers are the runner's numbers
     from llmsplit_env.channel import AnalogChannel
@@ -209,3 +212,17 @@ def test_builder_unknown_scheme_is_an_argparse_error(tmp_path, capsys):
         builder.main(["--scheme", "optical", "--out", str(tmp_path / "x.json")])
     assert err.value.code == 2
     assert "invalid choice: 'optical'" in capsys.readouterr().err
+
+
+def test_recorded_profile_command_still_runs_the_builder():
+    """The shipped profiles record ``python -m llmsplit_env.profile …``: that module forwards to the builder's CLI."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "llmsplit_env.profile", "--scheme", "nope", "--out", "x.json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "invalid choice: 'nope'" in out.stderr and "profile_builder" in out.stderr

@@ -418,7 +418,8 @@ class LLMQuality(QualityBackend):
             raise ValueError(
                 f"expected rewards of the live backend come from a {self.scheme} profile of the same model "
                 f"({self.model_name!r}) and measurement (llm.profile_match={self.profile_match!r}); {why}. Build one "
-                f"with `python -m llmsplit_env.profile --model {self.model_name} --scheme {self.scheme} --out FILE` "
+                f"with `python -m llmsplit_env.profile_builder --model {self.model_name} --scheme {self.scheme} "
+                "--out FILE` "
                 "and pass config profile=FILE"
                 + ("" if self.profile_match == "model" else ", or set llm.profile_match='model' to use a profile of "
                    "the same model and scheme measured on other text as a prior")
