@@ -1,0 +1,172 @@
+"""`SplitProblem`: one compiled definition of the step, shared by the env, its expected rewards and the vector env."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import llmsplit_env  # noqa: F401
+from llmsplit_env.env import LLMSplitEnv
+from llmsplit_env.problem import (
+    BUILTIN_COMPONENTS,
+    RewardComponent,
+    SplitProblem,
+    compile_problem,
+    outcome,
+)
+from llmsplit_env.vector import LLMSplitVectorEnv
+
+
+def energy(p: SplitProblem, o):
+    """A new component: the UE's share of the compute time, negated (a float or an array, like every component)."""
+    return -p.per_split(p.compute_s, o.split) / p.latency_ref_s
+
+
+def test_a_new_reward_component_is_added_in_one_place():
+    base = compile_problem({"reward": {"weights": {"latency": 0.2}}})
+    problem = base.with_component(RewardComponent("energy", energy), weight=0.5)
+    assert base.reported_components == ("quality", "ue_compute", "privacy", "switching", "latency")
+    assert problem.reported_components[-1] == "energy" and problem.weights["energy"] == 0.5
+
+    env, plain = LLMSplitEnv(problem=problem), LLMSplitEnv(problem=base)
+    env.reset(seed=3)
+    plain.reset(seed=3)
+    er, er_plain = env.expected_rewards(), plain.expected_rewards()
+    for a in (0, 7, 29):
+        _, r, _, _, info = env.step(a)
+        _, r_plain, _, _, info_plain = plain.step(a)
+        k = info["split"]
+        want = -problem.compute_s[k] / problem.latency_ref_s
+        assert info["rewards"]["energy"] == want
+        assert {c: v for c, v in info["rewards"].items() if c != "energy"} == info_plain["rewards"]
+        assert r == pytest.approx(r_plain + 0.5 * want, rel=1e-12)
+    # expected rewards carry it too: the same term, at every action
+    ks = np.array(problem.splits)
+    np.testing.assert_allclose(
+        er - er_plain, 0.5 * -np.array(problem.compute_s)[ks] / problem.latency_ref_s, atol=1e-12
+    )
+
+    # the vector env takes the same object and reports the same values as N single envs
+    vec = LLMSplitVectorEnv(4, problem=problem)
+    vec.reset(seed=10)
+    singles = [LLMSplitEnv(problem=problem) for _ in range(4)]
+    for i, s in enumerate(singles):
+        s.reset(seed=10 + i)
+    actions = np.array([0, 5, 12, 29])
+    _, r, _, _, info = vec.step(actions)
+    for i, s in enumerate(singles):
+        _, ri, _, _, infoi = s.step(int(actions[i]))
+        assert info["rewards"]["energy"][i] == infoi["rewards"]["energy"]
+        assert r[i] == pytest.approx(ri, rel=1e-12)
+
+
+def test_components_are_matched_to_weights_by_name_not_position():
+    shuffled = dict(reversed(list(LLMSplitEnv.default_config()["reward"]["weights"].items())))
+    a = LLMSplitEnv({"reward": {"weights": shuffled}})
+    b = LLMSplitEnv()
+    a.reset(seed=1)
+    b.reset(seed=1)
+    for act in (3, 3, 17, 0):
+        assert a.step(act)[1:] == b.step(act)[1:]
+    p = a.problem
+    comps = {"quality": 0.5, "ue_compute": 0.2, "privacy": 0.9, "switching": -0.1, "latency": -1.0}
+    assert p.reward(comps) == pytest.approx(1.0 * 0.5 + 0.6 * 0.2 + 0.1 * 0.9 + 0.1 * -0.1, rel=1e-15)
+
+
+def test_the_problem_is_immutable():
+    p = compile_problem()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.k_min = 2
+    with pytest.raises(ValueError):
+        p.masks[0] = False
+    with pytest.raises(TypeError):
+        p.weights["quality"] = 0.0
+    with pytest.raises(TypeError):
+        p.config["reward"]["weights"]["quality"] = 0.0
+    with pytest.raises(ValueError):
+        p.ue_compute.array[1] = 0.0
+    with pytest.raises(TypeError):
+        p.ue_compute[1] = 0.0
+
+
+def test_scalar_and_array_paths_agree():
+    p = compile_problem({"reward": {"weights": {"latency": 0.3}}, "splits": {"excluded": [4]}})
+    rng = np.random.default_rng(0)
+    k = rng.choice(p.allowed_splits, 64).astype(np.int64)
+    prev = rng.choice(p.allowed_splits, 64).astype(np.int64)
+    level = rng.uniform(-10, 35, 64)
+    quality = rng.uniform(0.01, 1.0, 64)
+    ppl = 14.79 / quality
+    o = outcome(k, k - prev, level, quality, ppl, np.full(64, np.nan), p.airtime(k, level))
+    comps = p.reward_components(o)
+    r = p.reward(comps)
+    for i in range(64):
+        ki, mi = int(k[i]), int(k[i] - prev[i])
+        oi = outcome(
+            ki, mi, float(level[i]), float(quality[i]), float(ppl[i]), math.nan, p.airtime(ki, float(level[i]))
+        )
+        ci = p.reward_components(oi)
+        assert set(ci) == set(comps)
+        for c in ci:
+            assert comps[c][i] == pytest.approx(ci[c], rel=1e-13, abs=1e-15), c
+        assert r[i] == pytest.approx(p.reward(ci), rel=1e-13)
+    np.testing.assert_array_equal(p.splits_of(np.arange(p.n_actions), np.full(p.n_actions, 5)), np.arange(1, 31))
+
+
+def test_airtime_is_capped_and_zero_when_nothing_is_sent():
+    p = compile_problem({"latency": {"max_airtime_s": 0.05}})
+    assert p.airtime(p.num_layers, -30.0) == 0.0
+    assert p.airtime(1, -30.0) == 0.05
+    assert 0 < p.airtime(1, 30.0) < 0.05
+    np.testing.assert_array_equal(p.airtime(np.array([1, 30]), np.array([-30.0, -30.0])), [0.05, 0.0])
+
+
+def test_relative_targets_and_paper_terms_compile_from_the_preset():
+    p = compile_problem(preset="paper")
+    assert p.relative is False and p.n_actions == 10 and p.needs_ppl0
+    assert p.reported_components[-2:] == ("ppl_gain", "paper_load")
+    r = compile_problem({"action_mode": "relative", "max_move": 2, "splits": {"excluded": [3]}})
+    assert r.n_actions == 5 and r.masks.all()
+    # from k = 2: stay, -1, +1 (3 is excluded: cut back to stay), -2 (cut back to 1), +2
+    assert r.targets[2] == (2, 1, 2, 1, 4)
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda: RewardComponent("x"), "exactly one of fn and table"),
+        (lambda: compile_problem().with_component(RewardComponent("quality", energy)), "distinct"),
+        (lambda: compile_problem().with_component(RewardComponent("e", table="nope")), "per-split table"),
+        (lambda: compile_problem().with_component(RewardComponent("e", energy), weight=math.inf), "finite"),
+        (lambda: compile_problem().with_component("energy"), "RewardComponent"),
+        (lambda: LLMSplitEnv({"max_episode_steps": 3}, problem=compile_problem()), "either problem="),
+        (lambda: LLMSplitVectorEnv(2, problem=compile_problem(), max_episode_steps=7), "max_episode_steps"),
+        (lambda: compile_problem({"splits": {"min": 5, "max": 4}}), "min <= max"),
+    ],
+)
+def test_bad_problems_raise_naming_what_is_wrong(make, needle):
+    with pytest.raises(ValueError) as err:
+        make()
+    assert needle in str(err.value)
+
+
+def test_builtin_components_follow_the_config_names():
+    from llmsplit_env.config import COMPONENTS
+
+    assert tuple(c.name for c in BUILTIN_COMPONENTS) == COMPONENTS
+
+
+def test_env_and_vector_env_publish_the_same_problem_layout():
+    env = gym.make("LLMSplit-v0", config={"observation": {"extras": ["time", "distance"]}}).unwrapped
+    vec = gym.make_vec(
+        "LLMSplit-v0",
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        config={"observation": {"extras": ["time", "distance"]}},
+    ).unwrapped
+    assert env.observation_names == ["level", "trend", "packet_loss", "prev_split", "time", "distance"]
+    assert env.problem.describe() == vec.problem.describe()
