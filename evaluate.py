@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.logging import OracleNormalizer, evaluate_agent
-    from agents.zoo import load_agent, make_env
+    from agents.env_util import make_env
+    from agents.evaluation import OracleNormalizer, evaluate_agent
+    from agents.zoo import load_agent
 
     if args.n_eval_episodes < 2:
         raise ValueError(f"--n-eval-episodes must be >= 2 (for a confidence interval), got {args.n_eval_episodes}")

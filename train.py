@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.logging import OracleNormalizer
-    from agents.zoo import make_env, train_agent
+    from agents.env_util import make_env
+    from agents.evaluation import OracleNormalizer
+    from agents.zoo import REGISTRY, train_agent
     from llmsplit_env.files import atomic_write_json
 
     env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             args.env,
             env_kwargs,
             seed=args.seed,
-            n_timesteps=args.n_timesteps if algo not in ("oracle", "random", "fixed") else None,
+            n_timesteps=args.n_timesteps if REGISTRY[algo].uses_budget else None,
             out_dir=run_dir / f"{algo}_seed{args.seed}",
             tensorboard_log=tb,
             eval_freq=args.eval_freq,
@@ -134,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
 def load_for_scoring(record, env_id: str, env_kwargs: dict):
     """Reload the saved agent, so the table scores exactly what evaluate.py will load."""
-    from agents.zoo import load_agent, make_env
+    from agents.env_util import make_env
+    from agents.zoo import load_agent
 
     return load_agent(record.algo, record.path, make_env(env_id, env_kwargs))
 

@@ -9,12 +9,14 @@ for one observation ``[D]`` (action: 0-d array) or a batch ``[N, D]`` (actions `
 | `FixedSplitAgent`     | always the same split                                                | 0                 |
 | `RandomAgent`         | uniform over the allowed actions (masks respected)                   | 0                 |
 | `SNRThresholdAgent`   | split = step function of the observed level, fitted on random steps  | its fitting steps |
-| `BestFixedSplitAgent` | the best single split, fitted the same way (one level bin)           | its fitting steps |
+| `BestFixedSplitAgent` | learned estimate of the best fixed split, fitted the same way        | its fitting steps |
 | `OracleAgent`         | privileged: true expected rewards, DP over the true future channel   | 0                 |
 
-SB3 agents: ``ALGOS`` maps ``ppo``, ``a2c``, ``dqn``, ``maskable_ppo`` to their classes; `load_hyperparams` reads
-``agents/hyperparams/<algo>.yml`` (rl-baselines3-zoo layout: one section per env id with ``n_timesteps``, ``policy``
-and the algorithm's keyword arguments) and `make_sb3_agent` builds the model.
+Heuristics read the observation by name (`agents.env_util.EnvLayout`), never by position. "The best fixed split"
+itself (a privileged reference) is `agents.evaluation.best_fixed_split`; `BestFixedSplitAgent` is its learned estimate.
+
+SB3 agents: ``ALGOS`` maps ``ppo``, ``a2c``, ``dqn``, ``maskable_ppo`` to their classes; `make_sb3_agent` builds the
+model from zoo-style hyperparameters (`agents.hyperparameters.load_hyperparams`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-import yaml
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -37,51 +38,17 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
 import llmsplit_env  # noqa: F401  (registers the env ids)
-from agents.logging import lifetime_quality_evals
+from agents.env_util import EnvLayout, collect_transitions, env_layout, make_env
+from agents.hyperparameters import check_hyperparams, load_hyperparams, parse_policy_kwargs
 from agents.planning import plan_dp
 from llmsplit_env.files import atomic_write_json
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "maskable_ppo": MaskablePPO}
-HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
 SAVE_FORMAT = "llmsplit-heuristic"
-SAVE_VERSION = 1
+# 2: the env layout is saved under "layout" with the observation's names (1: "spec", names implied); both load.
+SAVE_VERSION = 2
 # Keys of a zoo section that are not algorithm keyword arguments.
 _ZOO_KEYS = ("n_timesteps", "policy", "n_envs")
-
-
-# ------------------------------------------------------------------------------------------------ env helpers
-def _make_env(env: gym.Env | str) -> gym.Env:
-    if isinstance(env, str):
-        if env not in gym.registry:
-            raise ValueError(f"unknown env id {env!r}")
-        return gym.make(env)
-    if not isinstance(env, gym.Env):
-        raise ValueError(f"expected a gymnasium.Env (or an env id), got {type(env).__name__}")
-    return env
-
-
-def env_spec(env: gym.Env) -> dict[str, Any]:
-    """What a heuristic needs to know about an `LLMSplitEnv` (saved with it, so ``predict`` needs no env)."""
-    u = env.unwrapped
-    for attr in ("splits", "allowed_splits", "num_layers", "action_masks", "config", "observation_space"):
-        if not hasattr(u, attr):
-            raise ValueError(f"expected an LLMSplitEnv (missing attribute {attr!r} on {type(u).__name__})")
-    return {
-        "num_layers": int(u.num_layers),
-        "splits": [int(k) for k in u.splits],
-        "allowed_splits": [int(k) for k in u.allowed_splits],
-        "masks": [bool(m) for m in u.action_masks()],
-        "n_actions": int(u.action_space.n),
-        "action_mode": str(u.config["action_mode"]),
-        "max_move": int(u.config["max_move"]),
-        "obs_dim": int(u.observation_space.shape[0]),
-        "level_name": str(getattr(u, "level_name", "level")),
-    }
-
-
-def _counts_info(env: gym.Env) -> bool:
-    """Whether real evaluations are counted from ``info["quality_evals"]`` (live backend) rather than per step."""
-    return getattr(env.unwrapped, "config", {}).get("backend") == "llm"
 
 
 # ------------------------------------------------------------------------------------------------ heuristics
@@ -92,23 +59,20 @@ class HeuristicAgent:
     privileged: ClassVar[bool] = False
 
     def __init__(self, env: gym.Env | str) -> None:
-        self.env = _make_env(env)
-        self.spec = env_spec(self.env)
+        self.env = make_env(env)
+        self.layout: EnvLayout = env_layout(self.env)
         self.quality_evals = 0
 
     # --- actions --------------------------------------------------------------------------------------------
     def _split_to_action(self, split: np.ndarray, prev_split: np.ndarray) -> np.ndarray:
         """Action indices that select ``split`` (absolute: nearest allowed split; relative: the clipped move)."""
-        s = self.spec
-        if s["action_mode"] == "absolute":
-            allowed = np.asarray(s["allowed_splits"])
+        lay = self.layout
+        if lay.action_mode == "absolute":
+            allowed = np.asarray(lay.allowed_splits)
             nearest = allowed[np.abs(allowed[None, :] - split[:, None]).argmin(axis=1)]
-            return (nearest - s["splits"][0]).astype(np.int64)
-        move = np.clip(split - prev_split, -s["max_move"], s["max_move"])
+            return (nearest - lay.splits[0]).astype(np.int64)
+        move = np.clip(split - prev_split, -lay.max_move, lay.max_move)
         return np.where(move == 0, 0, np.where(move < 0, 2 * -move - 1, 2 * move)).astype(np.int64)
-
-    def _prev_split(self, obs: np.ndarray) -> np.ndarray:
-        return np.rint(obs[:, 3] * self.spec["num_layers"]).astype(np.int64)  # obs dim 3: previous split / L
 
     def _act(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
@@ -127,14 +91,14 @@ class HeuristicAgent:
             ``None``
         """
         obs = np.asarray(observation, dtype=np.float64)
-        if obs.ndim not in (1, 2) or obs.shape[-1] != self.spec["obs_dim"]:
-            raise ValueError(f"observation must have shape [{self.spec['obs_dim']}] or [N, {self.spec['obs_dim']}], "
-                             f"got {obs.shape}")  # fmt: skip
+        d = self.layout.obs_dim
+        if obs.ndim not in (1, 2) or obs.shape[-1] != d:
+            raise ValueError(f"observation must have shape [{d}] or [N, {d}], got {obs.shape}")
         single = obs.ndim == 1
         batch = obs.reshape(-1, obs.shape[-1])
         masks = None
         if action_masks is not None:
-            masks = np.broadcast_to(np.asarray(action_masks, dtype=bool), (len(batch), self.spec["n_actions"]))
+            masks = np.broadcast_to(np.asarray(action_masks, dtype=bool), (len(batch), self.layout.n_actions))
         actions = self._act(batch, masks)
         return (actions[0] if single else actions), state
 
@@ -146,14 +110,14 @@ class HeuristicAgent:
         pass
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the rule as JSON (class, env description, parameters, ``quality_evals``)."""
+        """Write the rule as JSON (class, env layout, parameters, ``quality_evals``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "format": SAVE_FORMAT,
             "version": SAVE_VERSION,
             "class": type(self).__name__,
-            "spec": self.spec,
+            "layout": self.layout.to_json(),
             "quality_evals": int(self.quality_evals),
             "params": self._params(),
         }
@@ -166,20 +130,25 @@ class HeuristicAgent:
         data = json.loads(Path(path).read_text())
         if not isinstance(data, dict) or data.get("format") != SAVE_FORMAT:
             raise ValueError(f"{path} is not a saved LLMSplit heuristic agent")
-        if data.get("version") != SAVE_VERSION:
+        if data.get("version") not in (1, SAVE_VERSION):
             raise ValueError(f"{path}: unsupported save version {data.get('version')!r}")
         if data["class"] != cls.__name__:
             raise ValueError(f"{path} holds a {data['class']}, not a {cls.__name__}")
         agent = cls.__new__(cls)
         agent.env = None
-        agent.spec = data["spec"]
+        saved = data["layout"] if "layout" in data else data["spec"]
+        agent.layout = EnvLayout.from_json(saved)
         if env is not None:
-            env = _make_env(env)
-            spec = env_spec(env)
+            env = make_env(env)
+            lay = env_layout(env)
             keys = ("num_layers", "splits", "n_actions", "action_mode", "obs_dim")
-            bad = [k for k in keys if spec[k] != agent.spec[k]]
+            bad = [k for k in keys if getattr(lay, k) != getattr(agent.layout, k)]
+            if "observation_names" in saved and lay.observation_names != agent.layout.observation_names:
+                bad.append("observation_names")
             if bad:
                 raise ValueError(f"the env differs from the one {path} was saved with in {bad}")
+            if "observation_names" not in saved:  # version 1 implied the names: take the env's
+                agent.layout = lay
             agent.env = env
         agent.quality_evals = int(data["quality_evals"])
         agent._set_params(data["params"])
@@ -198,15 +167,16 @@ class FixedSplitAgent(HeuristicAgent):
 
     def _set_params(self, params: dict[str, Any]) -> None:
         split = params["split"]
-        if isinstance(split, bool) or int(split) != split or int(split) not in self.spec["allowed_splits"]:
-            raise ValueError(f"split must be one of the allowed splits {self.spec['allowed_splits']}, got {split!r}")
+        allowed = list(self.layout.allowed_splits)
+        if isinstance(split, bool) or int(split) != split or int(split) not in allowed:
+            raise ValueError(f"split must be one of the allowed splits {allowed}, got {split!r}")
         self.split = int(split)
 
     def _params(self) -> dict[str, Any]:
         return {"split": self.split}
 
     def _act(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
-        return self._split_to_action(np.full(len(obs), self.split), self._prev_split(obs))
+        return self._split_to_action(np.full(len(obs), self.split), self.layout.prev_split(obs))
 
 
 class RandomAgent(HeuristicAgent):
@@ -222,7 +192,7 @@ class RandomAgent(HeuristicAgent):
 
     def _act(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
         if masks is None:
-            masks = np.broadcast_to(np.asarray(self.spec["masks"], dtype=bool), (len(obs), self.spec["n_actions"]))
+            masks = np.broadcast_to(np.asarray(self.layout.masks, dtype=bool), (len(obs), self.layout.n_actions))
         if not np.all(masks.any(axis=1)):
             raise ValueError("action_masks allow no action for some observation")
         out = np.empty(len(obs), dtype=np.int64)
@@ -242,7 +212,7 @@ class RandomAgent(HeuristicAgent):
 
 
 class SNRThresholdAgent(HeuristicAgent):
-    """Split as a step function of the observed level (obs dim 0: estimated SNR in dB, or ρ), fitted on data.
+    """Split as a step function of the observed ``level`` (estimated SNR in dB, or ρ), fitted on data.
 
     ``fit(num_steps, seed)`` takes ``num_steps`` real steps with uniformly random allowed actions, sorts them into
     ``n_bins`` level bins of equal counts, and picks in each bin the split with the best mean observed reward
@@ -272,24 +242,12 @@ class SNRThresholdAgent(HeuristicAgent):
             raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
         if self.env is None:
             raise ValueError("fit needs an env: load(path, env=...) or construct the agent with one")
-        env, u = self.env, self.env.unwrapped
-        rng = np.random.default_rng(seed)
-        w_sw = float(getattr(u, "reward_weights", {}).get("switching", 0.0))
-        levels, splits, rewards = [], [], []
-        evals_before = lifetime_quality_evals(env)
-        obs, _ = env.reset(seed=int(seed))
-        for _ in range(int(num_steps)):
-            a = int(rng.choice(np.flatnonzero(u.action_masks())))
-            next_obs, r, term, trunc, info = env.step(a)
-            levels.append(float(obs[0]))
-            splits.append(int(info["split"]))
-            rewards.append(float(r) - w_sw * float(info.get("rewards", {}).get("switching", 0.0)))
-            obs = next_obs
-            if term or trunc:
-                obs, _ = env.reset()
-        live = lifetime_quality_evals(env) - evals_before
-        self.quality_evals += live if _counts_info(env) else int(num_steps)
-        self._fit_rule(np.asarray(levels), np.asarray(splits), np.asarray(rewards))
+        lay = env_layout(self.env)
+        w_sw = lay.weights.get("switching", 0.0)
+        data = collect_transitions(self.env, int(num_steps), seed)
+        switching = np.asarray([float(c.get("switching", 0.0)) for c in data.components])
+        self.quality_evals += data.quality_evals
+        self._fit_rule(lay.column(data.obs, "level"), data.splits, data.rewards - w_sw * switching)
         return self
 
     def _fit_rule(self, levels: np.ndarray, splits: np.ndarray, rewards: np.ndarray) -> None:
@@ -298,7 +256,7 @@ class SNRThresholdAgent(HeuristicAgent):
         edges = np.quantile(levels, np.linspace(0, 1, n_bins + 1)[1:-1]) if n_bins > 1 else np.zeros(0)
         edges = np.unique(edges)
         bins = np.searchsorted(edges, levels, side="right")
-        cand = np.asarray(self.spec["allowed_splits"], dtype=np.float64)
+        cand = np.asarray(self.layout.allowed_splits, dtype=np.float64)
         best: list[int] = []
         for b in range(len(edges) + 1):
             sel = bins == b
@@ -330,7 +288,7 @@ class SNRThresholdAgent(HeuristicAgent):
         return np.asarray(self.bin_splits)[idx]
 
     def _act(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
-        actions = self._split_to_action(self.split_for(obs[:, 0]), self._prev_split(obs))
+        actions = self._split_to_action(self.split_for(self.layout.column(obs, "level")), self.layout.prev_split(obs))
         if masks is not None and not masks[np.arange(len(obs)), actions].all():
             raise ValueError(f"the rule's split is masked out by action_masks (splits {self.bin_splits})")
         return actions
@@ -351,7 +309,11 @@ class SNRThresholdAgent(HeuristicAgent):
 
 
 class BestFixedSplitAgent(SNRThresholdAgent):
-    """The single split with the best mean observed reward on random real steps (`SNRThresholdAgent` with one bin)."""
+    """The learned estimate of the best fixed split: the single split with the best mean observed reward on random
+    real steps (`SNRThresholdAgent` with one bin; costs its fitting steps).
+
+    The best fixed split itself, the privileged reference measured on the env, is `agents.evaluation.best_fixed_split`.
+    """
 
     def __init__(self, env: gym.Env | str, split_bandwidth: float = 1.0) -> None:
         super().__init__(env, n_bins=1, split_bandwidth=split_bandwidth)
@@ -364,7 +326,7 @@ class BestFixedSplitAgent(SNRThresholdAgent):
 class OracleAgent(HeuristicAgent):
     """Privileged upper bound: acts on the *true* state of the env it is bound to; ``predict`` ignores ``obs``.
 
-    It must be stepped on that same env (`agents.logging.evaluate_agent` re-binds it with ``set_env``; with SB3's
+    It must be stepped on that same env (`agents.evaluation.evaluate_agent` re-binds it with ``set_env``; with SB3's
     ``evaluate_policy`` pass the env it was built with). A batch of observations is refused.
 
     * No switching cost (weight 0), a negative one, or relative actions: the argmax of ``env.expected_rewards()``
@@ -389,11 +351,11 @@ class OracleAgent(HeuristicAgent):
 
     def set_env(self, env: gym.Env) -> None:
         """Bind to ``env`` (an env with the same layout)."""
-        env = _make_env(env)
-        spec = env_spec(env)
-        if spec["n_actions"] != self.spec["n_actions"] or spec["splits"] != self.spec["splits"]:
+        env = make_env(env)
+        lay = env_layout(env)
+        if lay.n_actions != self.layout.n_actions or lay.splits != self.layout.splits:
             raise ValueError("OracleAgent.set_env: the env's actions differ from the oracle's")
-        self.env, self.spec, self._cache = env, spec, None
+        self.env, self.layout, self._cache = env, lay, None
 
     def _params(self) -> dict[str, Any]:
         return {"lookahead": self.lookahead}
@@ -408,16 +370,16 @@ class OracleAgent(HeuristicAgent):
         u = self.env.unwrapped
         return (
             self.lookahead
-            and self.spec["action_mode"] == "absolute"
+            and self.layout.action_mode == "absolute"
             and float(u.reward_weights.get("switching", 0.0)) > 0.0
-            and hasattr(u, "_t")
+            and hasattr(u, "elapsed_steps")
         )
 
     def future_table(self) -> tuple[list[float], np.ndarray]:
         """``(levels, rewards)`` for the rest of the episode from the env's current step: the true levels the env will
         see and the ``[H, K]`` expected rewards of every action without the switching term (masked: ``-inf``)."""
         u = self.env.unwrapped
-        t0 = int(u._t)
+        t0 = int(u.elapsed_steps)
         horizon = int(u.max_episode_steps) - t0
         if horizon < 1:
             raise ValueError("the episode is over: reset the env")
@@ -429,7 +391,7 @@ class OracleAgent(HeuristicAgent):
         sim = copy.deepcopy(u, memo)
         sim.render_mode = None
         w_sw = float(u.reward_weights.get("switching", 0.0))
-        splits = np.asarray(self.spec["splits"], dtype=np.float64)
+        splits = np.asarray(self.layout.splits, dtype=np.float64)
         levels, rows = [], []
         for j in range(horizon):
             levels.append(float(sim.level))
@@ -448,7 +410,7 @@ class OracleAgent(HeuristicAgent):
         if not self._uses_dp():
             er = u.expected_rewards()
             return np.array([int(np.argmax(np.where(m, er, -np.inf)))], dtype=np.int64)
-        t = int(u._t)
+        t = int(u.elapsed_steps)
         c = self._cache
         if c is None or not (c[0] <= t < c[0] + len(c[1])) or c[1][t - c[0]] != float(u.level):
             levels, table = self.future_table()
@@ -457,7 +419,7 @@ class OracleAgent(HeuristicAgent):
         finite = np.where(np.isfinite(table), table, 0.0)
         plan = plan_dp(
             finite,
-            self.spec["splits"],
+            self.layout.splits,
             u.num_layers,
             float(u.reward_weights["switching"]),
             prev_split=float(u.prev_split),
@@ -467,49 +429,6 @@ class OracleAgent(HeuristicAgent):
 
 
 # ------------------------------------------------------------------------------------------------ SB3 agents
-def _yaml_algos() -> list[str]:
-    return sorted(p.stem for p in HYPERPARAMS_DIR.glob("*.yml"))
-
-
-def load_hyperparams(algo: str, env_id: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The section ``env_id`` of ``agents/hyperparams/<algo>.yml`` (a fresh dict), updated with ``overrides``.
-
-    Raises ``ValueError`` naming the allowed algos / env ids.
-    """
-    allowed = sorted(set(_yaml_algos()) | set(ALGOS))
-    if algo not in allowed:
-        raise ValueError(f"unknown algo {algo!r}; allowed: {', '.join(allowed)}")
-    path = HYPERPARAMS_DIR / f"{algo}.yml"
-    if not path.is_file():
-        raise ValueError(f"no hyperparameter file for algo {algo!r} (expected {path})")
-    table = yaml.safe_load(path.read_text()) or {}
-    if env_id not in table:
-        raise ValueError(f"{path.name} has no entry for env id {env_id!r}; entries: {', '.join(map(str, table))}")
-    hp = copy.deepcopy(dict(table[env_id]))
-    if overrides is not None:
-        if not isinstance(overrides, Mapping):
-            raise ValueError(f"overrides must be a dict, got {type(overrides).__name__}")
-        hp.update(copy.deepcopy(dict(overrides)))
-    return hp
-
-
-def _policy_kwargs(value: Any) -> dict[str, Any]:
-    """rl-zoo writes ``policy_kwargs`` as a Python expression string (``"dict(net_arch=[64, 64])"``); accept that
-    (evaluated with only ``dict`` and ``nn`` in scope) or a mapping."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, str):
-        from torch import nn
-
-        try:
-            out = eval(value, {"__builtins__": {}}, {"dict": dict, "nn": nn})  # trusted config, as in rl-zoo
-        except Exception as e:
-            raise ValueError(f"policy_kwargs {value!r} is not a valid expression: {e}") from None
-        if isinstance(out, Mapping):
-            return dict(out)
-    raise ValueError(f"policy_kwargs must be a dict (or rl-zoo's 'dict(...)' string), got {value!r}")
-
-
 def _env_id_of(env: Any) -> str | None:
     spec = getattr(env, "spec", None)
     if spec is not None and getattr(spec, "id", None):
@@ -521,6 +440,14 @@ def _env_id_of(env: Any) -> str | None:
         except AttributeError:
             return None
     return None
+
+
+def sb3_hyperparam_keys(algo: str, zoo_keys: bool = True) -> list[str]:
+    """The hyperparameters an SB3 algo takes: its constructor's keyword arguments (and the zoo's keys)."""
+    params = inspect.signature(ALGOS[algo].__init__).parameters
+    # seed, tensorboard_log and verbose are taken (and overridden by make_sb3_agent's explicit arguments)
+    allowed = sorted(k for k in params if k not in ("self", "policy", "env", "_init_setup_model"))
+    return allowed + list(_ZOO_KEYS) if zoo_keys else allowed
 
 
 def make_sb3_agent(
@@ -537,7 +464,7 @@ def make_sb3_agent(
     :param algo: a key of ``ALGOS``
     :param env: a gym env, a VecEnv, or an env id (then ``n_envs`` from the hyperparameters applies)
     :param hyperparams: a zoo section (``n_timesteps``, ``policy``, ``n_envs``, algorithm kwargs); ``None``: from
-        `load_hyperparams` for ``env_id`` (or the env's spec id). Not modified.
+        `agents.hyperparameters.load_hyperparams` for ``env_id`` (or the env's spec id). Not modified.
     :return: the untrained model (train it for ``hyperparams["n_timesteps"]`` steps)
     """
     if algo not in ALGOS:
@@ -554,17 +481,15 @@ def make_sb3_agent(
     policy = hp.pop("policy", "MlpPolicy")
     n_envs = int(hp.pop("n_envs", 1))
     if "policy_kwargs" in hp:
-        hp["policy_kwargs"] = _policy_kwargs(hp["policy_kwargs"])
+        hp["policy_kwargs"] = parse_policy_kwargs(hp["policy_kwargs"])
     cls = ALGOS[algo]
-    params = inspect.signature(cls.__init__).parameters
-    bad = sorted(k for k in hp if k not in params or k in ("self", "policy", "env"))
-    if bad:
-        allowed = sorted(k for k in params if k not in ("self", "policy", "env", "seed", "_init_setup_model"))
-        raise ValueError(f"unknown {algo} hyperparameters {bad}; allowed: {', '.join(allowed)} (and {_ZOO_KEYS})")
+    check_hyperparams(algo, hp, sb3_hyperparam_keys(algo, zoo_keys=False))
     for k in ("seed", "tensorboard_log", "verbose"):
         hp.pop(k, None)  # the explicit arguments win
     if isinstance(env, str):
-        if env not in gym.registry:
-            raise ValueError(f"unknown env id {env!r}")
-        env = make_vec_env(env, n_envs=n_envs, seed=seed) if n_envs > 1 else gym.make(env)
+        if n_envs > 1:
+            make_env(env).close()  # an unknown id fails here, naming the registered ones
+            env = make_vec_env(env, n_envs=n_envs, seed=seed)
+        else:
+            env = make_env(env)
     return cls(policy, env, seed=seed, tensorboard_log=tensorboard_log, verbose=verbose, **hp)

@@ -15,15 +15,16 @@ What the model does, in the terms of Chua et al. (2018) and mbrl-lib:
   are the elites used by ``predict`` and ``sample``.
 
 Inputs for the split-selection problem are ``[observation, k / L]`` features; ``encode_inputs`` builds them for every
-split at once, which is how the planner queries the model.
+split at once, which is how the planner queries the model. It is the one input encoding of every learned model here
+(the MBRL agent's reward model, RSM-PPO's surrogates).
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,12 +34,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from llmsplit_env.files import atomic_write_bytes
+
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 SAVE_FORMAT = "llmsplit-gaussian-ensemble"
 SAVE_VERSION = 1
 
 
-def encode_inputs(obs: ArrayLike, splits: ArrayLike, num_layers: int, one_hot: bool = False) -> np.ndarray:
+def encode_inputs(
+    obs: ArrayLike,
+    splits: ArrayLike,
+    num_layers: int,
+    one_hot: bool = False,
+    *,
+    raw_split: bool = False,
+    dtype: type = np.float32,
+) -> np.ndarray:
     """Model input features ``[obs, k / L]`` (optionally followed by a one-hot of ``k`` over ``1..L``).
 
     ``obs`` has shape ``[..., D]`` and ``splits`` shape ``[...]``; their batch shapes broadcast, so
@@ -51,7 +62,9 @@ def encode_inputs(obs: ArrayLike, splits: ArrayLike, num_layers: int, one_hot: b
     :param num_layers: ``L``, the number of transformer layers
     :param one_hot: append ``L`` one-hot columns for ``k ∈ {1..L}``, which lets the model represent a reward that
         jumps between neighbouring splits without the MLP having to carve it out of ``k / L``
-    :return: float32 array of shape ``broadcast(obs.shape[:-1], splits.shape) + [D + 1 (+ L)]``
+    :param raw_split: the split column is ``k`` itself rather than ``k / L`` (the paper's surrogate input ``p``)
+    :param dtype: of the result (float32 for torch models; RSM-PPO's numpy surrogate keeps float64)
+    :return: array of shape ``broadcast(obs.shape[:-1], splits.shape) + [D + 1 (+ L)]``
     """
     if int(num_layers) != num_layers or num_layers < 1:
         raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
@@ -71,13 +84,14 @@ def encode_inputs(obs: ArrayLike, splits: ArrayLike, num_layers: int, one_hot: b
             f"obs batch shape {obs.shape[:-1]} (obs shape {obs.shape}) does not broadcast with splits shape "
             f"{splits.shape}"
         ) from None
-    parts = [np.broadcast_to(obs, (*batch, obs.shape[-1])), np.broadcast_to(splits / num_layers, batch)[..., None]]
+    split_col = splits if raw_split else splits / num_layers
+    parts = [np.broadcast_to(obs, (*batch, obs.shape[-1])), np.broadcast_to(split_col, batch)[..., None]]
     if one_hot:
         if np.any(splits != np.round(splits)) or np.any(splits < 1):
             raise ValueError(f"one_hot needs integer splits in [1, {num_layers}]")
         idx = np.broadcast_to(splits, batch).astype(np.int64) - 1
         parts.append(np.eye(num_layers)[idx])
-    return np.concatenate(parts, axis=-1).astype(np.float32)
+    return np.concatenate(parts, axis=-1).astype(dtype)
 
 
 class EnsemblePrediction(NamedTuple):
@@ -534,17 +548,9 @@ class GaussianEnsemble:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write weights, standardisers, elites, generator state and hyperparameters; atomic (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self.state_dict(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        atomic_write_bytes(Path(path), buf.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> GaussianEnsemble:

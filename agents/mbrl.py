@@ -12,13 +12,13 @@ The loop (one real quality evaluation per env step):
 3. **Planning**, native to discrete splits: predicted rewards of every split at the observed channel; for
    ``horizon > 1``, ``n_rollouts`` channel trajectories sampled from the dynamics ensemble give a ``[N, H, K]`` reward
    table, and dynamic programming over splits (`agents.planning.plan_dp`) maximises it minus the switching cost that
-   couples the steps. Exploration while learning: an optimism bonus ``beta`` × the ensemble members' spread on the first
-   step (``planner="ucb"``) or one member per decision (``planner="thompson"``). ``predict(deterministic=True)`` plans
-   on the elite mean.
+   couples the steps. Exploration while learning: the first step's rewards are `agents.planning.one_step_scores` of
+   the elite members' predictions: an optimism bonus ``beta`` × their spread (``planner="ucb"``) or one member per
+   decision (``planner="thompson"``). ``predict(deterministic=True)`` plans on the elite mean (``"greedy"``).
 
 Channel features are every observation dimension that does not depend on the agent's own past actions (not
-``packet_loss``, ``prev_split`` or ``last_quality``); the previous split is read from the observation for the switching
-cost.
+``packet_loss``, ``prev_split`` or ``last_quality``), found by name in the env's ``observation_names``; the previous
+split is read from the observation, by name, for the switching cost.
 """
 
 from __future__ import annotations
@@ -36,32 +36,31 @@ import torch
 from tqdm import tqdm
 
 import llmsplit_env  # noqa: F401  (registers the env ids for MBRLAgent("LLMSplit-v0"))
+from agents.callbacks import RewardComponentTracker
 from agents.ensemble import GaussianEnsemble, encode_inputs
-from agents.planning import plan_dp
+from agents.env_util import EnvLayout, counts_info, env_layout, make_env
+from agents.logger import configure_logger
+from agents.planning import one_step_scores, plan_dp
+from llmsplit_env.files import atomic_write_bytes
 
 ACTION_DEPENDENT = ("packet_loss", "prev_split", "last_quality")
 # Inputs of the dynamics model only: they say where the channel goes, not what this step's transmission yields.
 DYNAMICS_ONLY = ("trend", "time")
-BASE_OBS = ("level", "trend", "packet_loss", "prev_split")
 
 
-def _unwrap(env):
-    return env.unwrapped if hasattr(env, "unwrapped") else env
+def model_spec(layout: EnvLayout) -> dict[str, Any]:
+    """The agent's view of an env layout: which observation dims feed which model, which components it learns.
 
-
-def env_spec(env) -> dict[str, Any]:
-    """What the agent needs to know about an `LLMSplitEnv` (saved with the agent, so `predict` needs no env)."""
-    u = _unwrap(env)
-    for attr in ("splits", "num_layers", "reward_weights", "config"):
-        if not hasattr(u, attr):
-            raise ValueError(f"MBRLAgent needs an LLMSplitEnv (missing attribute {attr!r} on {type(u).__name__})")
-    if u.config.get("action_mode") != "absolute":
+    Saved with the agent (so ``predict`` needs no env) and compared with the env's on load.
+    """
+    if layout.action_mode != "absolute":
         raise ValueError("MBRLAgent plans over absolute splits: use config action_mode='absolute'")
-    names = list(BASE_OBS) + list(u.config["observation"]["extras"])
-    weights = {c: float(w) for c, w in u.reward_weights.items() if w != 0.0}
+    names = list(layout.observation_names)
+    layout.index("prev_split")  # the switching cost needs it: a clear error if the env does not publish it
+    weights = {c: w for c, w in layout.weights.items() if w != 0.0}
     return {
-        "splits": [int(k) for k in u.splits],
-        "num_layers": int(u.num_layers),
+        "splits": list(layout.splits),
+        "num_layers": layout.num_layers,
         "obs_names": names,
         "channel_dims": [i for i, n in enumerate(names) if n not in ACTION_DEPENDENT],
         "reward_dims": [i for i, n in enumerate(names) if n not in ACTION_DEPENDENT + DYNAMICS_ONLY],
@@ -97,16 +96,17 @@ class MBRLAgent:
         verbose: int = 0,
         env_kwargs: dict | None = None,
     ) -> None:
-        if isinstance(env, str):
-            env = gym.make(env, **({"config": env_kwargs} if env_kwargs else {}))
+        env = make_env(env, env_kwargs)
         if planner not in ("ucb", "thompson", "greedy"):
             raise ValueError(f"unknown planner {planner!r}; allowed: ucb, thompson, greedy")
         for name, v, lo in (("warmup_steps", warmup_steps, 1), ("refit_every", refit_every, 1),
                             ("horizon", horizon, 1), ("n_rollouts", n_rollouts, 1)):  # fmt: skip
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if not (np.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
         self.env = env
-        self.spec = env_spec(env)
+        self.spec = model_spec(env_layout(env))
         self.hparams = {
             "warmup_steps": warmup_steps, "refit_every": refit_every, "horizon": horizon, "n_rollouts": n_rollouts,
             "planner": planner, "beta": float(beta), "ensemble_size": ensemble_size, "num_elites": num_elites,
@@ -197,16 +197,14 @@ class MBRLAgent:
         ``eval_freq`` steps (or at each real-evaluation count in a list ``eval_freq``) once the models exist, and at
         the end; its result is logged under ``eval/*``.
         """
-        from agents.logging import RewardComponentTracker, configure_logger
-
         if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 1:
             raise ValueError(f"total_timesteps must be a positive integer, got {total_timesteps!r}")
         logger = configure_logger(self.tensorboard_log, tb_log_name)
         env = self.env
-        u = _unwrap(env)
+        u = env.unwrapped
         # A live backend reports its real evaluations; with a profile each step stands for one.
         tracker = RewardComponentTracker(
-            count="info" if u.config["backend"] == "llm" else "steps", initial_evals=self.quality_evals
+            count="info" if counts_info(env) else "steps", initial_evals=self.quality_evals
         )
         obs, _ = env.reset(seed=self.seed + self.num_timesteps)
         ep_returns: list[float] = []
@@ -294,11 +292,8 @@ class MBRLAgent:
         prev = float(np.asarray(obs)[self.spec["prev_split_dim"]]) * L
         member_means, _ = self.reward_model.predict_members(self._reward_inputs(channel, splits))
         member_r = self._weighted(member_means[self.reward_model.elites])  # [E, K]
-        first = member_r.mean(axis=0)
-        if explore and self.hparams["planner"] == "ucb":
-            first = first + self.hparams["beta"] * member_r.std(axis=0)
-        elif explore and self.hparams["planner"] == "thompson":
-            first = member_r[self.rng.integers(len(member_r))]
+        method = self.hparams["planner"] if explore else "greedy"
+        first = one_step_scores(member_r, method, beta=self.hparams["beta"], rng=self.rng)
         if H == 1:
             table = first[None, None, :]
         else:
@@ -335,8 +330,6 @@ class MBRLAgent:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the agent (models, spec, hyperparameters, counters) to one file, atomically."""
-        from llmsplit_env.files import atomic_write_bytes
-
         state = {
             "format": "llmsplit-mbrl",
             "spec": self.spec,
@@ -367,7 +360,7 @@ class MBRLAgent:
         agent = cls.__new__(cls)
         agent.env = env
         agent.spec = state["spec"]
-        if env is not None and env_spec(env) != agent.spec:
+        if env is not None and model_spec(env_layout(env)) != agent.spec:
             raise ValueError("env does not match the saved agent's env (splits, observation or reward weights)")
         agent.hparams = state["hparams"]
         agent.seed = agent.hparams["seed"]

@@ -63,15 +63,46 @@ def _masked_argmax(scores: np.ndarray, mask: np.ndarray | None) -> int:
 
 
 # ---------------------------------------------------------------------- one step
+def one_step_scores(
+    member_rewards: ArrayLike,
+    method: str = "greedy",
+    *,
+    beta: float = 1.0,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """The ``[K]`` scores a one-step planner maximises, from an ``[M, K]`` member table (or ``[K]`` means: greedy).
+
+    ``greedy``: the member mean; ``ucb``: ``mean + beta * std`` over members; ``thompson``: one member's row, drawn
+    with ``rng`` (one ``rng.integers`` call). `greedy_action`, `ucb_action` and `thompson_action` are the masked
+    argmax of these scores; a horizon planner takes them as its first step's rewards (`plan_dp`), which is how the
+    MBRL agent explores.
+    """
+    if method == "greedy":
+        r = _finite_table(member_rewards, (1, 2), "rewards")
+        return r if r.ndim == 1 else r.mean(axis=0)
+    if method == "ucb":
+        r = _finite_table(member_rewards, (2,), "member_rewards")
+        if not (np.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+        return r.mean(axis=0) + beta * r.std(axis=0)
+    if method == "thompson":
+        r = _finite_table(member_rewards, (2,), "member_rewards")
+        if rng is None:
+            raise ValueError("thompson needs rng")
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+        return r[rng.integers(r.shape[0])]
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
 def greedy_action(rewards: ArrayLike, mask: ArrayLike | None = None) -> int:
     """Allowed action with the highest mean predicted reward.
 
     :param rewards: ``[K]`` means, or ``[M, K]`` member predictions (averaged over members)
     :param mask: ``[K]`` booleans, ``True`` = allowed
     """
-    r = _finite_table(rewards, (1, 2), "rewards")
-    mean = r if r.ndim == 1 else r.mean(axis=0)
-    return _masked_argmax(mean, _check_mask(mask, mean.shape))
+    score = one_step_scores(rewards, "greedy")
+    return _masked_argmax(score, _check_mask(mask, score.shape))
 
 
 def ucb_action(member_rewards: ArrayLike, beta: float = 1.0, mask: ArrayLike | None = None) -> int:
@@ -81,10 +112,7 @@ def ucb_action(member_rewards: ArrayLike, beta: float = 1.0, mask: ArrayLike | N
     :param beta: exploration bonus per standard deviation of member disagreement (``beta = 0`` is greedy)
     :param mask: ``[K]`` booleans, ``True`` = allowed
     """
-    r = _finite_table(member_rewards, (2,), "member_rewards")
-    if not (np.isfinite(beta) and beta >= 0):
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    score = r.mean(axis=0) + beta * r.std(axis=0)
+    score = one_step_scores(member_rewards, "ucb", beta=beta)
     return _masked_argmax(score, _check_mask(mask, score.shape))
 
 
@@ -95,11 +123,10 @@ def thompson_action(member_rewards: ArrayLike, rng: np.random.Generator, mask: A
     :param rng: numpy generator that picks the member
     :param mask: ``[K]`` booleans, ``True`` = allowed
     """
-    r = _finite_table(member_rewards, (2,), "member_rewards")
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy Generator, got {type(rng).__name__}")
-    row = r[rng.integers(r.shape[0])]
-    return _masked_argmax(row, _check_mask(mask, row.shape))
+    score = one_step_scores(member_rewards, "thompson", rng=rng)
+    return _masked_argmax(score, _check_mask(mask, score.shape))
 
 
 def select_action(

@@ -3,11 +3,12 @@
 1. Collect ``n_real`` real transitions with uniformly random allowed actions (the only real quality evaluations).
 2. Fit the reward surrogate on (observed level, split) → the reward's quality-dependent part: the authors' MLP
    2→128→128→1 with ReLU on raw features (``surrogate="mlp"``), or our `GaussianEnsemble` (``"ensemble"``, its mean).
-   Features: ``(obs[0], k)`` for the paper preset (their raw ``(ρ, p)``), ``(obs[obs_dims], k / L)`` otherwise.
+   Features (`agents.ensemble.encode_inputs`): ``(level, k)`` for the paper preset (their raw ``(ρ, p)``),
+   ``(observation dims named by obs_dims, k / L)`` otherwise.
 3. Train SB3 PPO for ``total_timesteps`` inside `SurrogateRewardWrapper`: a *profile-backend* copy of the env's
    config (it samples the channel; a profile step costs no real evaluation, and a live-LLM env is never called) whose
    reward is replaced by ``surrogate(features) + the known terms``.
-4. Evaluate on the real reward (`agents.logging.evaluate_agent` / `OracleNormalisedEvalCallback` on the real env).
+4. Evaluate on the real reward (`agents.evaluation.evaluate_agent` / `OracleNormalisedEvalCallback` on the real env).
 
 **Target** (``target``): ``"quality_terms"`` (default, as the authors: their surrogate predicts the perplexity term and
 the load term ``(10 − p)/10`` is computed in closed form): the surrogate learns ``Σ w_c r_c`` over the weighted
@@ -29,7 +30,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -42,9 +42,11 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from torch import nn
 
-import llmsplit_env  # noqa: F401  (registers the env ids)
-from agents.ensemble import GaussianEnsemble
-from agents.logging import RewardComponentCallback, lifetime_quality_evals
+import llmsplit_env  # registers the env ids; its LLMSplitEnv is the surrogate phase's env
+from agents.callbacks import RewardComponentCallback
+from agents.ensemble import GaussianEnsemble, encode_inputs
+from agents.env_util import collect_transitions, env_layout, make_env
+from llmsplit_env.files import atomic_output, atomic_write_bytes
 
 SURROGATES = ("mlp", "ensemble")
 TARGETS = ("quality_terms", "reward")
@@ -216,9 +218,10 @@ def _surrogate_from_state(state: dict[str, Any]) -> MLPSurrogate | EnsembleSurro
 
 # -------------------------------------------------------------------------------------------- features, env
 class SurrogateFeatures:
-    """Surrogate input ``[obs[obs_dims]..., split feature]``: the split raw (``k``, the authors' ``p``) or as a
-    fraction ``k / L``; with ``one_hot``, followed by a one-hot of ``k`` over ``1..L`` (not in the paper: lets the
-    model represent jumps between neighbouring splits, such as the lossless ``k = L``)."""
+    """Surrogate input ``[obs[obs_dims]..., split feature]`` (`agents.ensemble.encode_inputs` in float64): the split
+    raw (``k``, the authors' ``p``) or as a fraction ``k / L``; with ``one_hot``, followed by a one-hot of ``k`` over
+    ``1..L`` (not in the paper: lets the model represent jumps between neighbouring splits, such as the lossless
+    ``k = L``)."""
 
     def __init__(self, obs_dims: Sequence[int], num_layers: int, raw_split: bool, one_hot: bool = False) -> None:
         self.obs_dims = [int(d) for d in obs_dims]
@@ -231,17 +234,8 @@ class SurrogateFeatures:
         return len(self.obs_dims) + 1 + (self.num_layers if self.one_hot else 0)
 
     def __call__(self, obs: np.ndarray, split: np.ndarray | int) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float64)
-        k = np.asarray(split, dtype=np.float64)
-        kf = k if self.raw_split else k / self.num_layers
-        batch = np.broadcast_shapes(obs.shape[:-1], k.shape)
-        parts = [
-            np.broadcast_to(obs[..., self.obs_dims], (*batch, len(self.obs_dims))),
-            np.broadcast_to(kf, batch)[..., None],
-        ]
-        if self.one_hot:
-            parts.append(np.eye(self.num_layers)[np.broadcast_to(k, batch).astype(np.int64) - 1])
-        return np.concatenate(parts, axis=-1)
+        obs = np.asarray(obs, dtype=np.float64)[..., self.obs_dims]
+        return encode_inputs(obs, split, self.num_layers, self.one_hot, raw_split=self.raw_split, dtype=np.float64)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -260,10 +254,8 @@ def surrogate_env_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def make_surrogate_env(config: Mapping[str, Any]) -> gym.Env:
-    """A fresh profile-backend `LLMSplitEnv` for ``surrogate_env_config(config)``."""
-    from llmsplit_env.env import LLMSplitEnv
-
-    return LLMSplitEnv(surrogate_env_config(config))
+    """A fresh profile-backend `LLMSplitEnv` for ``surrogate_env_config(config)`` (the bare class: no gym wrappers)."""
+    return make_env(llmsplit_env.LLMSplitEnv, {"config": surrogate_env_config(config)})
 
 
 class SurrogateRewardWrapper(gym.Wrapper):
@@ -340,7 +332,8 @@ class RSMPPOAgent:
     :param surrogate: ``"mlp"`` (the authors' 2→128→128→1 ReLU MLP on raw features) or ``"ensemble"``
     :param ppo_kwargs: PPO keyword arguments (default: the authors' ``n_steps=400, batch_size=100``)
     :param target: ``"quality_terms"`` or ``"reward"`` (module doc)
-    :param obs_dims: observation dims fed to the surrogate (default ``(0,)``: the observed level)
+    :param obs_dims: observation dims fed to the surrogate, by name (``observation_names``) or index (default: the
+        observed ``level``)
     :param raw_split: split feature ``k`` (True) or ``k / L`` (False); default: raw for the paper preset
     :param split_one_hot: also feed a one-hot of ``k`` (not in the paper; see `SurrogateFeatures`)
     :param surrogate_kwargs: extra arguments of `MLPSurrogate` / `GaussianEnsemble`
@@ -355,24 +348,23 @@ class RSMPPOAgent:
         seed: int = 0,
         tensorboard_log: str | None = None,
         target: str = "quality_terms",
-        obs_dims: Sequence[int] = (0,),
+        obs_dims: Sequence[int | str] = ("level",),
         raw_split: bool | None = None,
         split_one_hot: bool = False,
         surrogate_kwargs: Mapping[str, Any] | None = None,
         verbose: int = 0,
     ) -> None:
-        self.env = gym.make(env) if isinstance(env, str) else env
+        self.env = make_env(env)
         u = self.env.unwrapped
-        for attr in ("config", "num_layers", "reward_weights", "action_masks"):
-            if not hasattr(u, attr):
-                raise ValueError(f"RSMPPOAgent needs an LLMSplitEnv (missing {attr!r} on {type(u).__name__})")
+        layout = env_layout(self.env)
         if isinstance(n_real, bool) or int(n_real) != n_real or n_real < 2:
             raise ValueError(f"n_real must be an integer >= 2, got {n_real!r}")
         if surrogate not in SURROGATES:
             raise ValueError(f"surrogate must be one of {SURROGATES}, got {surrogate!r}")
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-        obs_dim = int(self.env.observation_space.shape[0])
+        obs_dims = [layout.index(d) if isinstance(d, str) else d for d in obs_dims]
+        obs_dim = layout.obs_dim
         if not obs_dims or any(not 0 <= int(d) < obs_dim for d in obs_dims):
             raise ValueError(f"obs_dims must name observation dims in [0, {obs_dim}), got {list(obs_dims)}")
         self.n_real = int(n_real)
@@ -406,29 +398,13 @@ class RSMPPOAgent:
     def collect(self, n: int, seed: int) -> dict[str, np.ndarray]:
         """``n`` real transitions with uniformly random allowed actions: ``features``, ``target``, ``split``,
         ``reward``; returns them and the real evaluations spent under ``"quality_evals"``."""
-        env, u = self.env, self.env.unwrapped
-        rng = np.random.default_rng(seed)
-        live = self.config.get("backend") == "llm"
-        evals_before = lifetime_quality_evals(env)
-        obs, _ = env.reset(seed=int(seed))
-        X, y, ks, rs = [], [], [], []
-        for _ in range(int(n)):
-            a = int(rng.choice(np.flatnonzero(u.action_masks())))
-            next_obs, r, term, trunc, info = env.step(a)
-            X.append(self.features(obs, info["split"]))
-            y.append(self.target_of(r, info["rewards"]))
-            ks.append(int(info["split"]))
-            rs.append(float(r))
-            obs = next_obs
-            if term or trunc:
-                obs, _ = env.reset()
-        evals = lifetime_quality_evals(env) - evals_before
+        data = collect_transitions(self.env, int(n), seed)
         return {
-            "features": np.asarray(X),
-            "target": np.asarray(y),
-            "split": np.asarray(ks),
-            "reward": np.asarray(rs),
-            "quality_evals": np.asarray(evals if live else int(n)),
+            "features": self.features(data.obs, data.splits),
+            "target": np.asarray([self.target_of(r, c) for r, c in zip(data.rewards, data.components, strict=True)]),
+            "split": data.splits,
+            "reward": data.rewards,
+            "quality_evals": np.asarray(data.quality_evals),
         }
 
     def _new_surrogate(self) -> MLPSurrogate | EnsembleSurrogate:
@@ -488,7 +464,7 @@ class RSMPPOAgent:
         """Fit the surrogate (first call only) and train PPO for ``total_timesteps`` surrogate steps.
 
         Callbacks run on the PPO model (their ``training_env`` is the surrogate env; evaluate on the real env, e.g.
-        `agents.logging.OracleNormalisedEvalCallback`). A `RewardComponentCallback` is added (or, if given, set to
+        `agents.callbacks.OracleNormalisedEvalCallback`). A `RewardComponentCallback` is added (or, if given, set to
         count the ``n_real`` evaluations only).
         """
         if isinstance(total_timesteps, bool) or int(total_timesteps) != total_timesteps or total_timesteps < 1:
@@ -571,23 +547,15 @@ class RSMPPOAgent:
             "rsm.json": json.dumps(self._meta(), indent=1).encode(),
         }
         if path.suffix == ".zip":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w") as z:
-                    for name, data in files.items():
-                        z.writestr(name, data)
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w") as z:
+                for name, data in files.items():
+                    z.writestr(name, data)
         else:
             if path.exists() and not path.is_dir():
                 raise ValueError(f"{path} exists and is not a directory")
             path.mkdir(parents=True, exist_ok=True)
             for name, data in files.items():
-                (path / name).write_bytes(data)
+                atomic_write_bytes(path / name, data)
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env | str | None = None) -> RSMPPOAgent:

@@ -83,8 +83,8 @@ def run_one(algo: str, seed: int, env_id: str, out: Path, scorer, rsm_sizes: lis
 
 
 def sample_efficiency(args) -> None:
-    from agents.logging import OracleNormalizer
-    from agents.zoo import make_env
+    from agents.env_util import make_env
+    from agents.evaluation import OracleNormalizer
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,6 +127,8 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from llmsplit_env.files import atomic_output
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (algo, runs) in enumerate(results.items()):
         for j, r in enumerate(runs):
@@ -140,15 +142,17 @@ def plot(results: dict, path: Path) -> None:
     ax.set_ylabel("oracle-normalised score")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
 
 
 def paper(args) -> None:
     """Paper reproduction: the chosen split vs ρ, and surrogate vs extrapolated live-LLM training time."""
     from agents.baselines import OracleAgent
-    from agents.logging import OracleNormalizer, evaluate_agent
-    from agents.zoo import load_agent, make_env, train_agent
+    from agents.env_util import make_env
+    from agents.evaluation import OracleNormalizer, evaluate_agent
+    from agents.zoo import load_agent, train_agent
     from llmsplit_env.channel import ErasureChannel
     from llmsplit_env.llm import SplitRunner
 

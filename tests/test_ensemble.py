@@ -56,6 +56,15 @@ def test_encode_inputs_one_hot():
     assert np.array_equal(feats[:, 3:], [[1, 0, 0, 0], [0, 0, 0, 1]])
 
 
+def test_encode_inputs_raw_split_and_dtype():
+    """RSM-PPO's surrogate input (the paper's raw ``(ρ, p)``, float64) is the same encoding."""
+    obs = np.array([[0.2, 0.0], [0.1, 0.5]], np.float32)
+    feats = encode_inputs(obs[:, :1], np.array([7, 3]), num_layers=10, raw_split=True, dtype=np.float64)
+    assert feats.dtype == np.float64 and np.array_equal(feats, [[np.float32(0.2), 7.0], [np.float32(0.1), 3.0]])
+    frac = encode_inputs(obs, 5, num_layers=10, one_hot=True, dtype=np.float64)
+    assert frac.shape == (2, 2 + 1 + 10) and np.all(frac[:, 2] == 0.5) and np.all(frac[:, 7] == 1.0)
+
+
 @pytest.mark.parametrize(
     ("args", "match"),
     [

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import llmsplit_env  # noqa: F401
-from agents.logging import OracleNormalizer, evaluate_agent
+from agents.evaluation import OracleNormalizer, evaluate_agent
 from agents.mbrl import MBRLAgent
 
 EVAL_SEEDS = list(range(7000, 7010))
@@ -115,3 +115,24 @@ def test_relative_actions_and_untrained_predict_are_refused(tmp_path):
         MBRLAgent.load(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="total_timesteps"):
         agent.learn(0)
+
+
+@pytest.mark.parametrize("planner", ["ucb", "thompson", "greedy"])
+def test_one_step_planning_is_planning_select_action(trained, planner):
+    """Without a switching cost, a one-step plan is `agents.planning.select_action` on the elite members' rewards."""
+    from agents.planning import select_action
+
+    agent = MBRLAgent.__new__(MBRLAgent)
+    agent.__dict__.update(trained.__dict__)
+    agent.hparams = {**trained.hparams, "horizon": 1, "planner": planner, "beta": 2.0}
+    agent.spec = {**trained.spec, "switch_weight": 0.0}
+    env = gym.make("LLMSplit-v0", config={"splits": {"excluded": [2, 3]}})
+    obs, _ = env.reset(seed=1)
+    mask = env.unwrapped.action_masks()
+    for explore in (True, False):
+        agent.rng = np.random.default_rng(7)
+        x = agent._reward_inputs(agent._channel(obs), np.asarray(agent.spec["splits"]))
+        members = agent._weighted(agent.reward_model.predict_members(x)[0][agent.reward_model.elites])
+        method = planner if explore else "greedy"
+        want = select_action(members, method, beta=2.0, rng=np.random.default_rng(7), mask=mask)
+        assert agent._plan(obs, explore=explore, mask=mask) == want

@@ -9,6 +9,7 @@ import pytest
 
 from agents.planning import (
     greedy_action,
+    one_step_scores,
     plan_brute_force,
     plan_dp,
     plan_value,
@@ -74,6 +75,30 @@ def test_select_action_dispatch():
         select_action(members, "softmax")
     with pytest.raises(ValueError, match="rng"):
         select_action(members, "thompson")
+
+
+def test_one_step_scores_are_what_the_actions_maximise():
+    rng = np.random.default_rng(0)
+    members = rng.normal(size=(5, 7))
+    mask = np.array([True, False, True, True, False, True, True])
+    np.testing.assert_array_equal(one_step_scores(members), members.mean(axis=0))
+    np.testing.assert_array_equal(one_step_scores(members[0]), members[0])  # [K] means: greedy as is
+    np.testing.assert_array_equal(one_step_scores(members, "ucb", beta=2.0), members.mean(0) + 2.0 * members.std(0))
+    for method in ("greedy", "ucb", "thompson"):
+        for seed in range(5):
+            scores = one_step_scores(members, method, beta=0.7, rng=np.random.default_rng(seed))
+            want = int(np.argmax(np.where(mask, scores, -np.inf)))
+            assert select_action(members, method, beta=0.7, rng=np.random.default_rng(seed), mask=mask) == want
+    # thompson draws one member with one rng.integers call (the MBRL agent's generator stays in step)
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    np.testing.assert_array_equal(one_step_scores(members, "thompson", rng=a), members[b.integers(5)])
+    assert a.integers(1000) == b.integers(1000)
+    with pytest.raises(ValueError, match="method"):
+        one_step_scores(members, "softmax")
+    with pytest.raises(ValueError, match="thompson needs rng"):
+        one_step_scores(members, "thompson")
+    with pytest.raises(ValueError, match="beta"):
+        one_step_scores(members, "ucb", beta=np.inf)
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from agent_helpers import CountingProfile
 
 import llmsplit_env  # noqa: F401
-from agents.logging import OracleNormalisedEvalCallback, RewardComponentCallback
+from agents.callbacks import OracleNormalisedEvalCallback, RewardComponentCallback
 from agents.rsm import (
     MLPSurrogate,
     RSMPPOAgent,
@@ -25,15 +26,6 @@ from llmsplit_env.quality.backends import ProfileQuality
 
 torch.set_num_threads(1)
 SMALL_PPO = {"n_steps": 256, "batch_size": 64, "n_epochs": 4}
-
-
-class CountingProfile(ProfileQuality):
-    """A profile backend that counts every transmission it scores, as the live backend counts its evaluations."""
-
-    def sample(self, split, level, z, rng=None):
-        if split != self.num_layers:
-            self.evaluations += 1
-        return super().sample(split, level, z, rng)
 
 
 def _counting_env() -> gym.Env:

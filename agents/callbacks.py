@@ -1,0 +1,323 @@
+"""Training callbacks of the shared tag tree (`agents.logger`): reward components, the real-evaluation count, and
+evaluation during training.
+
+* `RewardComponentTracker`: per-episode sums of ``info["rewards"]`` and the real-evaluation count, for any loop
+  (the MBRL agent's own); `RewardComponentCallback`: the same as an SB3 callback.
+* `OracleNormalisedEvalCallback`: ``eval/*`` on fixed held-out seeds every ``eval_freq`` steps.
+* `CurveCallback`: the zoo's learning curve (x = real evaluations), on a frequency or a schedule of evaluation counts.
+
+**Counting real quality evaluations** (`RewardComponentCallback`, ``count``):
+
+* ``"steps"``: one per env step (``num_timesteps``). This is the count for profile-backed envs: a profile step stands
+  for one evaluation of the real model (the profile was measured from it), so agents compare by the evaluations the
+  live env would have cost them.
+* ``"info"``: the sum of the increments of ``info["quality_evals"]`` (each env's running count of the live model's
+  forward passes). Used for the live-LLM env, where a step at ``k = L`` costs nothing and a reset with the paper terms
+  costs one.
+* ``"none"``: a constant ``initial_evals`` (training inside a learned surrogate, e.g. RSM-PPO's PPO phase, costs no
+  real evaluations).
+* ``"auto"`` (default): ``"none"`` if the training env is a surrogate (attribute ``is_surrogate_env``), ``"info"`` if
+  its config names ``backend: llm``, else ``"steps"``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
+
+from agents.env_util import EnvLike
+from agents.evaluation import OracleNormalizer
+from agents.logger import TagTreeLogger
+
+COUNT_MODES = ("auto", "steps", "info", "none")
+
+
+class RewardComponentTracker:
+    """Per-episode sums of ``info["rewards"]`` components and the real-evaluation count, for any training loop.
+
+    ``update(infos, dones)`` after every (vector) step; ``record(logger)`` writes ``reward/<c>`` for the episodes
+    finished since the last ``reset_window()`` and ``cost/quality_evals``. Episodes are tracked per env index.
+    """
+
+    def __init__(self, count: str = "steps", initial_evals: int = 0) -> None:
+        if count not in COUNT_MODES[1:]:
+            raise ValueError(f"count must be one of {COUNT_MODES[1:]}, got {count!r}")
+        if isinstance(initial_evals, bool) or int(initial_evals) != initial_evals or initial_evals < 0:
+            raise ValueError(f"initial_evals must be a non-negative integer, got {initial_evals!r}")
+        self.count = count
+        self.initial_evals = int(initial_evals)
+        self.steps = 0
+        self.info_evals = 0
+        self._last_info_count: dict[int, int] = {}
+        self._ep_sums: dict[int, dict[str, float]] = {}
+        self._ep_len: dict[int, int] = {}
+        self._win_sums: dict[str, float] = {}
+        self._win_steps = 0
+        self.episodes = 0
+
+    @property
+    def quality_evals(self) -> int:
+        """Real quality evaluations spent so far (by the ``count`` rule, plus ``initial_evals``)."""
+        if self.count == "steps":
+            return self.initial_evals + self.steps
+        if self.count == "info":
+            return self.initial_evals + self.info_evals
+        return self.initial_evals
+
+    def update(self, infos: Sequence[dict], dones: Sequence[bool] | np.ndarray) -> int:
+        """Account one step of every env; returns how many episodes finished."""
+        finished = 0
+        for i, info in enumerate(infos):
+            self.steps += 1
+            qe = info.get("quality_evals")
+            if qe is not None:
+                # The env's counter is cumulative; a drop means a new env instance (or a reset counter).
+                last = self._last_info_count.get(i, 0)
+                self.info_evals += int(qe) - last if qe >= last else int(qe)
+                self._last_info_count[i] = int(qe)
+            comps = info.get("rewards")
+            if comps:
+                sums = self._ep_sums.setdefault(i, {})
+                for c, v in comps.items():
+                    sums[c] = sums.get(c, 0.0) + float(v)
+            self._ep_len[i] = self._ep_len.get(i, 0) + 1
+            if dones[i]:
+                finished += 1
+                self.episodes += 1
+                for c, v in self._ep_sums.pop(i, {}).items():
+                    self._win_sums[c] = self._win_sums.get(c, 0.0) + v
+                self._win_steps += self._ep_len.pop(i, 0)
+        return finished
+
+    def window_means(self) -> dict[str, float]:
+        """Mean per-step component values over the episodes finished since the last ``reset_window``."""
+        if self._win_steps == 0:
+            return {}
+        return {c: v / self._win_steps for c, v in self._win_sums.items()}
+
+    def reset_window(self) -> None:
+        self._win_sums, self._win_steps = {}, 0
+
+    def record(self, logger: Logger) -> None:
+        for c, v in self.window_means().items():
+            logger.record(f"reward/{c}", v)
+        logger.record("cost/quality_evals", self.quality_evals)
+
+
+# Which tracker counts a model's real evaluations (so an eval callback can log ``eval/quality_evals``).
+_COUNTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _detect_count_mode(venv: Any) -> str:
+    try:
+        if all(bool(v) for v in venv.get_attr("is_surrogate_env")):
+            return "none"
+    except (AttributeError, NotImplementedError):
+        pass
+    try:
+        cfgs = venv.get_attr("config")
+    except (AttributeError, NotImplementedError):
+        return "steps"
+    if any(isinstance(c, dict) and c.get("backend") == "llm" for c in cfgs):
+        return "info"
+    return "steps"
+
+
+class RewardComponentCallback(BaseCallback):
+    """Logs ``reward/<component>`` (mean per-step value over the episodes finished since the last dump) and
+    ``cost/quality_evals`` (real quality evaluations spent so far; see the module doc for ``count``).
+
+    It also turns the model's logger into a `TagTreeLogger` (``train/*`` mirrored as ``model/*``), so an SB3 model
+    gets the whole tag tree from this one callback.
+
+    :param count: ``"auto"``, ``"steps"``, ``"info"`` or ``"none"`` (module doc)
+    :param initial_evals: evaluations already spent before this training (e.g. RSM-PPO's ``n_real``)
+    """
+
+    def __init__(self, count: str = "auto", initial_evals: int = 0, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if count not in COUNT_MODES:
+            raise ValueError(f"count must be one of {COUNT_MODES}, got {count!r}")
+        self.count = count
+        self.initial_evals = int(initial_evals)
+        RewardComponentTracker("steps", self.initial_evals)  # validates initial_evals
+        self.tracker: RewardComponentTracker | None = None
+        self._start_timesteps = 0
+
+    @property
+    def quality_evals(self) -> int:
+        return self.initial_evals if self.tracker is None else self._evals()
+
+    def _evals(self) -> int:
+        assert self.tracker is not None
+        if self.tracker.count == "steps":
+            # num_timesteps (not the tracker's own step count): continues across learn() calls like SB3's counter
+            return self.initial_evals + self.num_timesteps
+        return self.tracker.quality_evals
+
+    def _init_callback(self) -> None:
+        # Private attribute on purpose: `set_logger` would also flag the logger as custom, changing how later
+        # learn() calls name their TensorBoard runs.
+        self.model._logger = TagTreeLogger.wrap(self.model.logger)
+        mode = self.count if self.count != "auto" else _detect_count_mode(self.training_env)
+        if self.tracker is None or self.tracker.count != mode:
+            self.tracker = RewardComponentTracker(mode, self.initial_evals)
+        _COUNTERS[self.model] = self
+
+    def _on_step(self) -> bool:
+        infos = self.locals.get("infos")
+        dones = self.locals.get("dones")
+        if infos is None or dones is None:
+            return True
+        tr = self.tracker
+        assert tr is not None
+        # A dump clears the logger's pending values: if our key is gone, start a new window of episodes.
+        if "cost/quality_evals" not in self.logger.name_to_value:
+            tr.reset_window()
+        if tr.update(infos, dones):
+            for c, v in tr.window_means().items():
+                self.logger.record(f"reward/{c}", v)
+        self.logger.record("cost/quality_evals", self._evals())
+        return True
+
+
+class OracleNormalisedEvalCallback(BaseCallback):
+    """Every ``eval_freq`` training steps (``num_timesteps``, all envs together) evaluate the model on a separate env
+    for ``n_eval_episodes`` fixed seeds; record ``eval/mean_reward``, ``eval/std_reward``, ``eval/normalized_score``,
+    ``eval/mean_ppl`` and ``eval/quality_evals`` (real evaluations training has spent so far), then dump.
+
+    The training-evaluation count comes from ``quality_evals`` (a `RewardComponentCallback` or a callable) if given,
+    else from the `RewardComponentCallback` attached to the same model, else ``num_timesteps``.
+
+    :param eval_env: env id, factory or instance (not the training env: evaluation must not disturb training episodes)
+    :param eval_freq: training steps between evaluations
+    :param n_eval_episodes: episodes per evaluation (seeds ``seed_offset .. seed_offset + n − 1`` unless ``seeds``)
+    :param seeds: explicit evaluation seeds (overrides ``n_eval_episodes`` and ``seed_offset``)
+    :param eval_at_start: also evaluate before the first step (a point at 0 evaluations on the learning curve)
+    """
+
+    def __init__(
+        self,
+        eval_env: EnvLike,
+        eval_freq: int = 10_000,
+        n_eval_episodes: int = 10,
+        seeds: Sequence[int] | None = None,
+        seed_offset: int = 1_000_000,
+        env_kwargs: dict | None = None,
+        quality_evals: RewardComponentCallback | Callable[[], int] | None = None,
+        deterministic: bool = True,
+        eval_at_start: bool = False,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        if isinstance(eval_freq, bool) or int(eval_freq) != eval_freq or eval_freq < 1:
+            raise ValueError(f"eval_freq must be a positive integer, got {eval_freq!r}")
+        if seeds is None:
+            if isinstance(n_eval_episodes, bool) or int(n_eval_episodes) != n_eval_episodes or n_eval_episodes < 1:
+                raise ValueError(f"n_eval_episodes must be a positive integer, got {n_eval_episodes!r}")
+            seeds = range(int(seed_offset), int(seed_offset) + int(n_eval_episodes))
+        self.normalizer = OracleNormalizer(eval_env, seeds, env_kwargs)
+        self.eval_freq = int(eval_freq)
+        self.deterministic = deterministic
+        self.eval_at_start = eval_at_start
+        self._counter = quality_evals
+        self._next_eval = self.eval_freq
+        self.last_result: dict[str, Any] | None = None
+        self.results: list[dict[str, Any]] = []  # [{timesteps, quality_evals, mean_reward, normalized_score}]
+
+    def _training_evals(self) -> int:
+        c = self._counter
+        if c is None:
+            c = _COUNTERS.get(self.model)
+        if c is None:
+            return int(self.num_timesteps)
+        return int(c.quality_evals if isinstance(c, RewardComponentCallback) else c())
+
+    def _on_training_start(self) -> None:
+        self._next_eval = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
+        self.normalizer.reference  # noqa: B018  (measure the references before training, not inside a rollout)
+        if self.eval_at_start:
+            self._evaluate()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next_eval:
+            self._next_eval = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
+            self._evaluate()
+        return True
+
+    def _evaluate(self) -> None:
+        res = self.normalizer.evaluate(self.model, deterministic=self.deterministic)
+        evals = self._training_evals()
+        self.last_result = res
+        self.results.append(
+            {
+                "timesteps": int(self.num_timesteps),
+                "quality_evals": evals,
+                "mean_reward": res["mean_return"],
+                "normalized_score": res["normalized_score"],
+            }
+        )
+        self.logger.record("eval/mean_reward", res["mean_return"])
+        self.logger.record("eval/std_reward", res["std_return"])
+        self.logger.record("eval/normalized_score", res["normalized_score"])
+        self.logger.record("eval/mean_ppl", res["mean_ppl"])
+        self.logger.record("eval/quality_evals", evals)
+        if self.verbose >= 1:
+            print(
+                f"Eval num_timesteps={self.num_timesteps}: mean_reward={res['mean_return']:.3f} "
+                f"normalized_score={res['normalized_score']:.3f} quality_evals={evals}"
+            )
+        self.logger.dump(self.num_timesteps)
+
+
+class CurveCallback(BaseCallback):
+    """Every ``eval_freq`` steps (or when ``evals`` first reaches each of ``eval_at``) and at the end: score the
+    model with ``point(model, evals)``, log its result as ``eval/*``, dump (the zoo's learning curve).
+
+    :param point: ``(model, real evaluations) -> {name: value}``; the zoo's appends a point to the curve
+    :param eval_freq: callback calls between evaluations (ignored with ``eval_at``)
+    :param evals: ``callback -> real evaluations so far`` (default: the step count)
+    :param eval_at: real-evaluation counts at which to evaluate (each once, when first reached)
+    """
+
+    def __init__(
+        self,
+        point: Callable[[Any, int], dict[str, float]],
+        eval_freq: int,
+        evals: Callable[[BaseCallback], int] | None = None,
+        eval_at: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.point, self.eval_freq = point, eval_freq
+        self.evals = evals or (lambda cb: cb.num_timesteps)
+        self.eval_at = sorted(eval_at) if eval_at else None
+        self._last: int | None = None
+
+    def _evaluate(self) -> None:
+        self._last = self.evals(self)
+        for k, v in self.point(self.model, self._last).items():
+            self.logger.record(f"eval/{k}", v)
+        self.logger.dump(self.num_timesteps)
+
+    def _due(self) -> bool:
+        if self.eval_at is None:
+            return self.n_calls % self.eval_freq == 0
+        if self.eval_at and self.evals(self) >= self.eval_at[0]:
+            while self.eval_at and self.evals(self) >= self.eval_at[0]:
+                self.eval_at.pop(0)
+            return True
+        return False
+
+    def _on_step(self) -> bool:
+        if self._due():
+            self._evaluate()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self._last != self.evals(self):
+            self._evaluate()
