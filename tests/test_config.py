@@ -1,0 +1,74 @@
+"""The env's configuration (`llmsplit_env.config`): defaults, presets, deep merging, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmsplit_env.config import PRESETS, default_config, resolve_config
+from llmsplit_env.env import LLMSplitEnv
+
+# --- config errors --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"colour": 1}, ["unknown config key 'colour'", "allowed:", "channel"]),
+        ({"channel": {"mobility": {"speedd": 2}}}, ["'channel.mobility.speedd'", "mean_speed"]),
+        ({"reward": {"weights": {"beauty": 1.0}}}, ["'reward.weights.beauty'", "quality", "privacy"]),
+        ({"scheme": "morse"}, ["'scheme'", "'analog'", "'erasure'", "morse"]),
+        ({"max_episode_steps": 0}, ["'max_episode_steps'", "integer in [1,"]),
+        ({"max_episode_steps": 2.5}, ["'max_episode_steps'", "integer"]),
+        ({"reward": {"weights": {"quality": float("nan")}}}, ["'reward.weights.quality'", "number"]),
+        ({"action_mode": "sideways"}, ["'action_mode'", "'relative'"]),
+        ({"channel": "mobility"}, ["section 'channel' must be a dict"]),
+        ({"observation": {"extras": ["colour"]}}, ["'observation.extras'", "distance", "log_ppl0"]),
+        ({"splits": {"excluded": [0]}}, ["'splits.excluded'", "[1, 30]"]),
+        ({"splits": {"min": 12, "max": 4}}, ["min <= max"]),
+        ({"splits": {"excluded": list(range(1, 31))}}, ["every split", "excluded"]),
+        ({"initial_split": 31}, ["'initial_split'", "not allowed", "31"]),
+        ({"preset": "fancy"}, ["unknown preset 'fancy'", "paper"]),
+        ({"scheme": "erasure"}, ["'mobility' produces SNR", "paper_drift"]),
+        ({"channel": {"nakagami_m": 1.0}}, ["nakagami_m", "profile's m = 2.0", "llm"]),
+        ({"channel": {"csi_error": 11}}, ["'channel.csi_error'", "[0.0, 10.0]"]),
+        ({"profile": "no-such-profile"}, ["no-such-profile", "shipped"]),
+        ({"channel": {"model": "static", "static": {"low": -28.0}}}, ["'channel.static.low'", "[-5.0, 35.0]"]),
+        ({"channel": {"model": "static", "static": {"high": 40.0}}}, ["'channel.static.high'", "[-5.0, 35.0]"]),
+        (
+            {"scheme": "erasure", "channel": {"model": "static", "csi_error": 0.0, "static": {"high": 0.5}}},
+            ["'channel.static.high'", "[0.0, 0.3]", "rho"],
+        ),
+        ({"latency": {"max_airtime_s": -1.0}}, ["'latency.max_airtime_s'", "or None"]),
+        ({"llm": {"profile_match": "loose"}}, ["'llm.profile_match'", "'strict'", "'model'"]),
+        ({"channel": {"model": "paper_drift"}}, ["'paper_drift' drifts the erasure", "'analog' has SNR"]),
+        (
+            {"channel": {"model": "static"}, "observation": {"extras": ["speed"]}},
+            ["'observation.extras'", "'distance' and 'speed'", "'mobility'", "'static'"],
+        ),
+    ],
+)
+def test_bad_configs_raise_naming_the_problem(config, words):
+    with pytest.raises((ValueError, FileNotFoundError)) as e:
+        LLMSplitEnv(config)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_default_config_is_a_fresh_deep_copy():
+    a = LLMSplitEnv.default_config()
+    a["channel"]["mobility"]["mean_speed"] = 99.0
+    assert LLMSplitEnv.default_config()["channel"]["mobility"]["mean_speed"] == 3.0
+    user = {"channel": {"mobility": {"mean_speed": 2.0}}}
+    env = LLMSplitEnv(user)
+    assert env.config["channel"]["mobility"] == {**a["channel"]["mobility"], "mean_speed": 2.0}
+    assert user == {"channel": {"mobility": {"mean_speed": 2.0}}}  # the user's dict is not modified
+
+
+def test_presets_resolve_and_preset_in_config_is_accepted():
+    for name in PRESETS:
+        cfg = resolve_config(preset=name)
+        assert cfg["preset"] == name and cfg == resolve_config({"preset": name})
+    assert resolve_config(preset="paper")["splits"]["max"] == 10
+    assert default_config("llm")["backend"] == "llm"
+    with pytest.raises(ValueError, match="unknown preset 'x'; allowed: default, llm, paper"):
+        default_config("x")
