@@ -175,6 +175,13 @@ class MobilityChannel(ChannelDynamics):
         self._heading_noise = mob.heading_std * math.sqrt(1.0 - mob.memory**2)
         self._max_speed = 3.0 * mob.mean_speed
         self._pl_scale = 10.0 * self.path_loss.exponent
+        self._one_minus_a = 1.0 - mob.memory
+        self._dt = mob.dt
+        self._radius = mob.cell_radius
+        self._decorrelation = self.shadowing.decorrelation_m
+        self._sigma_db = self.shadowing.sigma_db
+        self._ref_distance = self.path_loss.ref_distance
+        self._snr_ref_db = self.path_loss.snr_ref_db
         self.x = self.y = self.speed = self.heading = self.mean_heading = self.shadow = 0.0
         self.level = self.estimate = 0.0
 
@@ -215,26 +222,30 @@ class MobilityChannel(ChannelDynamics):
         state["estimate"][idx] = level + self.csi_error * z[5]
 
     def advance(self, z: Sequence[float]) -> None:
-        a = self._a
+        # The env's hot loop: constants cached in __init__, math functions bound locally; the same operations, in the
+        # same order, as `advance_batch`.
+        a, cos, sin = self._a, math.cos, math.sin
         speed = a * self.speed + self._speed_drift + self._speed_noise * z[0]
-        speed = min(max(speed, 0.0), self._max_speed)
-        heading = a * self.heading + (1.0 - a) * self.mean_heading + self._heading_noise * z[1]
-        step = speed * self.mobility.dt
-        x = self.x + step * math.cos(heading)
-        y = self.y + step * math.sin(heading)
+        max_speed = self._max_speed
+        speed = 0.0 if speed < 0.0 else (max_speed if speed > max_speed else speed)
+        heading = a * self.heading + self._one_minus_a * self.mean_heading + self._heading_noise * z[1]
+        step = speed * self._dt
+        x = self.x + step * cos(heading)
+        y = self.y + step * sin(heading)
         r = math.hypot(x, y)
-        R = self.mobility.cell_radius
+        R = self._radius
         if r > R:  # mirror back inside and walk back into the cell
             f = (2.0 * R - r) / r
             x, y = x * f, y * f
             r = 2.0 * R - r
             heading += math.pi
             self.mean_heading += math.pi
-        rho = math.exp(-step / self.shadowing.decorrelation_m)
-        self.shadow = rho * self.shadow + math.sqrt(1.0 - rho * rho) * self.shadowing.sigma_db * z[2]
+        rho = math.exp(-step / self._decorrelation)
+        self.shadow = shadow = rho * self.shadow + math.sqrt(1.0 - rho * rho) * self._sigma_db * z[2]
         self.x, self.y, self.speed, self.heading = x, y, speed, heading
-        self.level = self._snr(r, self.shadow)
-        self.estimate = self.level + self.csi_error * z[3]
+        ref = self._ref_distance
+        self.level = level = self._snr_ref_db - self._pl_scale * math.log10((r if r > ref else ref) / ref) + shadow
+        self.estimate = level + self.csi_error * z[3]
 
     def advance_batch(self, state: dict[str, np.ndarray], z: np.ndarray) -> None:
         # the same equations as `advance`, written with few numpy temporaries (the vector env's hot loop)

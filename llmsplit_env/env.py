@@ -370,7 +370,7 @@ class LLMSplitEnv(gym.Env):
         if not 0 <= a < problem.n_actions or a != action:
             raise ValueError(self._range_error(action))
         kp = self.prev_split
-        k = problem.split_of(a, kp)
+        k = problem.targets[kp][a] if problem.relative else problem.k_min + a  # `problem.split_of`, inlined
         if not problem.allowed[k]:
             sp = self.config["splits"]
             raise ValueError(

@@ -89,7 +89,7 @@ BUILTIN_COMPONENTS: tuple[RewardComponent, ...] = (
     RewardComponent("ue_compute", table="ue_compute"),
     RewardComponent("privacy", table="privacy"),
     RewardComponent("switching", _switching),
-    RewardComponent("latency", lambda p, o: p.latency(o.split, o.airtime)),
+    RewardComponent("latency", lambda p, o: p.latency(o[0], o[6])),
     RewardComponent("ppl_gain", _ppl_gain, always_reported=False, group="paper"),
     RewardComponent("paper_load", table="paper_load", always_reported=False, group="paper"),
 )
