@@ -144,3 +144,24 @@ def test_max_episode_steps_kwarg_of_make_vec():
     vec = gym.make_vec("LLMSplit-v0", num_envs=2, vectorization_mode="vector_entry_point", max_episode_steps=3)
     vec.reset(seed=0)
     assert [bool(vec.step(np.zeros(2, dtype=np.int64))[3].all()) for _ in range(3)] == [False, False, True]
+
+
+def test_vector_env_reads_no_private_attribute_of_another_object():
+    """It takes the compiled `SplitProblem` and its own backend and dynamics: no template env, no ``other._x``."""
+    import ast
+    import inspect
+
+    import llmsplit_env.vector as vector
+
+    tree = ast.parse(inspect.getsource(vector))
+    bad = [
+        f"line {n.lineno}: {ast.unparse(n)}"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute)
+        and n.attr.startswith("_")
+        and not n.attr.startswith("__")
+        and not (isinstance(n.value, ast.Name) and n.value.id == "self")
+    ]
+    assert bad == []
+    vec = gym.make_vec("LLMSplit-v0", num_envs=2, vectorization_mode="vector_entry_point").unwrapped
+    assert not hasattr(vec, "env") and vec.problem.n_actions == 30
