@@ -396,8 +396,7 @@ class LLMSplitEnv(gym.Env):
         ppl = math.exp(log_ppl)
         quality = qb.clean_ppl / ppl
         o = outcome(k, move, level, quality, ppl, self._ppl0, problem.airtime(k, level))
-        rewards = problem.reward_components(o)
-        reward = problem.reward(rewards)
+        rewards, reward = problem.score(o)
         info = {
             "rewards": rewards,
             "ppl": ppl,

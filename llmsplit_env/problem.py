@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -75,6 +74,14 @@ class RewardComponent:
             raise ValueError(f"reward component {self.name!r} needs exactly one of fn and table")
 
 
+def _quality(p: SplitProblem, o: Outcome):
+    return o.quality
+
+
+def _latency(p: SplitProblem, o: Outcome):
+    return p.latency(o[0], o[6])
+
+
 def _switching(p: SplitProblem, o: Outcome):
     return -abs(o.move) * p.inv_layers
 
@@ -85,11 +92,11 @@ def _ppl_gain(p: SplitProblem, o: Outcome):
 
 #: the built-in components, in the order they are reported and summed (see the Rewards table of `LLMSplitEnv`)
 BUILTIN_COMPONENTS: tuple[RewardComponent, ...] = (
-    RewardComponent("quality", lambda p, o: o.quality),
+    RewardComponent("quality", _quality),
     RewardComponent("ue_compute", table="ue_compute"),
     RewardComponent("privacy", table="privacy"),
     RewardComponent("switching", _switching),
-    RewardComponent("latency", lambda p, o: p.latency(o[0], o[6])),
+    RewardComponent("latency", _latency),
     RewardComponent("ppl_gain", _ppl_gain, always_reported=False, group="paper"),
     RewardComponent("paper_load", table="paper_load", always_reported=False, group="paper"),
 )
@@ -101,6 +108,19 @@ _BASE_BOUNDS = {
     "rho": ([0.0, -0.1, 0.0, 0.0], [1.0, 0.1, 1.0, 1.0]),
 }
 BASE_OBSERVATION = ("level", "trend", "packet_loss", "prev_split")
+
+
+class FrozenDict(dict):
+    """A read-only dict (mutation raises ``TypeError``) that, unlike ``MappingProxyType``, pickles and deep-copies."""
+
+    def _readonly(self, *args, **kwargs):
+        raise TypeError(f"{type(self).__name__} is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _readonly
+    clear = pop = popitem = setdefault = update = _readonly
+
+    def __reduce__(self):
+        return type(self), (dict(self),)
 
 
 class SplitTable(tuple):
@@ -257,6 +277,11 @@ class SplitProblem:
             r = r + w * components[name]
         return r
 
+    def score(self, outcome: Outcome) -> tuple[dict[str, Any], Any]:
+        """``(reward_components(outcome), reward(...))``: what a step reports and earns."""
+        components = self.reward_components(outcome)
+        return components, self.reward(components)
+
     def expected_rewards(
         self,
         prev_split: int,
@@ -278,8 +303,16 @@ class SplitProblem:
             level = level_after(move)
             e_quality, e_ppl = expectations(k, level)
             o = outcome(k, move, level, e_quality, e_ppl, ppl0, self.airtime(k, level))
-            out[a] = self.reward(self.reward_components(o))
+            out[a] = self.score(o)[1]
         return out
+
+    # --- copies: the problem is immutable, so a copy is the problem itself (envs are deep-copied to peek ahead) ---
+
+    def __copy__(self) -> SplitProblem:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> SplitProblem:
+        return self
 
     # --- extension ------------------------------------------------------------------------------------------------
 
@@ -289,7 +322,7 @@ class SplitProblem:
             raise ValueError(f"expected a RewardComponent, got {type(component).__name__}")
         if not (isinstance(weight, (int, float)) and math.isfinite(weight)):
             raise ValueError(f"weight of {component.name!r} must be a finite number, got {weight!r}")
-        weights = types.MappingProxyType({**self.weights, component.name: float(weight)})
+        weights = FrozenDict({**self.weights, component.name: float(weight)})
         return dataclasses.replace(self, components=(*self.components, component), weights=weights)
 
     def describe(self) -> dict[str, Any]:
@@ -315,7 +348,7 @@ def _readonly(arr: np.ndarray) -> np.ndarray:
 
 def _frozen(obj):
     if isinstance(obj, Mapping):
-        return types.MappingProxyType({k: _frozen(v) for k, v in obj.items()})
+        return FrozenDict({k: _frozen(v) for k, v in obj.items()})
     if isinstance(obj, list):
         return tuple(_frozen(v) for v in obj)
     return obj
@@ -434,7 +467,7 @@ def compile_problem(config: Mapping | None = None, backend=None, preset: str | N
         compute_s=SplitTable(k * lat["ue_layer_s"] + (L - k) * lat["edge_layer_s"] for k in range(L + 1)),
         transmits=SplitTable([1.0] * L + [0.0]),
         paper_load=SplitTable((k_max - k) / k_max for k in range(L + 1)),
-        weights=types.MappingProxyType(dict(cfg["reward"]["weights"])),
+        weights=FrozenDict(cfg["reward"]["weights"]),
         components=BUILTIN_COMPONENTS,
         observation_names=(*BASE_OBSERVATION, *extras),
         obs_low=tuple(low),

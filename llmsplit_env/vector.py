@@ -270,8 +270,7 @@ class LLMSplitVectorEnv(VectorEnv):
         ppl = np.exp(log_ppl)
         quality = qb.clean_ppl / ppl
         o = outcome(k, move, level, quality, ppl, self._ppl0[act], p.airtime(k, level))
-        comps = p.reward_components(o)
-        r = p.reward(comps)
+        comps, r = p.score(o)
         if not isinstance(r, np.ndarray):  # no weighted component
             r = np.zeros(len(k))
 

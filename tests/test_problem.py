@@ -170,3 +170,22 @@ def test_env_and_vector_env_publish_the_same_problem_layout():
     ).unwrapped
     assert env.observation_names == ["level", "trend", "packet_loss", "prev_split", "time", "distance"]
     assert env.problem.describe() == vec.problem.describe()
+
+
+def test_the_problem_pickles_and_deep_copies_and_so_does_the_env():
+    import copy
+    import pickle
+
+    p = compile_problem({"action_mode": "relative", "splits": {"excluded": [4]}})
+    assert copy.deepcopy(p) is p and copy.copy(p) is p
+    q = pickle.loads(pickle.dumps(p))
+    assert q.describe() == p.describe() and q.targets == p.targets and dict(q.config) == dict(p.config)
+    o = outcome(5, 1, 10.0, 0.5, 30.0, math.nan, q.airtime(5, 10.0))
+    assert q.score(o) == p.score(o)
+    with pytest.raises(TypeError):
+        q.config["reward"] = {}
+    env = LLMSplitEnv()
+    env.reset(seed=0)
+    twin = copy.deepcopy(env)  # what OracleAgent does to peek at the future channel
+    assert twin.problem is env.problem
+    np.testing.assert_array_equal(twin.step(3)[0], env.step(3)[0])

@@ -218,8 +218,16 @@ class ProfileQuality(QualityBackend):
     def sample(self, split: int, level: float, z: float, rng: np.random.Generator | None = None) -> tuple[float, float]:
         if split == self.num_layers:
             return self.log_clean, 0.0
-        mean, std, loss = self.interpolate(split, level)
-        x = mean + std * z if self.sample_noise else mean
+        # `interpolate`, inlined: this is the env's hot loop
+        x = self.level_lo if self.level_lo > level else level  # min(max(level, lo), hi), as `_locate`
+        x = self.level_hi if self.level_hi < x else x
+        i = bisect_right(self.levels, x) - 1
+        w = (x - self.levels[i]) / self._gap[i]
+        mean = self._mean_a[split][i] + w * self._mean_d[split][i]
+        loss = self._loss_a[split][i] + w * self._loss_d[split][i]
+        if not self.sample_noise:
+            return (mean if mean > self.log_clean else self.log_clean), loss
+        x = mean + (self._std_a[split][i] + w * self._std_d[split][i]) * z
         return (x if x > self.log_clean else self.log_clean), loss
 
     def expectations(self, split: int, level: float) -> tuple[float, float]:
