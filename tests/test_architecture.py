@@ -18,6 +18,7 @@ MAX_LINES = 500
 LONG_MODULES = {
     "agents/ensemble.py": "the probabilistic ensemble: network, standardisers, bootstrapped fit with early stopping",
     "agents/rsm.py": "RSM-PPO as published: its surrogate models, the surrogate-reward env and the agent",
+    "llmsplit_env/env.py": "one Gymnasium env class; 150 of its lines are the docstring's tables of spaces and rewards",
 }
 
 
@@ -92,7 +93,7 @@ def test_the_cycle_finder_finds_cycles():
 
 
 def test_module_sizes():
-    for path in sorted((ROOT / "agents").glob("*.py")):
+    for path in sorted([*(ROOT / "agents").glob("*.py"), *(ROOT / "llmsplit_env").rglob("*.py")]):
         rel = path.relative_to(ROOT).as_posix()
         lines = len(path.read_text().splitlines())
         if rel in LONG_MODULES:
