@@ -218,6 +218,12 @@ class LLMSplitEnv(gym.Env):
                 f"this backend has {qb.num_layers} and {qb.level_name!r}"
             )
         self.problem = problem
+        # The problem's facts that users and agents read off an env (copies: the problem itself is immutable).
+        self.num_layers, self.level_name = problem.num_layers, problem.level_name
+        self.k_min, self.k_max, self.max_episode_steps = problem.k_min, problem.k_max, problem.max_episode_steps
+        self.splits, self.allowed_splits = list(problem.splits), list(problem.allowed_splits)
+        self.reward_weights, self.observation_names = dict(problem.weights), list(problem.observation_names)
+        self.payload_bits, self.max_airtime_s = problem.payload_bits, problem.max_airtime_s
         self.dynamics: ChannelDynamics = make_dynamics(cfg, qb)
         self.action_space = spaces.Discrete(problem.n_actions)
         self.observation_space = spaces.Box(
@@ -241,54 +247,9 @@ class LLMSplitEnv(gym.Env):
     # --- properties -----------------------------------------------------------------------------------------------
 
     @property
-    def num_layers(self) -> int:
-        return self.problem.num_layers
-
-    @property
-    def k_min(self) -> int:
-        return self.problem.k_min
-
-    @property
-    def k_max(self) -> int:
-        return self.problem.k_max
-
-    @property
-    def splits(self) -> list[int]:
-        """The splits ``k_min..k_max`` the absolute actions select (some may be excluded: see `action_masks`)."""
-        return list(self.problem.splits)
-
-    @property
-    def allowed_splits(self) -> list[int]:
-        return list(self.problem.allowed_splits)
-
-    @property
-    def reward_weights(self) -> dict[str, float]:
-        return dict(self.problem.weights)
-
-    @property
-    def observation_names(self) -> list[str]:
-        return list(self.problem.observation_names)
-
-    @property
-    def max_episode_steps(self) -> int:
-        return self.problem.max_episode_steps
-
-    @property
-    def payload_bits(self) -> int:
-        return self.problem.payload_bits
-
-    @property
-    def max_airtime_s(self) -> float:
-        return self.problem.max_airtime_s
-
-    @property
     def level(self) -> float:
         """The link's true mean level now (SNR dB, or ρ)."""
         return self.dynamics.level
-
-    @property
-    def level_name(self) -> str:
-        return self.problem.level_name
 
     @property
     def quality_evals(self) -> int:

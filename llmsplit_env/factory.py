@@ -33,23 +33,8 @@ def make_backend(cfg: dict) -> QualityBackend:
         return qb
     llm = cfg["llm"]
     params = {} if scheme == "erasure" else {"m": cfg["channel"]["nakagami_m"]}
-    return LLMQuality(
-        model=llm["model"],
-        text=llm["text"],
-        num_tokens=llm["num_tokens"],
-        window=llm["window"],
-        dtype=llm["dtype"],
-        device=llm["device"],
-        scheme=scheme,
-        channel_params=params,
-        profile=profile,
-        profile_explicit=explicit,
-        profile_match=llm["profile_match"],
-        leakage=llm["leakage"],
-        probe_fit_tokens=llm["probe_fit_tokens"],
-        probe_test_tokens=llm["probe_test_tokens"],
-        cached=llm["cached"],
-    )
+    # every key of the config's `llm` section is an `LLMQuality` argument of the same name
+    return LLMQuality(**llm, scheme=scheme, channel_params=params, profile=profile, profile_explicit=explicit)
 
 
 def make_dynamics(cfg: dict, qb: QualityBackend) -> ChannelDynamics:

@@ -97,3 +97,18 @@ def real_runner():
     from llmsplit_env.llm import SplitRunner
 
     return SplitRunner.from_pretrained("smollm2-135m", "pydoc", num_tokens=512, window=256, dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_section(tiny_models) -> dict:
+    """The env config's ``llm`` section for the live backend on the tiny random Llama (64 tokens of Python docs)."""
+    return {
+        "model": str(tiny_models["llama"]),
+        "text": "pydoc",
+        "num_tokens": 64,
+        "window": 32,
+        "dtype": "float32",
+        "device": "cpu",
+        "probe_fit_tokens": 512,
+        "probe_test_tokens": 128,
+    }

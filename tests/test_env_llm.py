@@ -15,20 +15,8 @@ import llmsplit_env  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def tiny_config(tiny_models):
-    return {
-        "llm": {
-            "model": str(tiny_models["llama"]),
-            "text": "pydoc",
-            "num_tokens": 64,
-            "window": 32,
-            "dtype": "float32",
-            "device": "cpu",
-            "probe_fit_tokens": 512,
-            "probe_test_tokens": 128,
-        },
-        "max_episode_steps": 6,
-    }
+def tiny_config(tiny_llm_section):
+    return {"llm": dict(tiny_llm_section), "max_episode_steps": 6}
 
 
 def test_live_env_passes_both_checkers(tiny_config):

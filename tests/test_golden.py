@@ -96,6 +96,12 @@ class Recorder:
         for k, v in flat.items():
             self.add(f"{prefix}{k}", v)
 
+    def add_step(self, action, obs, reward, terminated, truncated, info: dict) -> None:
+        for name, value in (("action", action), ("obs", obs), ("reward", reward), ("terminated", terminated),
+                            ("truncated", truncated)):  # fmt: skip
+            self.add(name, value)
+        self.add_info("info.", info)
+
     def arrays(self, case: str) -> dict[str, np.ndarray]:
         out = {}
         for name, rows in self.rows.items():
@@ -121,12 +127,7 @@ def run_single(env_id: str, config: dict, steps: int, seed: int) -> dict[str, np
         mask = u.action_masks()
         a = int(rng.choice(np.flatnonzero(mask)))
         obs, r, term, trunc, info = env.step(a)
-        rec.add("action", a)
-        rec.add("obs", obs)
-        rec.add("reward", r)
-        rec.add("terminated", term)
-        rec.add("truncated", trunc)
-        rec.add_info("info.", info)
+        rec.add_step(a, obs, r, term, trunc, info)
         if term or trunc:
             obs, info = env.reset()
             rec.add("reset_obs", obs)
@@ -148,13 +149,7 @@ def run_vector(env_id: str, config: dict, num_envs: int, seed: int) -> dict[str,
         if t % VECTOR_ER_EVERY == 0:
             rec.add("expected_rewards", u.expected_rewards())
         a = np.array([rng.choice(np.flatnonzero(m)) for m in masks], dtype=np.int64)
-        obs, r, term, trunc, info = env.step(a)
-        rec.add("action", a)
-        rec.add("obs", obs)
-        rec.add("reward", r)
-        rec.add("terminated", term)
-        rec.add("truncated", trunc)
-        rec.add_info("info.", info)
+        rec.add_step(a, *env.step(a))
     env.close()
     return rec.arrays(f"{env_id}/n{num_envs}/{seed}")
 
@@ -225,29 +220,21 @@ def test_vector_env_matches_golden(case, mode):
 
 
 @pytest.fixture(scope="module")
-def tiny_live_config(tiny_models, tmp_path_factory):
+def tiny_live_config(tiny_llm_section, tmp_path_factory):
     """`LLMSplit-LLM-v0` on the tiny random Llama, with an analog profile of the same measurement built by the
     project's profile builder (so ``expected_rewards`` works under ``profile_match="strict"``)."""
     from llmsplit_env.profile_builder import main as build_profile
 
-    model = str(tiny_models["llama"])
+    llm = tiny_llm_section
     out = tmp_path_factory.mktemp("golden-profile") / "tiny-analog.json"
-    args = ["--model", model, "--text", "pydoc", "--scheme", "analog", "--out", str(out), "--num-tokens", "64",
-            "--window", "32", "--seeds", "0", "1", "--levels", "-5", "5", "15", "25", "35", "--dtype", "float32",
-            "--device", "cpu", "--probe-fit-tokens", "512", "--probe-test-tokens", "128"]  # fmt: skip
+    args = ["--model", llm["model"], "--text", llm["text"], "--scheme", "analog", "--out", str(out), "--num-tokens",
+            str(llm["num_tokens"]), "--window", str(llm["window"]), "--seeds", "0", "1", "--levels", "-5", "5", "15",
+            "25", "35", "--dtype", "float32", "--device", "cpu", "--probe-fit-tokens", str(llm["probe_fit_tokens"]),
+            "--probe-test-tokens", str(llm["probe_test_tokens"])]  # fmt: skip
     assert build_profile(args) == 0
     return {
         "profile": str(out),
-        "llm": {
-            "model": model,
-            "text": "pydoc",
-            "num_tokens": 64,
-            "window": 32,
-            "dtype": "float32",
-            "device": "cpu",
-            "probe_fit_tokens": 512,
-            "probe_test_tokens": 128,
-        },
+        "llm": dict(llm),
         "max_episode_steps": 6,
         "channel": {"model": "static", "static": {"low": -5.0, "high": 35.0}},
     }
