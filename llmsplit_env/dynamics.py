@@ -299,21 +299,13 @@ class MobilityChannel(ChannelDynamics):
         }
 
 
-class StaticChannel(ChannelDynamics):
-    """Level ~ U(low, high) at reset (``low == high``: fixed), constant within the episode; estimate with CSI error."""
+class UniformLevelChannel(ChannelDynamics):
+    """Level ~ U(low, high) at reset, moved between steps only by the agent's actions (`on_action`, none here); the
+    estimate carries the CSI error. The base of `StaticChannel` and `PaperErasureDrift`."""
 
     state_names = ("level", "estimate")
-
-    def __init__(self, level_name: str, low: float, high: float, csi_error: float = 0.0, nakagami_m: float = 2.0):
-        if level_name not in ("snr_db", "rho"):
-            raise ValueError(f"level_name must be 'snr_db' or 'rho', got {level_name!r}")
-        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-            raise ValueError(f"need finite low <= high, got low={low!r}, high={high!r}")
-        self.level_name = level_name
-        self.low, self.high = float(low), float(high)
-        self.csi_error = float(csi_error)
-        self.nakagami_m = float(nakagami_m)
-        self.level = self.estimate = self.low
+    low: float
+    high: float
 
     def reset(self, z: Sequence[float]) -> None:
         self.level = self.low + (self.high - self.low) * uniform_from_normals(z[0], z[1])
@@ -330,11 +322,26 @@ class StaticChannel(ChannelDynamics):
     def advance_batch(self, state: dict[str, np.ndarray], z: np.ndarray) -> None:
         state["estimate"] = state["level"] + self.csi_error * z[3]
 
+
+class StaticChannel(UniformLevelChannel):
+    """Level ~ U(low, high) at reset (``low == high``: fixed), constant within the episode; estimate with CSI error."""
+
+    def __init__(self, level_name: str, low: float, high: float, csi_error: float = 0.0, nakagami_m: float = 2.0):
+        if level_name not in ("snr_db", "rho"):
+            raise ValueError(f"level_name must be 'snr_db' or 'rho', got {level_name!r}")
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise ValueError(f"need finite low <= high, got low={low!r}, high={high!r}")
+        self.level_name = level_name
+        self.low, self.high = float(low), float(high)
+        self.csi_error = float(csi_error)
+        self.nakagami_m = float(nakagami_m)
+        self.level = self.estimate = self.low
+
     def describe(self) -> dict:
         return {"class": type(self).__name__, "low": self.low, "high": self.high, "csi_error": self.csi_error}
 
 
-class PaperErasureDrift(ChannelDynamics):
+class PaperErasureDrift(UniformLevelChannel):
     """The authors' surrogate env: ρ ~ U(rho_low, rho_high) at reset; each step, moving the split ``j`` layers
     shallower multiplies ρ by ``1 + rate·j``, deeper by ``1 − rate·j`` (rate 0.0005, i.e. 0.05–0.2 % a step), then ρ is
     clipped to ``[0, rho_max]`` (``rho_max`` defaults to ``rho_high``). The change is applied before the step's reward
@@ -343,7 +350,6 @@ class PaperErasureDrift(ChannelDynamics):
     """
 
     level_name = "rho"
-    state_names = ("level", "estimate")
 
     def __init__(
         self,
@@ -359,17 +365,9 @@ class PaperErasureDrift(ChannelDynamics):
         if not 0.0 <= rate < 0.25:
             raise ValueError(f"rate must lie in [0, 0.25), got {rate!r}")
         self.rho_low, self.rho_high, self.rate, self.rho_max = float(rho_low), float(rho_high), float(rate), rho_max
+        self.low, self.high = self.rho_low, self.rho_high
         self.csi_error = float(csi_error)
         self.level = self.estimate = self.rho_low
-
-    def reset(self, z: Sequence[float]) -> None:
-        self.level = self.rho_low + (self.rho_high - self.rho_low) * uniform_from_normals(z[0], z[1])
-        self.estimate = self.level + self.csi_error * z[2]
-
-    def reset_batch(self, state: dict[str, np.ndarray], idx: np.ndarray, z: np.ndarray) -> None:
-        level = self.rho_low + (self.rho_high - self.rho_low) * uniform_from_normals(z[0], z[1])
-        state["level"][idx] = level
-        state["estimate"][idx] = level + self.csi_error * z[2]
 
     def level_after(self, move: int) -> float:
         return min(max(self.level * (1.0 - self.rate * move), 0.0), self.rho_max)
@@ -379,12 +377,6 @@ class PaperErasureDrift(ChannelDynamics):
 
     def on_action_batch(self, state: dict[str, np.ndarray], move: np.ndarray) -> None:
         state["level"] = np.clip(state["level"] * (1.0 - self.rate * move), 0.0, self.rho_max)
-
-    def advance(self, z: Sequence[float]) -> None:
-        self.estimate = self.level + self.csi_error * z[3]
-
-    def advance_batch(self, state: dict[str, np.ndarray], z: np.ndarray) -> None:
-        state["estimate"] = state["level"] + self.csi_error * z[3]
 
     def describe(self) -> dict:
         return {

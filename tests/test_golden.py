@@ -96,6 +96,10 @@ class Recorder:
         for k, v in flat.items():
             self.add(f"{prefix}{k}", v)
 
+    def add_reset(self, obs, info: dict) -> None:
+        self.add("reset_obs", obs)
+        self.add_info("reset_info.", info)
+
     def add_step(self, action, obs, reward, terminated, truncated, info: dict) -> None:
         for name, value in (("action", action), ("obs", obs), ("reward", reward), ("terminated", terminated),
                             ("truncated", truncated)):  # fmt: skip
@@ -119,9 +123,7 @@ def run_single(env_id: str, config: dict, steps: int, seed: int) -> dict[str, np
     u = env.unwrapped
     rng = np.random.default_rng(1000 + seed)
     rec = Recorder()
-    obs, info = env.reset(seed=seed)
-    rec.add("reset_obs", obs)
-    rec.add_info("reset_info.", info)
+    rec.add_reset(*env.reset(seed=seed))
     for _ in range(steps):
         rec.add("expected_rewards", u.expected_rewards())
         mask = u.action_masks()
@@ -129,9 +131,7 @@ def run_single(env_id: str, config: dict, steps: int, seed: int) -> dict[str, np
         obs, r, term, trunc, info = env.step(a)
         rec.add_step(a, obs, r, term, trunc, info)
         if term or trunc:
-            obs, info = env.reset()
-            rec.add("reset_obs", obs)
-            rec.add_info("reset_info.", info)
+            rec.add_reset(*env.reset())
     env.close()
     return rec.arrays(f"{env_id}/{seed}")
 
@@ -141,9 +141,7 @@ def run_vector(env_id: str, config: dict, num_envs: int, seed: int) -> dict[str,
     u = env.unwrapped
     rng = np.random.default_rng(2000 + seed)
     rec = Recorder()
-    obs, info = env.reset(seed=seed)
-    rec.add("reset_obs", obs)
-    rec.add_info("reset_info.", info)
+    rec.add_reset(*env.reset(seed=seed))
     masks = u.action_masks()
     for t in range(VECTOR_STEPS):
         if t % VECTOR_ER_EVERY == 0:
