@@ -52,7 +52,7 @@ def instructions(tree: Path, kind: str, n: int) -> int:
         out = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, f.name, kind, str(n)],
             cwd=tree,
-            env={**os.environ, "PYTHONPATH": str(tree)},
+            env={**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"},  # hashing: the same count twice
             capture_output=True,
             text=True,
             check=True,

@@ -1,5 +1,5 @@
-"""The LLMSplit environment: API checkers, determinism, registration, config errors, actions and masks, rewards,
-the paper preset, profile interpolation, channel dynamics and rendering (profile backend: no torch, fast)."""
+"""The LLMSplit environment: API checkers, determinism, registration, actions and masks, rewards, the paper preset,
+observations and rendering (profile backend: no torch, fast). Config, backends and dynamics have their own files."""
 
 from __future__ import annotations
 
@@ -14,10 +14,8 @@ import numpy as np
 import pytest
 
 import llmsplit_env
-from llmsplit_env.dynamics import MobilityChannel, PaperErasureDrift
 from llmsplit_env.env import COMPONENTS, LLMSplitEnv
-from llmsplit_env.quality import ProfileQuality, load_profile
-from llmsplit_env.quality.backends import floored_lognormal_expectations, realised_loss, realised_loss_batch
+from llmsplit_env.quality import load_profile
 
 PROFILE_IDS = ["LLMSplit-v0", "LLMSplit-Paper-v0"]
 
@@ -368,21 +366,6 @@ def test_expected_rewards_mask_and_relative_mode():
         assert er[a] == pytest.approx(ea[15 + move - 1], rel=1e-12)
 
 
-def test_floored_lognormal_expectations_closed_form():
-    q, p = floored_lognormal_expectations(3.0, 0.0, 2.0)
-    assert q == pytest.approx(math.exp(-1.0)) and p == pytest.approx(math.exp(3.0))
-    q, p = floored_lognormal_expectations(1.0, 0.0, 2.0)  # below the floor: clean
-    assert q == 1.0 and p == pytest.approx(math.exp(2.0))
-    z = np.random.default_rng(1).standard_normal(400_000)
-    x = np.maximum(4.0 + 1.5 * z, 3.0)
-    q, p = floored_lognormal_expectations(4.0, 1.5, 3.0)
-    assert q == pytest.approx(np.mean(np.exp(3.0 - x)), rel=5e-3)
-    assert p == pytest.approx(np.mean(np.exp(x)), rel=3e-2)
-
-
-# --- the paper preset -----------------------------------------------------------------------------------------------
-
-
 def _paper_hand_ppl(prof, k: int, rho: float) -> float:
     mean = np.interp(rho, prof.levels, prof.mean_log_ppl[k - 1])
     return math.exp(max(mean, math.log(prof.clean_ppl)))
@@ -424,47 +407,6 @@ def test_paper_preset_first_step_staying_scores_only_the_load_term():
 # --- profile interpolation ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["smollm2-135m-analog", "smollm2-135m-erasure"])
-def test_profile_interpolation_is_exact_at_grid_points_and_linear_between(name):
-    prof = load_profile(name)
-    qb = ProfileQuality(prof)
-    for k in range(1, 30):
-        for j, x in enumerate(prof.levels):
-            m, s, lo = qb.interpolate(k, float(x))
-            assert (m, s, lo) == (prof.mean_log_ppl[k - 1, j], prof.std_log_ppl[k - 1, j], prof.loss_fraction[k - 1, j])
-        x = 0.5 * (prof.levels[3] + prof.levels[4])
-        m, s, _ = qb.interpolate(k, float(x))
-        assert m == pytest.approx(0.5 * (prof.mean_log_ppl[k - 1, 3] + prof.mean_log_ppl[k - 1, 4]), rel=1e-12)
-        assert s == pytest.approx(0.5 * (prof.std_log_ppl[k - 1, 3] + prof.std_log_ppl[k - 1, 4]), rel=1e-12)
-        # clamped beyond the grid
-        assert qb.interpolate(k, float(prof.levels[0]) - 100) == qb.interpolate(k, float(prof.levels[0]))
-        assert qb.interpolate(k, float(prof.levels[-1]) + 100) == qb.interpolate(k, float(prof.levels[-1]))
-
-
-def test_profile_batch_path_matches_scalar_path():
-    qb = ProfileQuality("smollm2-135m-analog")
-    rng = np.random.default_rng(0)
-    k = rng.integers(1, 31, 500)
-    lv = np.concatenate([rng.uniform(-20, 50, 500 - len(qb.levels)), np.asarray(qb.levels)])
-    z = rng.standard_normal(500)
-    bl, bloss = qb.sample_batch(k, lv, z)
-    for i in range(500):
-        sl, sloss = qb.sample(int(k[i]), float(lv[i]), float(z[i]))
-        assert bl[i] == pytest.approx(sl, rel=1e-14, abs=1e-14) and bloss[i] == pytest.approx(sloss, abs=1e-15)
-
-
-def test_realised_loss_is_a_binomial_count_fraction():
-    n = 2048
-    assert realised_loss(0.0, 3.0, n) == 0.0 and realised_loss(1.0, -3.0, n) == 1.0
-    assert realised_loss(0.1, 0.0, n) == round(0.1 * n) / n
-    assert realised_loss(0.001, -5.0, n) == 0.0 and realised_loss(0.999, 5.0, n) == 1.0  # clipped to [0, 1]
-    p = np.array([0.0, 0.001, 0.1, 0.5, 0.999, 1.0] * 50)
-    z = np.random.default_rng(0).standard_normal(p.size)
-    batch = realised_loss_batch(p, z, n)
-    assert batch.tolist() == [realised_loss(float(a), float(b), n) for a, b in zip(p, z, strict=True)]  # same bits
-    assert np.all(batch * n == np.round(batch * n))
-
-
 @pytest.mark.parametrize(
     ("config", "units"),
     [
@@ -496,74 +438,6 @@ def test_packet_loss_observation_is_a_realised_fraction_not_the_true_levels_mean
     assert len(dev) > 300
     assert np.mean(dev == 0.0) < 0.2  # not the mean (the old observation: every deviation 0)
     assert abs(dev.mean()) < 0.2 and 0.8 < dev.std() < 1.2  # the binomial's spread
-
-
-def test_profile_sampling_and_floor():
-    qb = ProfileQuality("smollm2-135m-erasure")
-    assert qb.sample(30, 0.2, 3.0) == (qb.log_clean, 0.0)
-    mean, std, loss = qb.interpolate(5, 0.2)
-    assert qb.sample(5, 0.2, 0.5) == (mean + 0.5 * std, loss)
-    assert qb.sample(5, 0.2, -50.0)[0] == qb.log_clean  # floored at the clean perplexity
-    det = ProfileQuality("smollm2-135m-erasure", sample=False)
-    assert det.sample(5, 0.2, 2.0)[0] == mean
-
-
-# --- channel dynamics -----------------------------------------------------------------------------------------------
-
-
-def test_mobility_channel_stays_in_the_cell_and_covers_the_snr_range():
-    ch = MobilityChannel()
-    rng = np.random.default_rng(0)
-    levels, radii = [], []
-    for _ in range(300):
-        ch.reset(rng.standard_normal(ch.reset_normals).tolist())
-        for z in rng.standard_normal((50, 5)).tolist():
-            ch.advance(z)
-            levels.append(ch.level)
-            radii.append(ch.distance)
-            assert 0.0 <= ch.speed <= 9.0
-    levels = np.asarray(levels)
-    assert max(radii) <= 200.0 + 1e-9
-    assert (levels < -5).mean() > 0.02 and (levels > 35).mean() > 0.01
-    for lo in range(-5, 35, 5):  # every 5 dB regime is visited often
-        assert ((levels >= lo) & (levels < lo + 5)).mean() > 0.02
-    # the estimate carries ~1 dB of error; successive levels are correlated (shadowing, slow mobility)
-    d = np.diff(levels)
-    assert np.std(d) < 0.5 * np.std(levels)
-
-
-def test_mobility_batch_path_matches_scalar_path():
-    ch = MobilityChannel()
-    rng = np.random.default_rng(3)
-    n = 64
-    z0 = rng.standard_normal((ch.reset_normals, n))
-    state = {name: np.zeros(n) for name in ch.state_names}
-    ch.reset_batch(state, np.arange(n), z0)
-    zs = rng.standard_normal((40, 5, n))
-    for t in range(40):
-        ch.advance_batch(state, zs[t])
-    for i in range(n):
-        ch.reset(z0[:, i].tolist())
-        for t in range(40):
-            ch.advance(zs[t, :, i].tolist())
-        np.testing.assert_allclose(ch.get_state(), [state[name][i] for name in ch.state_names], rtol=1e-9, atol=1e-9)
-
-
-def test_paper_drift_moves_rho_with_the_split():
-    d = PaperErasureDrift()
-    d.reset([0.3, -0.2, 0.0])
-    rho = d.level
-    assert 0.01 <= rho <= 0.3
-    d.on_action(-2)  # two layers shallower: rho grows by 0.1 %
-    assert d.level == pytest.approx(rho * 1.001)
-    d.on_action(3)
-    assert d.level == pytest.approx(rho * 1.001 * 0.9985)
-    d.level = 0.2999
-    d.on_action(-4)
-    assert d.level == 0.3  # clipped at rho_max
-
-
-# --- observation and rendering --------------------------------------------------------------------------------------
 
 
 def test_observation_layout_and_extras():
