@@ -3,11 +3,25 @@
 from llmsplit_env.registration import ENV_IDS, register_envs
 
 __version__ = "0.1.0"
-__all__ = ["ENV_IDS", "LLMSplitEnv", "LLMSplitVectorEnv", "register_envs"]
+__all__ = [
+    "ENV_IDS",
+    "LLMSplitEnv",
+    "LLMSplitVectorEnv",
+    "RewardComponent",
+    "SplitProblem",
+    "compile_problem",
+    "register_envs",
+]
 
 register_envs()
 
-_LAZY = {"LLMSplitEnv": "llmsplit_env.env", "LLMSplitVectorEnv": "llmsplit_env.vector"}
+_LAZY = {
+    "LLMSplitEnv": "llmsplit_env.env",
+    "LLMSplitVectorEnv": "llmsplit_env.vector",
+    "RewardComponent": "llmsplit_env.problem",
+    "SplitProblem": "llmsplit_env.problem",
+    "compile_problem": "llmsplit_env.problem",
+}
 
 
 def __getattr__(name: str):

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 COMPONENTS = ("quality", "ue_compute", "privacy", "switching", "latency", "ppl_gain", "paper_load")
-BASE_COMPONENTS = COMPONENTS[:5]  # always reported; the paper's two only when weighted
 OBS_EXTRAS = ("distance", "speed", "time", "log_ppl0", "last_quality")
 PRESETS = ("default", "llm", "paper")
 

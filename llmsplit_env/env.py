@@ -110,9 +110,11 @@ initial split and ``quality_evals``.
 
 ## Arguments
 
-``LLMSplitEnv(config=None, render_mode=None, preset=None)``; ``config`` is deep-merged into
+``LLMSplitEnv(config=None, render_mode=None, preset=None, *, problem=None)``; ``config`` is deep-merged into
 ``default_config(preset)``; it may also name ``"preset"`` itself (RLlib passes only the dict). Unknown keys, at any
-depth, and bad values raise ``ValueError`` naming the key and what is allowed. Top-level keys (see
+depth, and bad values raise ``ValueError`` naming the key and what is allowed. ``problem``: a compiled
+`llmsplit_env.problem.SplitProblem` instead of a config (e.g. one with an added reward component; also through
+``gym.make(id, problem=...)`` when it was compiled with that id's preset). Top-level keys (see
 `default_config()` for every nested default):
 
 | key                 | default                 | meaning                                                      |
@@ -202,8 +204,12 @@ class LLMSplitEnv(gym.Env):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
         if problem is not None:
-            if config is not None or preset is not None:
-                raise ValueError("pass either problem= (a compiled SplitProblem) or config/preset, not both")
+            # `preset` may come along from a registered id (gym.make(id, problem=...)): it must be the problem's
+            if config is not None or preset not in (None, problem.config["preset"]):
+                raise ValueError(
+                    f"pass either problem= (a compiled SplitProblem, preset {problem.config['preset']!r}) or "
+                    f"config/preset, not both (got config={config!r}, preset={preset!r})"
+                )
             cfg = resolve_config(problem.config)
         else:
             cfg = resolve_config(config, preset)

@@ -61,6 +61,7 @@ class RewardComponent:
     :param always_reported: report it in ``info["rewards"]`` even at weight 0; otherwise it is reported when it, or
         a component of the same ``group``, is weighted
     :param group: components reported together (the paper's two terms)
+    :param needs_ppl0: the component reads ``outcome.ppl0`` (the env measures the paper's PPL₀ at each reset)
     """
 
     name: str
@@ -68,6 +69,7 @@ class RewardComponent:
     always_reported: bool = True
     group: str = ""
     table: str | None = None
+    needs_ppl0: bool = False  # reads ``outcome.ppl0``: the env then measures PPL₀ at each reset
 
     def __post_init__(self) -> None:
         if (self.fn is None) == (self.table is None):
@@ -97,7 +99,7 @@ BUILTIN_COMPONENTS: tuple[RewardComponent, ...] = (
     RewardComponent("privacy", table="privacy"),
     RewardComponent("switching", _switching),
     RewardComponent("latency", _latency),
-    RewardComponent("ppl_gain", _ppl_gain, always_reported=False, group="paper"),
+    RewardComponent("ppl_gain", _ppl_gain, always_reported=False, group="paper", needs_ppl0=True),
     RewardComponent("paper_load", table="paper_load", always_reported=False, group="paper"),
 )
 assert tuple(c.name for c in BUILTIN_COMPONENTS) == COMPONENTS
@@ -111,7 +113,8 @@ BASE_OBSERVATION = ("level", "trend", "packet_loss", "prev_split")
 
 
 class FrozenDict(dict):
-    """A read-only dict (mutation raises ``TypeError``) that, unlike ``MappingProxyType``, pickles and deep-copies."""
+    """A read-only dict (its mutating methods raise ``TypeError``) that, unlike ``MappingProxyType``, pickles and
+    deep-copies. A guard against accidents, not a sandbox (``dict.__setitem__(d, k, v)`` still writes)."""
 
     def _readonly(self, *args, **kwargs):
         raise TypeError(f"{type(self).__name__} is read-only")
@@ -135,6 +138,9 @@ class SplitTable(tuple):
         arr.flags.writeable = False
         self.array = arr
         return self
+
+    def __reduce__(self):
+        return type(self), (tuple(self),)  # the array is derived again, read-only
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,6 +186,9 @@ class SplitProblem:
     max_episode_steps: int
 
     def __post_init__(self) -> None:
+        # immutable whichever way it was built (compile_problem, dataclasses.replace, unpickling)
+        object.__setattr__(self, "weights", FrozenDict({k: float(v) for k, v in self.weights.items()}))
+        object.__setattr__(self, "masks", _readonly(np.array(self.masks, dtype=bool)))
         names = [c.name for c in self.components]
         if len(set(names)) != len(names):
             raise ValueError(f"reward component names must be distinct, got {names}")
@@ -202,7 +211,7 @@ class SplitProblem:
         object.__setattr__(self, "_plan", plan)
         object.__setattr__(self, "_weighted", tuple((c.name, self.weights[c.name]) for c in weighted))
         object.__setattr__(self, "_neg_inv_ref", -1.0 / self.latency_ref_s)
-        uses_ppl0 = any(c.name == "ppl_gain" for c in reported) or "log_ppl0" in self.observation_names
+        uses_ppl0 = any(c.needs_ppl0 for c in reported) or "log_ppl0" in self.observation_names
         object.__setattr__(self, "needs_ppl0", uses_ppl0)
 
     # --- actions ------------------------------------------------------------------------------------------------
@@ -314,13 +323,21 @@ class SplitProblem:
     def __deepcopy__(self, memo: dict) -> SplitProblem:
         return self
 
+    def __reduce__(self):
+        # rebuilt from its fields, so `__post_init__` derives (and freezes) everything again in the new process
+        return _rebuild_problem, ({f.name: getattr(self, f.name) for f in dataclasses.fields(self)},)
+
     # --- extension ------------------------------------------------------------------------------------------------
 
     def with_component(self, component: RewardComponent, weight: float = 0.0) -> SplitProblem:
-        """A new problem with ``component`` appended (summed last) at ``weight``."""
+        """A new problem with ``component`` appended (summed last) at ``weight``.
+
+        The weight lives in the problem's ``weights``; ``config`` still describes the config it was compiled from
+        (which has no key for a new component), so rebuild envs from the problem (``problem=``), not from ``config``.
+        """
         if not isinstance(component, RewardComponent):
             raise ValueError(f"expected a RewardComponent, got {type(component).__name__}")
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight)):
+        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)) or not math.isfinite(weight):
             raise ValueError(f"weight of {component.name!r} must be a finite number, got {weight!r}")
         weights = FrozenDict({**self.weights, component.name: float(weight)})
         return dataclasses.replace(self, components=(*self.components, component), weights=weights)
@@ -339,6 +356,10 @@ class SplitProblem:
             "weights": dict(self.weights),
             "components": [c.name for c in self.components],
         }
+
+
+def _rebuild_problem(fields: dict) -> SplitProblem:
+    return SplitProblem(**fields)
 
 
 def _readonly(arr: np.ndarray) -> np.ndarray:

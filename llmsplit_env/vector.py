@@ -55,9 +55,13 @@ class LLMSplitVectorEnv(VectorEnv):
         if render_mode is not None:
             raise ValueError("LLMSplitVectorEnv does not render; use vectorization_mode='sync' with a render_mode")
         if problem is not None:
-            if config is not None or preset is not None:
-                raise ValueError("pass either problem= (a compiled SplitProblem) or config/preset, not both")
-            config = dict(problem.config)
+            # `preset` may come along from a registered id (gym.make_vec(id, problem=...)): it must be the problem's
+            if config is not None or preset not in (None, problem.config["preset"]):
+                raise ValueError(
+                    f"pass either problem= (a compiled SplitProblem, preset {problem.config['preset']!r}) or "
+                    f"config/preset, not both (got config={config!r}, preset={preset!r})"
+                )
+            config, preset = dict(problem.config), None
         config = dict(config or {})
         if max_episode_steps is not None:
             if problem is not None and max_episode_steps != problem.max_episode_steps:
@@ -271,8 +275,10 @@ class LLMSplitVectorEnv(VectorEnv):
         quality = qb.clean_ppl / ppl
         o = outcome(k, move, level, quality, ppl, self._ppl0[act], p.airtime(k, level))
         comps, r = p.score(o)
-        if not isinstance(r, np.ndarray):  # no weighted component
-            r = np.zeros(len(k))
+        # a component may return a plain number (the same for every sub-env); no weighted component leaves r = 0.0
+        comps = {c: v if isinstance(v, np.ndarray) else np.full(len(k), v, dtype=np.float64) for c, v in comps.items()}
+        if not isinstance(r, np.ndarray):
+            r = np.full(len(k), r, dtype=np.float64)
 
         # the channel moves on
         est_prev = st["estimate"]
@@ -365,9 +371,13 @@ class LLMSplitVectorEnv(VectorEnv):
         """``[num_envs, n]``: `LLMSplitEnv.expected_rewards` of each sub-env's current true state."""
         dyn, p = self._dyn, self.problem
         out = np.empty((self.num_envs, self._n))
-        for i in range(self.num_envs):
-            dyn.set_state([self._state[n][i] for n in dyn.state_names])
-            out[i] = p.expected_rewards(
-                int(self._prev[i]), dyn.level_after, self._qb.expectations, float(self._ppl0[i])
-            )
+        saved = dyn.get_state()  # the scalar dynamics object stands in for each sub-env in turn
+        try:
+            for i in range(self.num_envs):
+                dyn.set_state([self._state[n][i] for n in dyn.state_names])
+                out[i] = p.expected_rewards(
+                    int(self._prev[i]), dyn.level_after, self._qb.expectations, float(self._ppl0[i])
+                )
+        finally:
+            dyn.set_state(saved)
         return out

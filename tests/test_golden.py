@@ -14,10 +14,12 @@ The profile-backed cases must match to the last bit (a zero's sign aside), with 
 ``expected_rewards()``. Before the compiled `llmsplit_env.problem.SplitProblem`, it summed the weighted terms in
 another order than ``step`` (``−(w·|Δk|)/L`` against ``w·(−|Δk|/L)``); now both sum the same components, which moved
 6.8 % of its entries by at most 4.4e-16 (2–4 ulp). So the single-env files keep the values recorded before that change
-and compare ``expected_rewards`` to ``EXPECTED_ATOL``; the vector files' ``expected_rewards`` digests were re-recorded
-after checking the same bound against the code before the change. The live case runs torch kernels, whose last bits
-may differ between CPUs, so its floats are compared to 1e-6 relative (its integers and everything that does not come
-from the model still exactly).
+and compare ``expected_rewards`` to a few ulp (``EXPECTED_RTOL``, ``EXPECTED_ATOL``); the vector files'
+``expected_rewards`` digests were re-recorded after checking the same bound against the code before the change. (One
+more case moved in the last bit and is not recorded here: with both base and paper weights non-zero, the single env
+now sums ``(B + G) + P`` as the vector env always has, where it summed ``B + (G + P)``.) The live case runs torch
+kernels, whose last bits may differ between CPUs, so its floats are compared to 1e-6 relative (its integers and
+everything that does not come from the model still exactly).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ VECTOR_CASES = {
 }
 VECTOR_SIZES = (1, 3, 8)
 VECTOR_STEPS = 180  # three autoresets of a 50-step episode, one normal-stream refill
-EXPECTED_ATOL = 1e-15  # see the module docstring
+EXPECTED_RTOL, EXPECTED_ATOL = 1e-14, 1e-15  # a few ulp (see the module docstring)
 VECTOR_ER_EVERY = 7  # expected_rewards() of every sub-env on every 7th step (it loops over sub-envs)
 
 
@@ -189,7 +191,8 @@ def _check(got: dict[str, np.ndarray], path: Path, rtol: float = 0.0) -> None:
         assert g.dtype == w.dtype and g.shape == w.shape, (path.name, k, g.dtype, w.dtype, g.shape, w.shape)
         if k.endswith("/expected_rewards"):
             np.testing.assert_array_equal(np.isfinite(g), np.isfinite(w), err_msg=f"{path.name}: {k} masks")
-            np.testing.assert_allclose(g, w, rtol=max(rtol, 0.0), atol=EXPECTED_ATOL, err_msg=f"{path.name}: {k}")
+            tol = max(rtol, EXPECTED_RTOL)
+            np.testing.assert_allclose(g, w, rtol=tol, atol=EXPECTED_ATOL, err_msg=f"{path.name}: {k}")
         elif rtol and g.dtype.kind == "f":
             np.testing.assert_allclose(g, w, rtol=rtol, atol=0.0, err_msg=f"{path.name}: {k}")
         else:

@@ -144,6 +144,7 @@ def test_relative_targets_and_paper_terms_compile_from_the_preset():
         (lambda: compile_problem().with_component(RewardComponent("e", energy), weight=math.inf), "finite"),
         (lambda: compile_problem().with_component("energy"), "RewardComponent"),
         (lambda: LLMSplitEnv({"max_episode_steps": 3}, problem=compile_problem()), "either problem="),
+        (lambda: compile_problem().with_component(RewardComponent("e", energy), weight=True), "finite number"),
         (lambda: LLMSplitVectorEnv(2, problem=compile_problem(), max_episode_steps=7), "max_episode_steps"),
         (lambda: compile_problem({"splits": {"min": 5, "max": 4}}), "min <= max"),
     ],
@@ -189,3 +190,59 @@ def test_the_problem_pickles_and_deep_copies_and_so_does_the_env():
     twin = copy.deepcopy(env)  # what OracleAgent does to peek at the future channel
     assert twin.problem is env.problem
     np.testing.assert_array_equal(twin.step(3)[0], env.step(3)[0])
+
+
+def test_gym_make_and_make_vec_take_a_compiled_problem():
+    problem = compile_problem(preset="paper").with_component(RewardComponent("bonus", lambda p, o: 1.0), weight=2.0)
+    env = gym.make("LLMSplit-Paper-v0", problem=problem)
+    assert env.unwrapped.problem is problem
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(0)
+    assert info["rewards"]["bonus"] == 1.0
+    vec = gym.make_vec("LLMSplit-Paper-v0", num_envs=3, vectorization_mode="vector_entry_point", problem=problem)
+    vec.reset(seed=0)
+    _, rv, _, _, infov = vec.step(np.zeros(3, dtype=np.int64))
+    np.testing.assert_array_equal(infov["rewards"]["bonus"], [1.0, 1.0, 1.0])  # a plain number, broadcast
+    assert rv[0] == pytest.approx(r, rel=1e-12)
+    with pytest.raises(ValueError, match="preset 'paper'"):
+        gym.make("LLMSplit-v0", problem=problem)
+
+
+def test_a_constant_component_alone_is_summed_in_the_vector_env():
+    weights = {c: 0.0 for c in ("quality", "ue_compute", "privacy", "switching")}
+    problem = compile_problem({"reward": {"weights": weights}}).with_component(
+        RewardComponent("c", lambda p, o: 1.0), weight=2.0
+    )
+    vec = LLMSplitVectorEnv(2, problem=problem)
+    vec.reset(seed=0)
+    np.testing.assert_array_equal(vec.step(np.array([0, 1]))[1], [2.0, 2.0])
+    single = LLMSplitEnv(problem=problem)
+    single.reset(seed=0)
+    assert single.step(0)[1] == 2.0
+
+
+def test_a_component_that_reads_ppl0_makes_the_env_measure_it():
+    gain = RewardComponent("gain", lambda p, o: (o.ppl0 - o.ppl) / o.ppl0, needs_ppl0=True)
+    problem = compile_problem().with_component(gain, weight=1.0)
+    assert problem.needs_ppl0 and not compile_problem().needs_ppl0
+    env = LLMSplitEnv(problem=problem)
+    _, info = env.reset(seed=0)
+    assert math.isfinite(info["ppl0"]) and math.isfinite(env.step(0)[4]["rewards"]["gain"])
+
+
+def test_unpickled_problems_stay_read_only():
+    import pickle
+
+    q = pickle.loads(pickle.dumps(compile_problem({"splits": {"excluded": [3]}})))
+    assert not q.masks.flags.writeable and not q.ue_compute.array.flags.writeable
+    assert q.ue_compute.array.tolist() == list(q.ue_compute) and not q.masks[2]
+    with pytest.raises(TypeError):
+        dataclasses.replace(q, weights={"quality": 2.0}).weights["quality"] = 3.0
+
+
+def test_vector_expected_rewards_leave_the_dynamics_as_they_were():
+    vec = LLMSplitVectorEnv(3)
+    vec.reset(seed=0)
+    before = vec.dynamics.get_state()
+    vec.expected_rewards()
+    assert vec.dynamics.get_state() == before
