@@ -19,18 +19,19 @@ import gymnasium as gym
 import numpy as np
 
 import llmsplit_env  # noqa: F401  (registers the env ids)
+from llmsplit_env.problem import BASE_OBSERVATION
 
 EnvLike = str | Callable[..., gym.Env] | gym.Env
 # The observation of envs saved before the layout carried names (the extras then followed these four).
-BASE_OBSERVATION = ("level", "trend", "packet_loss", "prev_split")
 _REQUIRED = ("splits", "allowed_splits", "num_layers", "action_masks", "config", "observation_names", "reward_weights")
 
 
 def make_env(env_or_id: EnvLike, env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
     """An env from an id (``gym.make``), a factory (called with ``**env_kwargs`` if given) or an instance (as is).
 
-    With an id, ``env_kwargs`` holding ``config`` or ``render_mode`` are `gym.make` keyword arguments; any other
-    dict is the env's config (``gym.make(id, config=env_kwargs)``). Raises ``ValueError`` naming an unknown id.
+    With an id, ``env_kwargs`` holding ``config``, ``render_mode`` or ``problem`` are `gym.make` keyword arguments;
+    any other dict is the env's config (``gym.make(id, config=env_kwargs)``); a mix of both is refused. Raises
+    ``ValueError`` naming an unknown id.
     """
     if isinstance(env_or_id, gym.Env):
         return env_or_id
@@ -39,7 +40,13 @@ def make_env(env_or_id: EnvLike, env_kwargs: Mapping[str, Any] | None = None) ->
             known = ", ".join(i for i in gym.registry if i.startswith("LLMSplit"))
             raise ValueError(f"unknown env id {env_or_id!r}; registered LLMSplit ids: {known}")
         kw = dict(env_kwargs or {})
-        if kw and not ({"config", "render_mode"} & set(kw)):
+        make_keys = {"config", "render_mode", "problem"} & set(kw)
+        if make_keys and set(kw) - make_keys:
+            raise ValueError(
+                f"env_kwargs mixes gym.make arguments {sorted(make_keys)} with config keys "
+                f"{sorted(set(kw) - make_keys)}: put the config keys under 'config'"
+            )
+        if kw and not make_keys:
             kw = {"config": kw}
         return gym.make(env_or_id, **kw)
     if callable(env_or_id):

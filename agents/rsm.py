@@ -377,6 +377,12 @@ class RSMPPOAgent:
         self.surrogate_kwargs = dict(surrogate_kwargs or {})
         self.config = dict(u.config)
         self.weights = {c: float(w) for c, w in u.reward_weights.items()}
+        added = sorted(set(self.weights) - set(self.config["reward"]["weights"]))
+        if added:  # the surrogate phase rebuilds its env from the config, which cannot carry them
+            raise ValueError(
+                f"RSM-PPO rebuilds its surrogate env from env.config, which has no reward component {added}; "
+                "train it on an env without added components"
+            )
         if raw_split is None:
             raw_split = self.config.get("preset") == "paper"
         self.features = SurrogateFeatures(obs_dims, u.num_layers, raw_split, split_one_hot)

@@ -187,13 +187,17 @@ def _train_random(job: TrainJob) -> tuple[Any, int, int, dict]:
 
 def _train_fixed(job: TrainJob) -> tuple[Any, int, int, dict]:
     from agents.baselines import FixedSplitAgent
+    from agents.env_util import counts_info
     from agents.evaluation import best_fixed_split
 
     hp = dict(job.hyperparams or {})
     split = hp.get("split")
     if split is None:  # the best fixed split (privileged, like the oracle: no real evaluations on a profile env)
         seeds = [10_000_000 + job.seed * 1000 + ep for ep in range(BEST_FIXED_EPISODES)]
-        split, _ = best_fixed_split(job.env_id, seeds, job.env_kwargs)
+        kwargs = dict(job.env_kwargs or {})
+        if counts_info(job.env):  # live backend: rank the splits on its profile, as the oracle's expectations do
+            kwargs["backend"] = "profile"
+        split, _ = best_fixed_split(job.env_id, seeds, kwargs)
     return FixedSplitAgent(job.env, int(split)), 0, 0, hp
 
 

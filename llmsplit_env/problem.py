@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from llmsplit_env.config import COMPONENTS, resolve_config
+from llmsplit_env.frozen import FrozenDict, SplitTable, frozen, readonly
 from llmsplit_env.link import airtime_s, payload_bits
 
 
@@ -112,37 +113,6 @@ _BASE_BOUNDS = {
 BASE_OBSERVATION = ("level", "trend", "packet_loss", "prev_split")
 
 
-class FrozenDict(dict):
-    """A read-only dict (its mutating methods raise ``TypeError``) that, unlike ``MappingProxyType``, pickles and
-    deep-copies. A guard against accidents, not a sandbox (``dict.__setitem__(d, k, v)`` still writes)."""
-
-    def _readonly(self, *args, **kwargs):
-        raise TypeError(f"{type(self).__name__} is read-only")
-
-    __setitem__ = __delitem__ = __ior__ = _readonly
-    clear = pop = popitem = setdefault = update = _readonly
-
-    def __reduce__(self):
-        return type(self), (dict(self),)
-
-
-class SplitTable(tuple):
-    """A per-split table indexed by split ``k = 0..L`` (entry 0 unused): a tuple for the scalar path that also
-    carries a read-only float64 array (``.array``) for the batch path."""
-
-    array: np.ndarray
-
-    def __new__(cls, values):
-        self = super().__new__(cls, (float(v) for v in values))
-        arr = np.array(self, dtype=np.float64)
-        arr.flags.writeable = False
-        self.array = arr
-        return self
-
-    def __reduce__(self):
-        return type(self), (tuple(self),)  # the array is derived again, read-only
-
-
 @dataclass(frozen=True, eq=False)
 class SplitProblem:
     """The compiled split problem (see the module docstring). Build it with `compile_problem`."""
@@ -188,7 +158,7 @@ class SplitProblem:
     def __post_init__(self) -> None:
         # immutable whichever way it was built (compile_problem, dataclasses.replace, unpickling)
         object.__setattr__(self, "weights", FrozenDict({k: float(v) for k, v in self.weights.items()}))
-        object.__setattr__(self, "masks", _readonly(np.array(self.masks, dtype=bool)))
+        object.__setattr__(self, "masks", readonly(np.array(self.masks, dtype=bool)))
         names = [c.name for c in self.components]
         if len(set(names)) != len(names):
             raise ValueError(f"reward component names must be distinct, got {names}")
@@ -362,19 +332,6 @@ def _rebuild_problem(fields: dict) -> SplitProblem:
     return SplitProblem(**fields)
 
 
-def _readonly(arr: np.ndarray) -> np.ndarray:
-    arr.flags.writeable = False
-    return arr
-
-
-def _frozen(obj):
-    if isinstance(obj, Mapping):
-        return FrozenDict({k: _frozen(v) for k, v in obj.items()})
-    if isinstance(obj, list):
-        return tuple(_frozen(v) for v in obj)
-    return obj
-
-
 def compile_problem(config: Mapping | None = None, backend=None, preset: str | None = None) -> SplitProblem:
     """Compile a config (resolved and validated here) into a `SplitProblem`.
 
@@ -469,7 +426,7 @@ def compile_problem(config: Mapping | None = None, backend=None, preset: str | N
         raise ValueError("the quality backend does not know the model's hidden size (profile metadata 'hidden_size')")
     lat_ref = L * lat["ue_layer_s"]
     return SplitProblem(
-        config=_frozen(cfg),
+        config=frozen(cfg),
         num_layers=L,
         level_name=qb.level_name,
         k_min=k_min,
@@ -481,7 +438,7 @@ def compile_problem(config: Mapping | None = None, backend=None, preset: str | N
         max_move=cfg["max_move"],
         n_actions=n,
         allowed=tuple(allowed),
-        masks=_readonly(masks),
+        masks=readonly(masks),
         targets=targets,
         ue_compute=SplitTable(1.0 - k / L for k in range(L + 1)),
         privacy=SplitTable([math.nan] + [1.0 - qb.leakage[k - 1] for k in range(1, L + 1)]),

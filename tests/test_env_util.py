@@ -79,3 +79,14 @@ def test_collect_transitions_is_seeded_and_counts_evaluations():
     assert c.quality_evals == env.unwrapped.quality_backend.evaluations == int(np.sum(c.splits != 30))
     with pytest.raises(ValueError, match="num_steps"):
         collect_transitions(env, 0, seed=0)
+
+
+def test_make_env_refuses_mixed_make_arguments_and_config_keys():
+    from agents.env_util import make_env
+
+    with pytest.raises(
+        ValueError, match=r"mixes gym.make arguments \['render_mode'\] with config keys \['action_mode'\]"
+    ):
+        make_env("LLMSplit-v0", {"render_mode": "ansi", "action_mode": "relative"})
+    env = make_env("LLMSplit-v0", {"render_mode": "ansi", "config": {"action_mode": "relative"}})
+    assert env.unwrapped.config["action_mode"] == "relative" and env.render_mode == "ansi"

@@ -206,3 +206,12 @@ def test_user_reward_callback_counts_n_real():
         RSMPPOAgent(gym.make("LLMSplit-v0"), surrogate="gp")
     with pytest.raises(ValueError, match="n_real"):
         RSMPPOAgent(gym.make("LLMSplit-v0"), n_real=1)
+
+
+def test_rsm_refuses_an_env_with_added_reward_components():
+    from agents import RSMPPOAgent
+    from llmsplit_env import LLMSplitEnv, RewardComponent, compile_problem
+
+    problem = compile_problem().with_component(RewardComponent("bonus", lambda p, o: 1.0), weight=1.0)
+    with pytest.raises(ValueError, match=r"no reward component \['bonus'\]"):
+        RSMPPOAgent(LLMSplitEnv(problem=problem))
