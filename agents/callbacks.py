@@ -30,7 +30,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
-from agents.env_util import EnvLike
+from agents.env_util import EnvLike, is_live_config
 from agents.evaluation import OracleNormalizer
 from agents.logger import TagTreeLogger
 
@@ -123,9 +123,7 @@ def _detect_count_mode(venv: Any) -> str:
         cfgs = venv.get_attr("config")
     except (AttributeError, NotImplementedError):
         return "steps"
-    if any(isinstance(c, dict) and c.get("backend") == "llm" for c in cfgs):
-        return "info"
-    return "steps"
+    return "info" if any(is_live_config(c) for c in cfgs) else "steps"
 
 
 class RewardComponentCallback(BaseCallback):

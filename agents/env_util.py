@@ -150,9 +150,14 @@ def env_layout(env: gym.Env) -> EnvLayout:
     )
 
 
+def is_live_config(config: Any) -> bool:
+    """Whether an env config runs the live LLM backend (real evaluations then come from the backend's count)."""
+    return isinstance(config, Mapping) and config.get("backend") == "llm"
+
+
 def counts_info(env: gym.Env) -> bool:
     """Whether real evaluations are counted from the backend (live LLM) rather than one per step (profile)."""
-    return getattr(env.unwrapped, "config", {}).get("backend") == "llm"
+    return is_live_config(getattr(env.unwrapped, "config", None))
 
 
 def lifetime_quality_evals(env: gym.Env) -> int:

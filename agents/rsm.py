@@ -45,7 +45,7 @@ from torch import nn
 import llmsplit_env  # registers the env ids; its LLMSplitEnv is the surrogate phase's env
 from agents.callbacks import RewardComponentCallback
 from agents.ensemble import GaussianEnsemble, encode_inputs
-from agents.env_util import collect_transitions, env_layout, make_env
+from agents.env_util import collect_transitions, counts_info, env_layout, make_env
 from llmsplit_env.files import atomic_output, atomic_write_bytes
 
 SURROGATES = ("mlp", "ensemble")
@@ -278,7 +278,7 @@ class SurrogateRewardWrapper(gym.Wrapper):
         weights: Mapping[str, float],
     ) -> None:
         super().__init__(env)
-        if getattr(env.unwrapped, "config", {}).get("backend") == "llm":
+        if counts_info(env):
             raise ValueError("SurrogateRewardWrapper needs a profile-backend env (see make_surrogate_env)")
         self.surrogate = surrogate
         self.features = features

@@ -99,11 +99,12 @@ def scan(episodes: int) -> None:
     grid = np.arange(math.floor(lv.min()) - 1, math.ceil(lv.max()) + 1, 0.05)
     eq = np.array([[qb.expectations(int(k), float(x))[0] for k in ks] for x in grid])
     idx = np.clip(np.round((lv - grid[0]) / 0.05).astype(int), 0, len(grid) - 1)
-    leak = np.array(qb.leakage)
+    # the problem's own per-split tables (k = 1..L); the weights vary over the grid, so they are combined here
+    ue, privacy = env.problem.ue_compute.array[1:], env.problem.privacy.array[1:]
     best: dict[int, tuple] = {}
     vals = [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0]
     for wc, wp, ws in itertools.product(vals[1:], vals, [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]):
-        base = eq[idx] + wc * (1 - ks / L) + wp * (1 - leak)  # [E, T, L], quality weight 1
+        base = eq[idx] + wc * ue + wp * privacy  # [E, T, L], quality weight 1
         prev = k0.copy()
         ret = np.zeros(episodes)
         used = collections.Counter()

@@ -81,12 +81,13 @@ Why these weights (``benchmarks/calibrate_rewards.py``, figures in ``benchmarks/
 service; running all L layers on the phone costs 0.6 of a perfect answer, so offloading pays while the link keeps the
 quality above about 0.45 (roughly 8 dB for k = 1); privacy gets 0.1 because the measured inversion probe recovers
 44–99 % of the tokens at every k < L, so partial splits buy little and only k = L protects (at 0.2, keeping
-everything local already earns 91 % of the oracle's return; at ue_compute 0.4, privacy 0.3 it earns 100 %); moving
+everything local already earns 91 % of a myopic oracle's return; at ue_compute 0.4, privacy 0.3 it earns 100 %); moving
 all layers at once costs 0.1. On the default channel the oracle then alternates between k = 1 and k = L and the best
 fixed split earns about 88 % of its return. The measured profile does not allow more: on SmolLM2-135M, k = 1 is both
 the cheapest split and (within a few %) the most robust to noise, so with these linear components the per-step
 optimum is k = 1 or k = L; intermediate splits appear only through large switching costs or a privacy weight close
-to the compute weight, and then a fixed split earns at least 95 % of the oracle's return (the scan in RESULTS.md).
+to the compute weight, and then a fixed split earns at least 95 % of a myopic oracle's return (the scan in
+RESULTS.md).
 
 ## Starting State
 
