@@ -1,8 +1,8 @@
 """`LLMSplitVectorEnv`: N profile-backed `LLMSplitEnv` s stepped at once in numpy.
 
 ``gym.make_vec("LLMSplit-v0", num_envs=N, vectorization_mode="vector_entry_point")`` (or ``"LLMSplit-Paper-v0"``)
-builds it; keyword arguments (``config``, ``preset``) are those of `LLMSplitEnv`. Only the profile backend is
-vectorised (the live backend runs a model per step; use ``vectorization_mode="sync"``).
+builds it; keyword arguments (``config``, ``preset``, ``problem``) are those of `LLMSplitEnv`. Only the profile backend
+is vectorised (the live backend runs a model per step; use ``vectorization_mode="sync"``).
 
 Semantics are those of N single envs: each sub-env has its own generator and its own stream of normals, consumed
 by the same rule as `LLMSplitEnv` (see `LLMSplitEnv._normals`), so trajectories, rewards and infos equal those of
@@ -238,6 +238,12 @@ class LLMSplitVectorEnv(VectorEnv):
         if a.min() < 0 or a.max() >= self._n:
             bad = a[(a < 0) | (a >= self._n)]
             raise ValueError(f"actions {bad.tolist()} are out of range: each must lie in 0..{self._n - 1}")
+        p = self.problem
+        if self._has_excluded and not p.relative:  # refused before anything moves (autoresets included)
+            ok = self._allowed[a + p.k_min] | self._autoreset  # a sub-env being reset ignores its action
+            if not ok.all():
+                bad = sorted(set((a[~ok] + p.k_min).tolist()))
+                raise ValueError(f"actions select excluded splits {bad}; check action_masks()")
         if self._n_autoreset:
             reset_idx = np.flatnonzero(self._autoreset)
             self._reset_envs(reset_idx)
@@ -252,14 +258,8 @@ class LLMSplitVectorEnv(VectorEnv):
         all_active = reset_idx.size == 0
         act = slice(None) if all_active else np.flatnonzero(~self._autoreset)
 
-        p = self.problem
         prev = self._prev[act]
         k = p.splits_of(a if all_active else a[act], prev)
-        if self._has_excluded and not p.relative:
-            ok = self._allowed[k]
-            if not ok.all():
-                bad = sorted(set(k[~ok].tolist()))
-                raise ValueError(f"actions select excluded splits {bad}; check action_masks()")
         move = k - prev
         st = self._state if all_active else {n: v[act] for n, v in self._state.items()}
         self._dyn.on_action_batch(st, move)

@@ -165,3 +165,24 @@ def test_vector_env_reads_no_private_attribute_of_another_object():
     assert bad == []
     vec = gym.make_vec("LLMSplit-v0", num_envs=2, vectorization_mode="vector_entry_point").unwrapped
     assert not hasattr(vec, "env") and vec.problem.n_actions == 30
+
+
+def test_a_refused_masked_action_changes_nothing_not_even_pending_autoresets():
+    vec = gym.make_vec(
+        "LLMSplit-v0",
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        config={"splits": {"excluded": [5]}, "max_episode_steps": 2},
+    ).unwrapped
+    vec.reset(seed=0)
+    vec.step(np.array([0, 0]))
+    vec.reset(options={"reset_mask": np.array([False, True])})
+    vec.step(np.array([0, 0]))  # sub-env 0 truncates (its autoreset is pending), sub-env 1 is at step 1
+    before = {k: v.copy() for k, v in vec._state.items()}
+    with pytest.raises(ValueError, match=r"excluded splits \[5\]"):
+        vec.step(np.array([0, 4]))  # split 5 for sub-env 1
+    for k, v in before.items():
+        np.testing.assert_array_equal(vec._state[k], v, err_msg=k)
+    # sub-env 0's pending autoreset ignores its action, even an excluded one; sub-env 1 steps
+    _, _, _, truncated, info = vec.step(np.array([4, 0]))
+    assert info["_ppl"].tolist() == [False, True] and truncated.tolist() == [False, True]
