@@ -237,8 +237,8 @@ class LLMSplitEnv(gym.Env):
             np.array(problem.obs_low, np.float32), np.array(problem.obs_high, np.float32), dtype=np.float32
         )
 
-        # Episode state (set by reset).
-        self._t = 0
+        # Episode state (set by reset; _t = -1 until the first reset).
+        self._t = -1
         self.prev_split = problem.initial_splits[0]
         self._trend = 0.0
         self._last_loss = 0.0
@@ -270,8 +270,8 @@ class LLMSplitEnv(gym.Env):
 
     @property
     def elapsed_steps(self) -> int:
-        """Steps taken in the current episode."""
-        return self._t
+        """Steps taken in the current episode (0 before the first reset)."""
+        return max(self._t, 0)
 
     @property
     def ppl0(self) -> float:
@@ -331,11 +331,16 @@ class LLMSplitEnv(gym.Env):
 
     def step(self, action):
         problem = self.problem
-        try:
-            a = int(action)
-        except (TypeError, ValueError):
-            raise ValueError(self._range_error(action)) from None
-        if not 0 <= a < problem.n_actions or a != action:
+        if self._t < 0:
+            raise ValueError("step() before reset(): call env.reset(seed=...) first")
+        # what `Discrete.contains` accepts: an int, a numpy integer or a 0-d integer array (not a bool, not a float)
+        if isinstance(action, bool) or not (
+            isinstance(action, (int, np.integer))
+            or (isinstance(action, np.ndarray) and action.shape == () and action.dtype.kind in "iu")
+        ):
+            raise ValueError(self._range_error(action))
+        a = int(action)
+        if not 0 <= a < problem.n_actions:
             raise ValueError(self._range_error(action))
         kp = self.prev_split
         k = problem.targets[kp][a] if problem.relative else problem.k_min + a  # `problem.split_of`, inlined
@@ -443,6 +448,8 @@ class LLMSplitEnv(gym.Env):
         it (``llm.profile_match``: ``"strict"``, the same measurement; ``"model"``, the same model and scheme, the
         profile then being a prior measured on other text), else raises ``ValueError`` naming the differing fields.
         """
+        if self._t < 0:
+            raise ValueError("expected_rewards() before reset(): call env.reset(seed=...) first")
         return self.problem.expected_rewards(
             self.prev_split, self.dynamics.level_after, self.quality_backend.expectations, self._ppl0
         )
@@ -462,7 +469,7 @@ class LLMSplitEnv(gym.Env):
         unit = "dB" if self.problem.level_is_snr else ""
         name = "SNR" if self.problem.level_is_snr else "rho"
         line = (
-            f"t={self._t:3d}/{self.max_episode_steps} {name}={self.dynamics.level:7.3f}{unit} "
+            f"t={self.elapsed_steps:3d}/{self.max_episode_steps} {name}={self.dynamics.level:7.3f}{unit} "
             f"(est {self.dynamics.estimate:7.3f}) split={self.prev_split:2d}/{self.num_layers}"
         )
         if "ppl" in info:

@@ -232,6 +232,8 @@ class LLMSplitVectorEnv(VectorEnv):
 
     def step(self, actions):
         N = self.num_envs
+        if self._rngs[0] is None:
+            raise ValueError("step() before reset(): call envs.reset(seed=...) first")
         a = np.asarray(actions)
         if a.shape != (N,) or not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"actions must be an integer array of shape ({N},), got {a.dtype} {a.shape}")
@@ -369,6 +371,8 @@ class LLMSplitVectorEnv(VectorEnv):
 
     def expected_rewards(self) -> np.ndarray:
         """``[num_envs, n]``: `LLMSplitEnv.expected_rewards` of each sub-env's current true state."""
+        if self._rngs[0] is None:
+            raise ValueError("expected_rewards() before reset(): call envs.reset(seed=...) first")
         dyn, p = self._dyn, self.problem
         out = np.empty((self.num_envs, self._n))
         saved = dyn.get_state()  # the scalar dynamics object stands in for each sub-env in turn

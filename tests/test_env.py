@@ -184,12 +184,34 @@ def test_invalid_actions_raise_clear_errors(bad):
     assert "invalid" in msg and "0..29" in msg and "Discrete(30)" in msg
 
 
-def test_numpy_integer_and_integral_float_actions_are_accepted():
+def test_numpy_integer_actions_are_accepted_bools_and_floats_are_not():
     env = gym.make("LLMSplit-v0").unwrapped
     env.reset(seed=0)
     assert env.step(np.int64(4))[4]["split"] == 5
     assert env.step(np.array(6))[4]["split"] == 7
-    assert env.step(2.0)[4]["split"] == 3
+    assert env.step(np.uint8(2))[4]["split"] == 3
+    for bad in (True, np.bool_(True), 2.0, np.float64(2.0), float("inf"), float("nan"), np.array([3]), np.array(2.5)):
+        with pytest.raises(ValueError, match=r"invalid: this env takes integers 0\.\.29"):
+            env.step(bad)
+
+
+def test_stepping_before_reset_is_refused():
+    from llmsplit_env.vector import LLMSplitVectorEnv
+
+    env = LLMSplitEnv()
+    with pytest.raises(ValueError, match=r"step\(\) before reset\(\)"):
+        env.step(0)
+    with pytest.raises(ValueError, match=r"expected_rewards\(\) before reset\(\)"):
+        env.expected_rewards()
+    assert env.elapsed_steps == 0
+    vec = LLMSplitVectorEnv(2)
+    with pytest.raises(ValueError, match=r"step\(\) before reset\(\)"):
+        vec.step(np.array([0, 0]))
+    with pytest.raises(ValueError, match=r"expected_rewards\(\) before reset\(\)"):
+        vec.expected_rewards()
+    env.reset(seed=0)
+    vec.reset(seed=0)
+    assert env.step(0)[4]["split"] == 1 and vec.step(np.array([0, 0]))[4]["split"].tolist() == [1, 1]
 
 
 def test_relative_moves_follow_the_paper_layout_and_cut_back():
