@@ -39,7 +39,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 import llmsplit_env  # noqa: F401  (registers the env ids)
 from agents.env_util import EnvLayout, collect_transitions, env_layout, make_env
-from agents.hyperparameters import check_hyperparams, load_hyperparams, parse_policy_kwargs
+from agents.hyperparameters import check_data, check_hyperparams, load_hyperparams, parse_policy_kwargs
 from agents.planning import plan_dp
 from llmsplit_env.files import atomic_write_json
 
@@ -480,10 +480,15 @@ def make_sb3_agent(
     hp.pop("n_timesteps", None)
     policy = hp.pop("policy", "MlpPolicy")
     n_envs = int(hp.pop("n_envs", 1))
-    if "policy_kwargs" in hp:
-        hp["policy_kwargs"] = parse_policy_kwargs(hp["policy_kwargs"])
     cls = ALGOS[algo]
+    if not isinstance(policy, str) or policy not in cls.policy_aliases:
+        raise ValueError(f"policy {policy!r} is not one of {algo}'s: {', '.join(cls.policy_aliases)}")
     check_hyperparams(algo, hp, sb3_hyperparam_keys(algo, zoo_keys=False))
+    for key, value in hp.items():  # data only: nothing a hyperparameter file holds can be code
+        if key == "policy_kwargs":
+            hp[key] = parse_policy_kwargs(value)
+        else:
+            check_data(value, key)
     for k in ("seed", "tensorboard_log", "verbose"):
         hp.pop(k, None)  # the explicit arguments win
     if isinstance(env, str):

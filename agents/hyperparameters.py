@@ -4,7 +4,9 @@ check of hyperparameter names, whose errors name the bad key, the algo and what 
 
 from __future__ import annotations
 
+import ast
 import copy
+import importlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -47,18 +49,107 @@ def check_hyperparams(algo: str, hyperparams: Iterable[str], allowed: Iterable[s
         raise ValueError(f"unknown hyperparameter(s) {bad} for {algo}; allowed: {', '.join(allowed) or 'none'}")
 
 
-def parse_policy_kwargs(value: Any) -> dict[str, Any]:
-    """rl-zoo writes ``policy_kwargs`` as a Python expression string (``"dict(net_arch=[64, 64])"``); accept that
-    (evaluated with only ``dict`` and ``nn`` in scope) or a mapping."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, str):
-        from torch import nn
+# Classes a policy_kwargs value may name (rl-zoo writes them as ``nn.ReLU``, ``th.optim.Adam``...): anything else is
+# refused, so a hyperparameter file or ``-params`` string can never reach arbitrary code.
+ACTIVATIONS = ("ReLU", "Tanh", "ELU", "LeakyReLU", "SiLU", "GELU", "Sigmoid", "Softplus", "Mish", "Identity")
+OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop")
+_MODULE_PREFIXES = {"nn": ("torch.nn", ACTIVATIONS), "optim": ("torch.optim", OPTIMIZERS)}
 
+
+def allowed_class_names() -> list[str]:
+    """The class names ``policy_kwargs`` may use (each also with a ``th.``/``torch.`` prefix)."""
+    return [f"nn.{a}" for a in ACTIVATIONS] + [f"optim.{o}" for o in OPTIMIZERS]
+
+
+def resolve_class_name(name: str) -> type:
+    """``nn.ReLU``, ``th.nn.ReLU``, ``torch.optim.Adam``… → the class, if allow-listed; ``ValueError`` otherwise."""
+    parts = name.split(".")
+    if parts and parts[0] in ("th", "torch"):
+        parts = parts[1:]
+    if len(parts) == 2 and parts[0] in _MODULE_PREFIXES and parts[1] in _MODULE_PREFIXES[parts[0]][1]:
+        return getattr(importlib.import_module(_MODULE_PREFIXES[parts[0]][0]), parts[1])
+    raise ValueError(f"policy_kwargs may not name {name!r}; allowed classes: {', '.join(allowed_class_names())}")
+
+
+def _literal(node: ast.AST, source: str) -> Any:
+    """A data value from an expression node: literals, lists/tuples/dicts, ``dict(k=v)`` and allow-listed classes."""
+    if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (bool, int, float, str))):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+        value = _literal(node.operand, source)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return -value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_literal(e, source) for e in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+        return {_literal(k, source): _literal(v, source) for k, v in zip(node.keys, node.values, strict=True)}
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args
+            and all(kw.arg is not None for kw in node.keywords)):  # fmt: skip
+        return {kw.arg: _literal(kw.value, source) for kw in node.keywords}
+    if isinstance(node, (ast.Name, ast.Attribute)):
+        return resolve_class_name(ast.unparse(node))
+    raise ValueError(
+        f"policy_kwargs {source!r}: {ast.unparse(node)!r} is not allowed (only literals, lists, dicts, dict(...) and "
+        f"the classes {', '.join(allowed_class_names())})"
+    )
+
+
+# Keys whose value names a class (given as a string in YAML/JSON, e.g. activation_fn: nn.Tanh).
+_CLASS_KEYS = ("activation_fn", "optimizer_class")
+
+
+def parse_policy_kwargs(value: Any) -> dict[str, Any]:
+    """``policy_kwargs`` as data: a mapping, or rl-zoo's expression string (``"dict(net_arch=[64, 64],
+    activation_fn=nn.Tanh)"``), read without evaluating anything: literals, lists, dicts and an allow-list of
+    activation and optimizer classes (`allowed_class_names`). Class-valued keys may also be given as strings."""
+    if isinstance(value, str):
         try:
-            out = eval(value, {"__builtins__": {}}, {"dict": dict, "nn": nn})  # trusted config, as in rl-zoo
-        except Exception as e:
-            raise ValueError(f"policy_kwargs {value!r} is not a valid expression: {e}") from None
-        if isinstance(out, Mapping):
-            return dict(out)
-    raise ValueError(f"policy_kwargs must be a dict (or rl-zoo's 'dict(...)' string), got {value!r}")
+            tree = ast.parse(value.strip(), mode="eval")
+        except SyntaxError as e:
+            raise ValueError(f"policy_kwargs {value!r} is not a valid expression: {e.msg}") from None
+        value = _literal(tree.body, value)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"policy_kwargs must be a dict (or rl-zoo's 'dict(...)' string), got {value!r}")
+    out = dict(value)
+    for key in _CLASS_KEYS:
+        if isinstance(out.get(key), str):
+            out[key] = resolve_class_name(out[key])
+    for key, v in out.items():
+        check_data(v, f"policy_kwargs[{key!r}]", allow_class=key in _CLASS_KEYS)
+    return out
+
+
+def check_data(value: Any, where: str, allow_class: bool = False) -> None:
+    """Refuse anything that is not plain data (or, where allowed, an allow-listed class)."""
+    if isinstance(value, type):
+        if allow_class and any(value is resolve_class_name(n) for n in allowed_class_names()):
+            return
+        raise ValueError(f"{where} may not be {value!r}; allowed classes: {', '.join(allowed_class_names())}")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_data(v, f"{where}[{i}]")
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            check_data(v, f"{where}[{k!r}]")
+        return
+    raise ValueError(f"{where} must be plain data (numbers, strings, lists, dicts), got {type(value).__name__}")
+
+
+def as_data(value: Any) -> Any:
+    """``value`` as JSON data, with allow-listed classes written as their names (``nn.Tanh``): the inverse of
+    `parse_policy_kwargs` for saving."""
+    if isinstance(value, type):
+        for name in allowed_class_names():
+            if value is resolve_class_name(name):
+                return name
+        raise ValueError(f"{value!r} is not an allowed class; allowed: {', '.join(allowed_class_names())}")
+    if isinstance(value, Mapping):
+        return {str(k): as_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_data(v) for v in value]
+    check_data(value, "value")
+    return value

@@ -43,10 +43,12 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from torch import nn
 
 import llmsplit_env  # registers the env ids; its LLMSplitEnv is the surrogate phase's env
+from agents.baselines import make_sb3_agent
 from agents.callbacks import RewardComponentCallback
 from agents.ensemble import GaussianEnsemble, encode_inputs
 from agents.env_util import collect_transitions, counts_info, env_layout, make_env
-from llmsplit_env.files import atomic_output, atomic_write_bytes
+from agents.sb3_io import load_sb3_bytes, sb3_bytes
+from llmsplit_env.files import atomic_directory, atomic_output
 
 SURROGATES = ("mlp", "ensemble")
 TARGETS = ("quality_terms", "reward")
@@ -446,18 +448,14 @@ class RSMPPOAgent:
             make_surrogate_env(self.config), self.surrogate, self.features, self.learned, self.weights
         )
 
-    def _build_ppo(self) -> PPO:
+    def _ppo_hyperparams(self) -> dict[str, Any]:
         kw = dict(self.ppo_kwargs)
         kw.pop("n_timesteps", None)
-        policy = kw.pop("policy", "MlpPolicy")
-        return PPO(
-            policy,
-            self.make_surrogate_env(),
-            seed=self.seed,
-            tensorboard_log=self.tensorboard_log,
-            verbose=self.verbose,
-            **kw,
-        )
+        return kw
+
+    def _build_ppo(self) -> PPO:
+        return make_sb3_agent("ppo", self.make_surrogate_env(), self._ppo_hyperparams(), seed=self.seed,
+                              tensorboard_log=self.tensorboard_log, verbose=self.verbose)  # fmt: skip
 
     def learn(
         self,
@@ -543,12 +541,10 @@ class RSMPPOAgent:
         if self.surrogate is None or self.ppo is None:
             raise ValueError("nothing to save: train the agent first (learn)")
         path = Path(path)
-        ppo_buf = io.BytesIO()
-        self.ppo.save(ppo_buf)
         sur_buf = io.BytesIO()
         torch.save(self.surrogate.state_dict(), sur_buf)
         files = {
-            "ppo.zip": ppo_buf.getvalue(),
+            "ppo.zip": sb3_bytes(self.ppo, "ppo", self._ppo_hyperparams(), self.seed),
             "surrogate.pt": sur_buf.getvalue(),
             "rsm.json": json.dumps(self._meta(), indent=1).encode(),
         }
@@ -557,11 +553,9 @@ class RSMPPOAgent:
                 for name, data in files.items():
                     z.writestr(name, data)
         else:
-            if path.exists() and not path.is_dir():
-                raise ValueError(f"{path} exists and is not a directory")
-            path.mkdir(parents=True, exist_ok=True)
-            for name, data in files.items():
-                atomic_write_bytes(path / name, data)
+            with atomic_directory(path) as tmp:
+                for name, data in files.items():
+                    (tmp / name).write_bytes(data)
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env | str | None = None) -> RSMPPOAgent:
@@ -601,7 +595,7 @@ class RSMPPOAgent:
         agent.surrogate = _surrogate_from_state(torch.load(io.BytesIO(read("surrogate.pt")), weights_only=True))
         agent.fit_stats = dict(meta["fit_stats"])
         agent.quality_evals = int(meta["quality_evals"])
-        agent.ppo = PPO.load(io.BytesIO(read("ppo.zip")), env=agent.make_surrogate_env(), device="cpu")
+        agent.ppo = load_sb3_bytes(read("ppo.zip"), f"{path}/ppo.zip", agent.make_surrogate_env(), algo="ppo")
         return agent
 
     def __repr__(self) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import io
 import json
 import time
 from collections.abc import Callable
@@ -26,7 +25,6 @@ import gymnasium as gym
 
 from agents.env_util import make_env
 from agents.hyperparameters import check_hyperparams, load_hyperparams
-from llmsplit_env.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from agents.evaluation import OracleNormalizer
@@ -101,7 +99,7 @@ def _sb3_keys(algo: str) -> Callable[[], list[str]]:
 class AlgoEntry:
     """One row of the registry."""
 
-    #: module and class of the agent (``cls.load(path, env=env)`` loads a saved one)
+    #: module and class of the agent
     module: str
     cls: str
     train: Trainer
@@ -113,11 +111,18 @@ class AlgoEntry:
     uses_budget: bool = True
     #: its ``agents/hyperparams/<algo>.yml`` table is read
     yaml: bool = False
-    #: ``save(agent, path)``; our agents write atomically themselves
-    save: Callable[[Any, Path], None] = lambda agent, path: agent.save(str(path))
+    #: ``save(agent, path, record)`` (the record: algo, hyperparameters, seed); our agents write atomically themselves
+    save: Callable[[Any, Path, dict], None] = lambda agent, path, record: agent.save(str(path))
+    #: ``load(path, env)``; default: the class's ``load(path, env=env)``
+    load: Callable[[Path, gym.Env | None], Any] | None = None
 
     def agent_class(self) -> type:
         return getattr(importlib.import_module(self.module), self.cls)
+
+    def load_agent(self, path: Path, env: gym.Env | None) -> Any:
+        if self.load is not None:
+            return self.load(path, env)
+        return self.agent_class().load(str(path), env=env)
 
 
 # ------------------------------------------------------------------------------------------------ trainers
@@ -212,11 +217,19 @@ def _train_threshold(job: TrainJob) -> tuple[Any, int, int, dict]:
     return agent, steps, agent.quality_evals, hp
 
 
-def _save_sb3(model: Any, path: Path) -> None:
-    """SB3 writes its zip in place; write it to memory, then atomically (a reader never sees half a model)."""
-    buf = io.BytesIO()
-    model.save(buf)
-    atomic_write_bytes(path, buf.getvalue())
+def _save_sb3(model: Any, path: Path, record: dict) -> None:
+    from agents.sb3_io import save_sb3
+
+    save_sb3(model, path, record["algo"], record["hyperparams"], record["seed"])
+
+
+def _load_sb3(algo: str) -> Callable[[Path, gym.Env | None], Any]:
+    def load(path: Path, env: gym.Env | None) -> Any:
+        from agents.sb3_io import load_sb3
+
+        return load_sb3(path, env, algo=algo)
+
+    return load
 
 
 def _keys(*names: str) -> Callable[[], list[str]]:
@@ -226,9 +239,10 @@ def _keys(*names: str) -> Callable[[], list[str]]:
 REGISTRY: dict[str, AlgoEntry] = {
     "mbrl": AlgoEntry("agents.mbrl", "MBRLAgent", _train_mbrl, "agent.pt", _own_keys("agents.mbrl", "MBRLAgent"),
                       yaml=True),
-    **{a: AlgoEntry("agents.baselines", cls, _train_sb3, "agent.zip", _sb3_keys(a), yaml=True, save=_save_sb3)
+    **{a: AlgoEntry("agents.baselines", cls, _train_sb3, "agent.zip", _sb3_keys(a), yaml=True, save=_save_sb3,
+                    load=_load_sb3(a))
        for a, cls in zip(SB3_ALGOS, ("PPO", "A2C", "DQN", "MaskablePPO"), strict=True)},
-    "rsm_ppo": AlgoEntry("agents.rsm", "RSMPPOAgent", _train_rsm, "agent", _own_keys("agents.rsm", "RSMPPOAgent"),
+    "rsm_ppo": AlgoEntry("agents.rsm", "RSMPPOAgent", _train_rsm, "agent.zip", _own_keys("agents.rsm", "RSMPPOAgent"),
                          yaml=True),
     "oracle": AlgoEntry("agents.baselines", "OracleAgent", _train_oracle, "agent.json", _keys(), uses_budget=False),
     "random": AlgoEntry("agents.baselines", "RandomAgent", _train_random, "agent.json", _keys(), uses_budget=False),
@@ -287,7 +301,7 @@ def train_agent(
     agent, steps, evals, hp = entry.train(job)
     train_s = time.perf_counter() - t0
     path = (out / entry.file_name).resolve()  # absolute: evaluate.py may run from elsewhere
-    entry.save(agent, path)
+    entry.save(agent, path, {"algo": algo, "hyperparams": hp, "seed": seed})
     return TrainRecord(algo, env_id, seed, str(path), int(evals), train_s, int(steps), curve, _jsonable(hp))
 
 
@@ -297,7 +311,7 @@ def load_agent(algo: str, path: str | Path, env: gym.Env | None = None):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no saved {algo} agent at {str(path)!r}")
-    return entry.agent_class().load(str(path), env=env)
+    return entry.load_agent(path, env)
 
 
 def cli_main(build_parser: Callable[[], Any], run: Callable[[Any], int], argv: list[str] | None) -> int:

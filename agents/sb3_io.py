@@ -1,0 +1,200 @@
+"""Saving and loading SB3 / sb3-contrib agents without unpickling anything the file supplies.
+
+A Stable-Baselines3 zip stores parts of the model (spaces, schedules, classes) as cloudpickle, which runs code when
+loaded. `save_sb3` writes SB3's own zip (so SB3 tools can still read it) plus ``llmsplit.json``: the algo, its
+hyperparameters as data, the spaces and the step count. `load_sb3` reads only that JSON and the weights: it rebuilds
+the model from the algo and those hyperparameters (parsed as data, `agents.hyperparameters`), then loads
+``policy.pth`` (and the optimizer state) with ``torch.load(weights_only=True)``. The pickled entries of ``data`` are
+never deserialised; a file where one appears under a key SB3 does not pickle itself (a crafted payload) is refused
+with the key's name, as is a plain SB3 zip (no ``llmsplit.json``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.hyperparameters import as_data
+from llmsplit_env.files import atomic_write_bytes
+
+META = "llmsplit.json"
+FORMAT = "llmsplit-sb3"
+VERSION = 1
+# The entries of SB3's ``data`` that SB3 itself writes as cloudpickle: never read here (rebuilt from the algo and its
+# hyperparameters). Pickled data under any other key can only be a crafted file.
+SB3_PICKLED_KEYS = frozenset({
+    "policy_class", "observation_space", "action_space", "policy_kwargs", "lr_schedule", "clip_range", "clip_range_vf",
+    "rollout_buffer_class", "rollout_buffer_kwargs", "replay_buffer_class", "replay_buffer_kwargs",
+    "exploration_schedule", "train_freq", "_last_obs", "_last_original_obs", "_last_episode_starts",
+    "ep_info_buffer", "ep_success_buffer",
+})  # fmt: skip
+
+
+def describe_space(space: gym.Space) -> dict[str, Any]:
+    """A space as plain data (type, shape, dtype; bounds or n), to check an env against a saved agent."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
+                "low": np.asarray(space.low).tolist(), "high": np.asarray(space.high).tolist()}  # fmt: skip
+    raise ValueError(f"unsupported space {space}")
+
+
+def save_sb3(model: Any, path: str | os.PathLike, algo: str, hyperparams: Mapping[str, Any], seed: int = 0) -> None:
+    """Write ``model`` as SB3's zip plus ``llmsplit.json``, atomically (an interrupted save keeps the old file).
+
+    ``hyperparams``: what the model was built from (`agents.baselines.make_sb3_agent`'s zoo section, as data).
+    """
+    atomic_write_bytes(path, sb3_bytes(model, algo, hyperparams, seed))
+
+
+def sb3_bytes(model: Any, algo: str, hyperparams: Mapping[str, Any], seed: int = 0) -> bytes:
+    """The bytes `save_sb3` writes."""
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "algo": algo,
+        "hyperparams": as_data(dict(hyperparams)),
+        "seed": int(seed),
+        "num_timesteps": int(model.num_timesteps),
+        "observation_space": describe_space(model.observation_space),
+        "action_space": describe_space(model.action_space),
+    }
+    buf = io.BytesIO()
+    model.save(buf)
+    with zipfile.ZipFile(buf, "a") as z:
+        z.writestr(META, json.dumps(meta, indent=1))
+    return buf.getvalue()
+
+
+def _find_pickled(value: Any, where: str) -> str | None:
+    """The first place under ``value`` that holds SB3's cloudpickle marker."""
+    if isinstance(value, Mapping):
+        if ":serialized:" in value:
+            return where
+        for k, v in value.items():
+            found = _find_pickled(v, f"{where}[{k!r}]")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _find_pickled(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _read_meta(path: str, z: zipfile.ZipFile) -> dict[str, Any]:
+    names = set(z.namelist())
+    if META not in names:
+        raise ValueError(
+            f"{path} was not saved by LLMSplit (no {META}): refused, because a Stable-Baselines3 zip runs pickled code "
+            "when loaded. Load it with SB3 itself only if you trust where it came from."
+        )
+    try:
+        meta = json.loads(z.read(META).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{path}: {META} is unreadable ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ValueError(f"{path}: {META} is not an {FORMAT} file of version {VERSION}")
+    if "data" in names:
+        try:
+            data = json.loads(z.read("data").decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile, OSError) as e:
+            raise ValueError(f"{path}: its 'data' entry is unreadable ({e})") from None
+        for key, value in data.items() if isinstance(data, dict) else ():
+            found = None if key in SB3_PICKLED_KEYS else _find_pickled(value, f"data[{key!r}]")
+            if found:
+                raise ValueError(f"{path}: {found} holds pickled Python objects, which can run code: refused")
+    return meta
+
+
+def _load_weights(path: str, z: zipfile.ZipFile, name: str) -> Any:
+    try:
+        return torch.load(io.BytesIO(z.read(name)), map_location="cpu", weights_only=True)
+    except Exception as e:  # a crafted pickle is refused by weights_only; a truncated one fails to parse
+        raise ValueError(f"{path}: {name} refused or unreadable ({type(e).__name__}: {e})") from None
+
+
+def load_sb3(path: str | os.PathLike, env: gym.Env | None = None, algo: str | None = None, device: str = "cpu"):
+    """Rebuild an agent saved by `save_sb3`. ``env``: the env to attach (default: built from nothing — the model then
+    only predicts); its spaces must be the saved ones. ``algo``: refuse a file of another algo."""
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved agent at {str(path)!r}")
+    return load_sb3_bytes(path.read_bytes(), str(path), env, algo, device)
+
+
+def load_sb3_bytes(data: bytes, path: str, env: gym.Env | None = None, algo: str | None = None, device: str = "cpu"):
+    """`load_sb3` from the file's bytes; ``path`` names it in errors."""
+    from agents.baselines import ALGOS, make_sb3_agent
+
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ValueError(f"{path} is not a zip archive (truncated or not a saved agent)")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            meta = _read_meta(path, z)
+            saved_algo = meta.get("algo")
+            if saved_algo not in ALGOS:
+                raise ValueError(f"{path}: unknown algo {saved_algo!r}; allowed: {', '.join(ALGOS)}")
+            if algo is not None and saved_algo != algo:
+                raise ValueError(f"{path} holds a {saved_algo} agent, not {algo}")
+            policy_state = _load_weights(path, z, "policy.pth")
+            has_optim = "policy.optimizer.pth" in z.namelist()
+            optim_state = _load_weights(path, z, "policy.optimizer.pth") if has_optim else None
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{path} is a damaged zip archive ({e})") from None
+    hp = meta.get("hyperparams")
+    if not isinstance(hp, dict):
+        raise ValueError(f"{path}: {META} has no hyperparams table")
+    if env is None:
+        env = _SpacesOnlyEnv(_space_from(meta["observation_space"], path), _space_from(meta["action_space"], path))
+    for what, space in (("observation_space", env.observation_space), ("action_space", env.action_space)):
+        if describe_space(space) != meta.get(what):
+            raise ValueError(f"the env's {what} differs from the one {path} was saved with")
+    try:
+        model = make_sb3_agent(saved_algo, env, {**hp, "device": device}, seed=int(meta.get("seed", 0)))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    try:
+        model.policy.load_state_dict(policy_state)
+        if optim_state is not None:
+            model.policy.optimizer.load_state_dict(optim_state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        msg = f"{path}: the saved weights do not fit the {saved_algo} model its hyperparameters build ({e})"
+        raise ValueError(msg) from None
+    model.num_timesteps = int(meta.get("num_timesteps", 0))
+    return model
+
+
+def _space_from(d: Any, path: str) -> gym.Space:
+    if isinstance(d, dict) and d.get("type") == "Discrete":
+        return gym.spaces.Discrete(int(d["n"]), start=int(d.get("start", 0)))
+    if isinstance(d, dict) and d.get("type") == "Box":
+        return gym.spaces.Box(np.array(d["low"], dtype=d["dtype"]), np.array(d["high"], dtype=d["dtype"]),
+                              dtype=np.dtype(d["dtype"]))  # fmt: skip
+    raise ValueError(f"{path}: unreadable space description {d!r}")
+
+
+class _SpacesOnlyEnv(gym.Env):
+    """Stands in for the env when a model is loaded only to predict: SB3 needs the spaces, nothing steps it."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
+
+    def reset(self, *, seed=None, options=None):
+        raise RuntimeError("this agent was loaded without an env: pass env= to load it for training")
+
+    def step(self, action):
+        raise RuntimeError("this agent was loaded without an env: pass env= to load it for training")
