@@ -549,7 +549,7 @@ class RSMPPOAgent:
             "rsm.json": json.dumps(self._meta(), indent=1).encode(),
         }
         if path.suffix == ".zip":
-            with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w") as z:
+            with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
                 for name, data in files.items():
                     z.writestr(name, data)
         else:
@@ -562,6 +562,17 @@ class RSMPPOAgent:
         """Rebuild an agent saved with ``save`` (directory or zip). ``env``: the real env for further collection
         (default: a profile-backend env of the saved config)."""
         path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no saved RSM-PPO agent at {str(path)!r}")
+        try:
+            return cls._load(path, env)
+        except ValueError:
+            raise
+        except Exception as e:  # truncated or corrupt parts, wrong types: name the file rather than a traceback
+            raise ValueError(f"{path} is not a readable saved RSM-PPO agent ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def _load(cls, path: Path, env: gym.Env | str | None) -> RSMPPOAgent:
         if path.is_dir():
             read: Callable[[str], bytes] = lambda name: (path / name).read_bytes()
         elif path.is_file() and zipfile.is_zipfile(path):
@@ -571,9 +582,11 @@ class RSMPPOAgent:
         else:
             raise ValueError(f"{path} is neither a saved RSM-PPO directory nor a zip archive")
         try:
-            meta = json.loads(read("rsm.json"))
+            meta = json.loads(read("rsm.json").decode("utf-8"))
         except (KeyError, FileNotFoundError):
             raise ValueError(f"{path} holds no rsm.json: not a saved RSM-PPO agent") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} is not a readable saved RSM-PPO agent (rsm.json: {e})") from None
         if meta.get("format") != SAVE_FORMAT or meta.get("version") != SAVE_VERSION:
             raise ValueError(f"{path}: not a saved RSM-PPO agent of version {SAVE_VERSION}")
         real_env = env if env is not None else make_surrogate_env(meta["config"])
@@ -592,7 +605,11 @@ class RSMPPOAgent:
         )
         if agent.features.to_json() != f or list(agent.learned) != meta["learned"]:
             raise ValueError(f"the env differs from the one {path} was saved with (features or reward terms)")
-        agent.surrogate = _surrogate_from_state(torch.load(io.BytesIO(read("surrogate.pt")), weights_only=True))
+        try:
+            state = torch.load(io.BytesIO(read("surrogate.pt")), map_location="cpu", weights_only=True)
+        except Exception as e:  # weights_only refuses anything but tensors and plain containers
+            raise ValueError(f"{path}: surrogate.pt refused or unreadable ({type(e).__name__}: {e})") from None
+        agent.surrogate = _surrogate_from_state(state)
         agent.fit_stats = dict(meta["fit_stats"])
         agent.quality_evals = int(meta["quality_evals"])
         agent.ppo = load_sb3_bytes(read("ppo.zip"), f"{path}/ppo.zip", agent.make_surrogate_env(), algo="ppo")

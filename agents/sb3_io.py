@@ -69,11 +69,17 @@ def sb3_bytes(model: Any, algo: str, hyperparams: Mapping[str, Any], seed: int =
         "observation_space": describe_space(model.observation_space),
         "action_space": describe_space(model.action_space),
     }
-    buf = io.BytesIO()
-    model.save(buf)
-    with zipfile.ZipFile(buf, "a") as z:
-        z.writestr(META, json.dumps(meta, indent=1))
-    return buf.getvalue()
+    sb3 = io.BytesIO()
+    model.save(sb3)
+    # A fresh archive rather than appending: an appended zip keeps SB3's own directory mid-file, so a truncated copy
+    # would read as a plain SB3 zip instead of a damaged one.
+    out = io.BytesIO()
+    with zipfile.ZipFile(sb3) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            # deflated: weights stored raw hold torch's own zip directory, which a truncated copy would be read as
+            dst.writestr(info.filename, src.read(info), compress_type=zipfile.ZIP_DEFLATED)
+        dst.writestr(META, json.dumps(meta, indent=1))
+    return out.getvalue()
 
 
 def _find_pickled(value: Any, where: str) -> str | None:
@@ -95,6 +101,8 @@ def _find_pickled(value: Any, where: str) -> str | None:
 
 def _read_meta(path: str, z: zipfile.ZipFile) -> dict[str, Any]:
     names = set(z.namelist())
+    if META not in names and "data" not in names:
+        raise ValueError(f"{path} is not a saved agent (a damaged or foreign zip archive: no {META})")
     if META not in names:
         raise ValueError(
             f"{path} was not saved by LLMSplit (no {META}): refused, because a Stable-Baselines3 zip runs pickled code "

@@ -215,3 +215,62 @@ def test_rsm_refuses_an_env_with_added_reward_components():
     problem = compile_problem().with_component(RewardComponent("bonus", lambda p, o: 1.0), weight=1.0)
     with pytest.raises(ValueError, match=r"no reward component \['bonus'\]"):
         RSMPPOAgent(LLMSplitEnv(problem=problem))
+
+
+def test_saved_agent_faults_are_named_and_run_nothing(tmp_path):
+    import pathlib
+    import pickle
+    import shutil
+    import zipfile
+
+    class Touch:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (tmp_path / "pwned",))
+
+    agent = RSMPPOAgent(gym.make("LLMSplit-v0"), n_real=40, ppo_kwargs={"n_steps": 64, "batch_size": 32}, seed=2)
+    agent.learn(64)
+    good = tmp_path / "agent"
+    agent.save(good)
+    # a crafted surrogate.pt, a plain SB3 ppo.zip, a truncated rsm.json: each refused, naming the file
+    for name, data, match in (
+        ("surrogate.pt", pickle.dumps(Touch()), r"surrogate\.pt refused"),
+        ("rsm.json", (good / "rsm.json").read_bytes()[:50], r"bad.* is not a readable saved RSM-PPO agent"),
+    ):
+        bad = tmp_path / f"bad-{name}"
+        shutil.copytree(good, bad)
+        (bad / name).write_bytes(data)
+        with pytest.raises(ValueError, match=match):
+            RSMPPOAgent.load(bad)
+    plain = tmp_path / "plain"
+    shutil.copytree(good, plain)
+    agent.ppo.save(plain / "ppo.zip")
+    with pytest.raises(ValueError, match=r"plain/ppo\.zip was not saved by LLMSplit"):
+        RSMPPOAgent.load(plain)
+    assert not (tmp_path / "pwned").exists()
+    # a truncated archive names itself
+    agent.save(tmp_path / "agent.zip")
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes((tmp_path / "agent.zip").read_bytes()[:-100])
+    assert not zipfile.is_zipfile(cut)
+    with pytest.raises(ValueError, match=r"cut\.zip is neither"):
+        RSMPPOAgent.load(cut)
+
+
+def test_directory_save_is_atomic(tmp_path, monkeypatch):
+    """An interrupt while the new version is being written leaves the previous directory whole."""
+    agent = RSMPPOAgent(gym.make("LLMSplit-v0"), n_real=40, ppo_kwargs={"n_steps": 64, "batch_size": 32}, seed=2)
+    agent.learn(64)
+    path = tmp_path / "agent"
+    agent.save(path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    agent.learn(64, reset_num_timesteps=False)
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("agents.rsm.sb3_bytes", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        agent.save(path)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["agent"]  # no temporary left behind
+    assert RSMPPOAgent.load(path).num_timesteps == 64
