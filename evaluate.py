@@ -3,14 +3,17 @@
 Prints, per agent, the mean return with a 95% confidence interval, the oracle-normalised score
 ``(R − R_random) / (R_oracle − R_random)`` (random and oracle run on the same seeds), the mean perplexity, the split
 histogram and the real quality evaluations spent in training. Writes PNG plots (return vs real evaluations; split vs
-SNR policy map) and, with ``--json FILE``, ``{agent: {mean_return, ci95, normalized_score, mean_ppl, quality_evals}}``.
+SNR policy map) and, with ``--json FILE``, ``{agent: {mean_return, ci95, normalized_score, mean_ppl, quality_evals}}``
+(``{agent: {error}}`` for an agent that could not be loaded). Every agent that loads is evaluated; the exit status is
+non-zero only if none could be.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from agents.env_util import make_env
     from agents.evaluation import OracleNormalizer, evaluate_agent
-    from agents.zoo import load_agent
+    from agents.zoo import load_agent, read_summary
 
     if args.n_eval_episodes < 2:
         raise ValueError(f"--n-eval-episodes must be >= 2 (for a confidence interval), got {args.n_eval_episodes}")
     summary_path = Path(args.log_folder) / args.env / "summary.json"
     if not summary_path.is_file():
         raise FileNotFoundError(f"no training summary at {summary_path}: run `python train.py --env {args.env}` first")
-    summary = json.loads(summary_path.read_text())
+    summary = read_summary(summary_path)
     env_kwargs = summary.get("env_kwargs") or {}
     entries = summary["agents"]
     if not entries:
@@ -60,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
             have = sorted({e["algo"] for e in entries.values()})
             raise ValueError(f"no saved agent for {', '.join(missing)} in {summary_path}; saved: {', '.join(have)}")
         entries = {k: e for k, e in entries.items() if e["algo"] in args.algo}
+    plots = args.plots or summary_path.parent / "plots"
+    check_output_folder(plots, "--plots")
+    if args.json:
+        check_output_file(args.json, "--json")
     seeds = [2_000_000 + 1000 * args.seed + i for i in range(args.n_eval_episodes)]
 
     def factory():
@@ -68,21 +75,31 @@ def run(args: argparse.Namespace) -> int:
     reference = OracleNormalizer(factory(), seeds)
     r_random, r_oracle = reference.reference
 
-    results, traces = {}, {}
-    for name, e in entries.items():
-        agent = load_agent(e["algo"], e["path"], factory())
-        tr = evaluate_agent(agent, factory(), seeds, trace=True)
-        traces[name] = tr
-        mean = float(tr["mean_return"])
-        results[name] = {
-            "algo": e["algo"],
-            "mean_return": mean,
-            "ci95": ci95(tr["returns"]),
-            "normalized_score": float((mean - r_random) / (r_oracle - r_random)),
-            "mean_ppl": float(tr["mean_ppl"]),
-            "quality_evals": int(e["quality_evals"]),
-            "split_histogram": {int(k): int(c) for k, c in tr["split_counts"].items() if c},
-        }
+    results, traces, failed = {}, {}, {}
+    try:
+        for name, e in entries.items():
+            try:  # one agent that cannot be loaded (missing, damaged, refused) must not cost the others
+                agent = load_agent(e["algo"], e["path"], factory())
+            except (ValueError, FileNotFoundError, OSError) as err:
+                failed[name] = str(err)
+                print(f"skipped {name}: {err}", file=sys.stderr, flush=True)
+                continue
+            tr = evaluate_agent(agent, factory(), seeds, trace=True)
+            traces[name] = tr
+            mean = float(tr["mean_return"])
+            results[name] = {
+                "algo": e["algo"],
+                "mean_return": mean,
+                "ci95": ci95(tr["returns"]),
+                "normalized_score": float((mean - r_random) / (r_oracle - r_random)),
+                "mean_ppl": float(tr["mean_ppl"]),
+                "quality_evals": int(e.get("quality_evals", 0)),
+                "split_histogram": {int(k): int(c) for k, c in tr["split_counts"].items() if c},
+            }
+    except KeyboardInterrupt:
+        if args.json and results:  # keep what finished
+            write_json(args.json, results, failed)
+        raise
 
     print(f"{args.env}: {len(seeds)} held-out episodes (seeds {seeds[0]}…{seeds[-1]}); "
           f"oracle {r_oracle:.2f}, random {r_random:.2f}")  # fmt: skip
@@ -92,17 +109,42 @@ def run(args: argparse.Namespace) -> int:
         tops = " ".join(f"k{k}:{c / sum(r['split_histogram'].values()):.0%}" for k, c in top)
         print(f"{name:<18}{r['mean_return']:>12.2f} ± {r['ci95']:<5.2f}{r['normalized_score']:>13.3f}"
               f"{r['mean_ppl']:>10.1f}{r['quality_evals']:>12d}  {tops}")  # fmt: skip
-
-    plots = args.plots or summary_path.parent / "plots"
-    write_plots(plots, entries, traces)
-    print(f"plots: {plots}/learning_curves.png, {plots}/policy_map.png")
+    for name, why in failed.items():
+        print(f"{name:<18}not evaluated: {why}")
     if args.json:
-        from llmsplit_env.files import atomic_write_json
-
-        keys = ("mean_return", "ci95", "normalized_score", "mean_ppl", "quality_evals")
-        atomic_write_json(args.json, {name: {k: r[k] for k in keys} for name, r in results.items()})
+        write_json(args.json, results, failed)
         print(f"json: {args.json}")
+    if results:
+        write_plots(plots, {k: e for k, e in entries.items() if k in results}, traces)
+        print(f"plots: {plots}/learning_curves.png, {plots}/policy_map.png")
+    if not results:
+        print(f"error: none of the {len(entries)} agents could be evaluated", file=sys.stderr)
+        return 1
     return 0
+
+
+def check_output_folder(folder: Path, flag: str) -> None:
+    """``ValueError`` now, not after the evaluation, if ``folder`` cannot hold the outputs."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{flag} {folder} exists and is not a folder")
+    parent = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {folder}: cannot create or write to {parent}")
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name")
+    check_output_folder(path.parent if str(path.parent) else Path("."), flag)
+
+
+def write_json(path: Path, results: dict, failed: dict) -> None:
+    from llmsplit_env.files import atomic_write_json
+
+    keys = ("mean_return", "ci95", "normalized_score", "mean_ppl", "quality_evals")
+    out = {name: {k: r[k] for k in keys} for name, r in results.items()}
+    out |= {name: {"error": why} for name, why in failed.items()}
+    atomic_write_json(path, out)
 
 
 def save_png(fig, path: Path) -> None:

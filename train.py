@@ -8,7 +8,6 @@ reference) on ``LLMSplit-v0``; TensorBoard runs under ``runs/tb`` (``tensorboard
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from agents.env_util import make_env
     from agents.evaluation import OracleNormalizer
-    from agents.zoo import REGISTRY, train_agent
+    from agents.zoo import REGISTRY, check_agent, read_summary, train_agent
     from llmsplit_env.files import atomic_write_json
 
     env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
@@ -87,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
                          f"{', '.join(stray)} (write e.g. ppo.learning_rate:0.001)")  # fmt: skip
     if args.eval_episodes < 1:
         raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
-    make_env(args.env, env_kwargs).close()  # fail fast on a bad id or config
+    check_env = make_env(args.env, env_kwargs)  # fail fast on a bad id or config
+    for algo in args.algo:  # and on any algo's bad hyperparameter or budget, before the first one trains
+        check_agent(algo, check_env, args.env, args.seed,
+                    args.n_timesteps if REGISTRY[algo].uses_budget else None, hyperparams.get(algo))  # fmt: skip
+    check_env.close()
     run_dir = Path(args.log_folder) / args.env
     eval_seeds = [1_000_000 + args.seed * 1000 + i for i in range(args.eval_episodes)]
     scorer = OracleNormalizer(make_env(args.env, env_kwargs), eval_seeds)
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if tb:
         tb = str(Path(tb) / args.env)
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"env_id": args.env, "agents": {}}
+    summary = read_summary(summary_path) if summary_path.is_file() else {"env_id": args.env, "agents": {}}
     if summary.get("env_kwargs", env_kwargs) != env_kwargs:
         raise ValueError(f"{summary_path} holds agents trained with other --env-kwargs; use another --log-folder")
     summary["env_kwargs"] = env_kwargs

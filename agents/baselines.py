@@ -450,6 +450,22 @@ def sb3_hyperparam_keys(algo: str, zoo_keys: bool = True) -> list[str]:
     return allowed + list(_ZOO_KEYS) if zoo_keys else allowed
 
 
+def _check_kind(algo: str, key: str, value: Any, default: Any) -> None:
+    """A value of the kind the algo's default has (SB3 checks none): an int where it takes an int, a number where a
+    float, a bool where a bool. Keys whose default is ``None`` or of another kind are left to the algo."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        return
+    if not ok:
+        kind = type(default).__name__
+        raise ValueError(f"{algo}: {key} must be {kind} (like its default {default!r}), got {value!r}")
+
+
 def make_sb3_agent(
     algo: str,
     env: gym.Env | VecEnv | str,
@@ -484,11 +500,13 @@ def make_sb3_agent(
     if not isinstance(policy, str) or policy not in cls.policy_aliases:
         raise ValueError(f"policy {policy!r} is not one of {algo}'s: {', '.join(cls.policy_aliases)}")
     check_hyperparams(algo, hp, sb3_hyperparam_keys(algo, zoo_keys=False))
+    params = inspect.signature(cls.__init__).parameters
     for key, value in hp.items():  # data only: nothing a hyperparameter file holds can be code
         if key == "policy_kwargs":
             hp[key] = parse_policy_kwargs(value)
         else:
             check_data(value, key)
+            _check_kind(algo, key, value, params[key].default if key in params else None)
     for k in ("seed", "tensorboard_log", "verbose"):
         hp.pop(k, None)  # the explicit arguments win
     if isinstance(env, str):

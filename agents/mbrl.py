@@ -71,6 +71,16 @@ def model_spec(layout: EnvLayout) -> dict[str, Any]:
     }
 
 
+def check_budget(total_timesteps: int, warmup_steps: int, have: int = 0) -> None:
+    """``ValueError`` before any step when the budget ends inside the warm-up (the model would never be fitted)."""
+    if have + total_timesteps < warmup_steps:
+        raise ValueError(
+            f"a budget of {total_timesteps} steps ends inside MBRL's warm-up (warmup_steps={warmup_steps}"
+            + (f", {have} done" if have else "")
+            + "): the model would never be fitted; give -n/--n-timesteps >= the warm-up or lower mbrl.warmup_steps"
+        )
+
+
 class MBRLAgent:
     """Model-based split selection with an ensemble surrogate and discrete planning (SB3-style surface)."""
 
@@ -199,6 +209,8 @@ class MBRLAgent:
         """
         if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 1:
             raise ValueError(f"total_timesteps must be a positive integer, got {total_timesteps!r}")
+        if self.reward_model is None:
+            check_budget(total_timesteps, self.hparams["warmup_steps"], len(self._data["y"]))
         logger = configure_logger(self.tensorboard_log, tb_log_name)
         env = self.env
         u = env.unwrapped

@@ -72,10 +72,6 @@ class TrainJob:
     point: Callable[[Any, int], dict[str, float]] | None
 
 
-#: a trainer returns ``(agent, steps, real evaluations, hyperparameters used)``
-Trainer = Callable[[TrainJob], tuple[Any, int, int, dict]]
-
-
 def _own_keys(module: str, cls: str) -> Callable[[], list[str]]:
     """Hyperparameters of one of our agents: its constructor's arguments (bar what the zoo passes) and n_timesteps."""
 
@@ -102,7 +98,9 @@ class AlgoEntry:
     #: module and class of the agent
     module: str
     cls: str
-    train: Trainer
+    build: Callable[[TrainJob], Built]
+    #: trains the built agent (may replace ``built.agent``); returns the real quality evaluations it spent
+    fit: Callable[[TrainJob, Built], int]
     #: what `train_agent` saves the agent as, under its ``out_dir``
     file_name: str
     #: the hyperparameter names it takes (``--hyperparams algo.key:value``)
@@ -126,95 +124,146 @@ class AlgoEntry:
 
 
 # ------------------------------------------------------------------------------------------------ trainers
+# Each algo is built (agent constructed, hyperparameters and budget checked: cheap, no env steps) and then fitted:
+# train.py builds every requested algo before fitting the first, so a bad value fails before any work.
+@dataclass
+class Built:
+    """An agent ready to fit: ``steps`` its budget, ``hp`` the hyperparameters it was built from."""
+
+    agent: Any
+    steps: int
+    hp: dict
+
+
 def _eval_freq(job: TrainJob, steps: int) -> int:
     return job.eval_freq or max(1, steps // 10)
 
 
-def _train_mbrl(job: TrainJob) -> tuple[Any, int, int, dict]:
-    from agents.mbrl import MBRLAgent
+def _budget(job: TrainJob, hp: dict) -> int:
+    steps = job.n_timesteps or hp.get("n_timesteps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{job.algo}: n_timesteps must be an integer >= 1, got {steps!r}")
+    return steps
+
+
+def _build_mbrl(job: TrainJob) -> Built:
+    from agents.mbrl import MBRLAgent, check_budget
 
     hp = load_hyperparams("mbrl", job.env_id, job.hyperparams)
-    steps = int(job.n_timesteps or hp.pop("n_timesteps"))
+    steps = _budget(job, hp)
     hp.pop("n_timesteps", None)
     agent = MBRLAgent(job.env, seed=job.seed, tensorboard_log=job.tensorboard_log, **hp)
+    check_budget(steps, agent.hparams["warmup_steps"])
+    return Built(agent, steps, hp)
+
+
+def _fit_mbrl(job: TrainJob, built: Built) -> int:
     point = job.point
     eval_fn = (lambda a: point(a, a.quality_evals)) if point is not None else None
-    agent.learn(steps, tb_log_name="MBRL", progress_bar=job.progress_bar, eval_fn=eval_fn,
-                eval_freq=job.eval_at or _eval_freq(job, steps))  # fmt: skip
-    return agent, steps, agent.quality_evals, hp
+    built.agent.learn(built.steps, tb_log_name="MBRL", progress_bar=job.progress_bar, eval_fn=eval_fn,
+                      eval_freq=job.eval_at or _eval_freq(job, built.steps))  # fmt: skip
+    return built.agent.quality_evals
 
 
-def _train_sb3(job: TrainJob) -> tuple[Any, int, int, dict]:
+def _build_sb3(job: TrainJob) -> Built:
     from agents.baselines import make_sb3_agent
-    from agents.callbacks import CurveCallback, RewardComponentCallback
 
     hp = load_hyperparams(job.algo, job.env_id, job.hyperparams)
-    steps = int(job.n_timesteps or hp.get("n_timesteps"))
+    steps = _budget(job, hp)
     agent = make_sb3_agent(job.algo, job.env, hp, seed=job.seed, tensorboard_log=job.tensorboard_log,
                            env_id=job.env_id)  # fmt: skip
+    return Built(agent, steps, hp)
+
+
+def _fit_sb3(job: TrainJob, built: Built) -> int:
+    from agents.callbacks import CurveCallback, RewardComponentCallback
+
     counter = RewardComponentCallback()
     callbacks = [counter]
     if job.point is not None:
         # x = real evaluations as the counter sees them (on the live env, k = L steps cost none)
-        callbacks.append(CurveCallback(job.point, _eval_freq(job, steps), lambda _: counter.quality_evals,
+        callbacks.append(CurveCallback(job.point, _eval_freq(job, built.steps), lambda _: counter.quality_evals,
                                        job.eval_at))  # fmt: skip
-    agent.learn(steps, callback=callbacks, tb_log_name=job.algo.upper(), progress_bar=job.progress_bar)
-    return agent, steps, int(counter.quality_evals), hp
+    built.agent.learn(built.steps, callback=callbacks, tb_log_name=job.algo.upper(), progress_bar=job.progress_bar)
+    return int(counter.quality_evals)
 
 
-def _train_rsm(job: TrainJob) -> tuple[Any, int, int, dict]:
-    from agents.callbacks import CurveCallback
+def _build_rsm(job: TrainJob) -> Built:
     from agents.rsm import RSMPPOAgent
 
     hp = load_hyperparams("rsm_ppo", job.env_id, job.hyperparams)
-    steps = int(job.n_timesteps or hp.pop("n_timesteps"))
+    steps = _budget(job, hp)
     hp.pop("n_timesteps", None)
-    agent = RSMPPOAgent(job.env, seed=job.seed, tensorboard_log=job.tensorboard_log, **hp)
+    return Built(RSMPPOAgent(job.env, seed=job.seed, tensorboard_log=job.tensorboard_log, **hp), steps, hp)
+
+
+def _fit_rsm(job: TrainJob, built: Built) -> int:
+    from agents.callbacks import CurveCallback
+
+    agent = built.agent
     # Its whole real-evaluation cost is paid before PPO starts: every curve point sits at n_real.
     callbacks = None
     if job.point is not None:
-        callbacks = [CurveCallback(job.point, _eval_freq(job, steps), lambda _: agent.quality_evals)]
-    agent.learn(steps, callback=callbacks, tb_log_name="RSM-PPO", progress_bar=job.progress_bar)
-    return agent, steps, agent.quality_evals, hp
+        callbacks = [CurveCallback(job.point, _eval_freq(job, built.steps), lambda _: agent.quality_evals)]
+    agent.learn(built.steps, callback=callbacks, tb_log_name="RSM-PPO", progress_bar=job.progress_bar)
+    return agent.quality_evals
 
 
-def _train_oracle(job: TrainJob) -> tuple[Any, int, int, dict]:
+def _build_oracle(job: TrainJob) -> Built:
     from agents.baselines import OracleAgent
 
-    return OracleAgent(job.env), 0, 0, dict(job.hyperparams or {})
+    return Built(OracleAgent(job.env), 0, dict(job.hyperparams or {}))
 
 
-def _train_random(job: TrainJob) -> tuple[Any, int, int, dict]:
+def _build_random(job: TrainJob) -> Built:
     from agents.baselines import RandomAgent
 
-    return RandomAgent(job.env, seed=job.seed), 0, 0, dict(job.hyperparams or {})
+    return Built(RandomAgent(job.env, seed=job.seed), 0, dict(job.hyperparams or {}))
 
 
-def _train_fixed(job: TrainJob) -> tuple[Any, int, int, dict]:
+def _build_fixed(job: TrainJob) -> Built:
+    from agents.baselines import FixedSplitAgent
+
+    hp = dict(job.hyperparams or {})
+    split = hp.get("split")
+    # no split given: `_fit_fixed` picks the best one
+    return Built(FixedSplitAgent(job.env, split) if split is not None else None, 0, hp)
+
+
+def _fit_fixed(job: TrainJob, built: Built) -> int:
     from agents.baselines import FixedSplitAgent
     from agents.env_util import counts_info
     from agents.evaluation import best_fixed_split
 
-    hp = dict(job.hyperparams or {})
-    split = hp.get("split")
-    if split is None:  # the best fixed split (privileged, like the oracle: no real evaluations on a profile env)
+    if built.agent is None:  # the best fixed split (privileged, like the oracle: no real evaluations on a profile env)
         seeds = [10_000_000 + job.seed * 1000 + ep for ep in range(BEST_FIXED_EPISODES)]
         kwargs = dict(job.env_kwargs or {})
         if counts_info(job.env):  # live backend: rank the splits on its profile, as the oracle's expectations do
             kwargs["backend"] = "profile"
         split, _ = best_fixed_split(job.env_id, seeds, kwargs)
-    return FixedSplitAgent(job.env, int(split)), 0, 0, hp
+        built.agent = FixedSplitAgent(job.env, int(split))
+    return 0
 
 
-def _train_threshold(job: TrainJob) -> tuple[Any, int, int, dict]:
+def _build_threshold(job: TrainJob) -> Built:
     from agents.baselines import SNRThresholdAgent
 
     hp = dict(job.hyperparams or {})
     if job.n_timesteps is not None:
         hp.setdefault("num_steps", job.n_timesteps)
-    steps = int(hp.get("num_steps", 500))
-    agent = SNRThresholdAgent(job.env).fit(steps, seed=job.seed)
-    return agent, steps, agent.quality_evals, hp
+    steps = hp.get("num_steps", 500)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"threshold: num_steps must be an integer >= 1, got {steps!r}")
+    return Built(SNRThresholdAgent(job.env), steps, hp)
+
+
+def _fit_threshold(job: TrainJob, built: Built) -> int:
+    built.agent.fit(built.steps, seed=job.seed)
+    return built.agent.quality_evals
+
+
+def _no_fit(job: TrainJob, built: Built) -> int:
+    return 0
 
 
 def _save_sb3(model: Any, path: Path, record: dict) -> None:
@@ -237,18 +286,20 @@ def _keys(*names: str) -> Callable[[], list[str]]:
 
 
 REGISTRY: dict[str, AlgoEntry] = {
-    "mbrl": AlgoEntry("agents.mbrl", "MBRLAgent", _train_mbrl, "agent.pt", _own_keys("agents.mbrl", "MBRLAgent"),
-                      yaml=True),
-    **{a: AlgoEntry("agents.baselines", cls, _train_sb3, "agent.zip", _sb3_keys(a), yaml=True, save=_save_sb3,
-                    load=_load_sb3(a))
+    "mbrl": AlgoEntry("agents.mbrl", "MBRLAgent", _build_mbrl, _fit_mbrl, "agent.pt",
+                      _own_keys("agents.mbrl", "MBRLAgent"), yaml=True),
+    **{a: AlgoEntry("agents.baselines", cls, _build_sb3, _fit_sb3, "agent.zip", _sb3_keys(a), yaml=True,
+                    save=_save_sb3, load=_load_sb3(a))
        for a, cls in zip(SB3_ALGOS, ("PPO", "A2C", "DQN", "MaskablePPO"), strict=True)},
-    "rsm_ppo": AlgoEntry("agents.rsm", "RSMPPOAgent", _train_rsm, "agent.zip", _own_keys("agents.rsm", "RSMPPOAgent"),
-                         yaml=True),
-    "oracle": AlgoEntry("agents.baselines", "OracleAgent", _train_oracle, "agent.json", _keys(), uses_budget=False),
-    "random": AlgoEntry("agents.baselines", "RandomAgent", _train_random, "agent.json", _keys(), uses_budget=False),
-    "fixed": AlgoEntry("agents.baselines", "FixedSplitAgent", _train_fixed, "agent.json", _keys("split"),
-                       uses_budget=False),
-    "threshold": AlgoEntry("agents.baselines", "SNRThresholdAgent", _train_threshold, "agent.json",
+    "rsm_ppo": AlgoEntry("agents.rsm", "RSMPPOAgent", _build_rsm, _fit_rsm, "agent.zip",
+                         _own_keys("agents.rsm", "RSMPPOAgent"), yaml=True),
+    "oracle": AlgoEntry("agents.baselines", "OracleAgent", _build_oracle, _no_fit, "agent.json", _keys(),
+                        uses_budget=False),
+    "random": AlgoEntry("agents.baselines", "RandomAgent", _build_random, _no_fit, "agent.json", _keys(),
+                        uses_budget=False),
+    "fixed": AlgoEntry("agents.baselines", "FixedSplitAgent", _build_fixed, _fit_fixed, "agent.json",
+                       _keys("split"), uses_budget=False),
+    "threshold": AlgoEntry("agents.baselines", "SNRThresholdAgent", _build_threshold, _fit_threshold, "agent.json",
                            _keys("num_steps")),
 }  # fmt: skip
 ALGOS = tuple(REGISTRY)
@@ -298,11 +349,32 @@ def train_agent(
 
     job = TrainJob(algo, env, env_id, env_kwargs, seed, n_timesteps, tensorboard_log, eval_freq, eval_at, progress_bar,
                    hyperparams, point if scorer is not None else None)  # fmt: skip
-    agent, steps, evals, hp = entry.train(job)
+    built = entry.build(job)
+    evals = entry.fit(job, built)
     train_s = time.perf_counter() - t0
     path = (out / entry.file_name).resolve()  # absolute: evaluate.py may run from elsewhere
-    entry.save(agent, path, {"algo": algo, "hyperparams": hp, "seed": seed})
-    return TrainRecord(algo, env_id, seed, str(path), int(evals), train_s, int(steps), curve, _jsonable(hp))
+    entry.save(built.agent, path, {"algo": algo, "hyperparams": built.hp, "seed": seed})
+    return TrainRecord(algo, env_id, seed, str(path), int(evals), train_s, int(built.steps), curve,
+                       _jsonable(built.hp))  # fmt: skip
+
+
+def check_agent(
+    algo: str,
+    env: gym.Env,
+    env_id: str,
+    seed: int = 0,
+    n_timesteps: int | None = None,
+    hyperparams: dict | None = None,
+) -> None:
+    """Build ``algo`` on ``env`` as `train_agent` would, without training or saving it: ``ValueError`` for a bad
+    hyperparameter (name, value, policy_kwargs) or budget, before any work."""
+    entry = _entry(algo)
+    check_hyperparams(algo, hyperparams or {}, entry.hyperparam_keys())
+    job = TrainJob(algo, env, env_id, None, seed, n_timesteps, None, None, None, False, hyperparams, None)
+    try:
+        entry.build(job)
+    except TypeError as e:  # a constructor given a value of the wrong kind
+        raise ValueError(f"{algo}: {e}") from None
 
 
 def load_agent(algo: str, path: str | Path, env: gym.Env | None = None):
@@ -325,6 +397,26 @@ def cli_main(build_parser: Callable[[], Any], run: Callable[[Any], int], argv: l
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # every file is written atomically, so what finished before the interrupt is whole and kept
+        print("interrupted: stopped; everything saved before the interrupt is kept", file=sys.stderr)
+        return 130
+
+
+def read_summary(path: str | Path) -> dict:
+    """train.py's ``summary.json``, checked: ``ValueError`` naming the file if it is unreadable or malformed."""
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        msg = f"{path} is not a readable training summary ({e}); remove it or use another --log-folder"
+        raise ValueError(msg) from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("agents"), dict):
+        raise ValueError(f"{path} is not a training summary (no 'agents' table); remove it or use another --log-folder")
+    for name, e in summary["agents"].items():
+        if not isinstance(e, dict) or not isinstance(e.get("algo"), str) or not isinstance(e.get("path"), str):
+            raise ValueError(f"{path}: entry {name!r} is malformed (needs 'algo' and 'path')")
+    return summary
 
 
 def _jsonable(d: dict) -> dict:

@@ -122,3 +122,173 @@ def test_evaluate_bad_input(tmp_path, trained_run, capsys):
 def test_env_kwargs_parse_nested_yaml_values():
     parsed = train.parse_key_values(["reward.weights.switching:0.5", "scheme:digital", "splits.excluded:[1, 2]"], "x")
     assert parsed == {"reward": {"weights": {"switching": 0.5}}, "scheme": "digital", "splits": {"excluded": [1, 2]}}
+
+
+# ------------------------------------------------------------------------------------------------ faults
+SMALL = ["-tb", "", "--no-progress", "--eval-episodes", "2", "-n", "128",
+         "--hyperparams", "ppo.n_steps:64", "ppo.batch_size:32"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small")
+    assert train.main(["--algo", "oracle", "random", "ppo", "-f", str(root), *SMALL]) == 0
+    return root
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a run whose summary points at the copied agents."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    path = dst / "LLMSplit-v0" / "summary.json"
+    path.write_text(path.read_text().replace(str(src), str(dst)))
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (
+            ["--algo", "oracle", "ppo", "--hyperparams", "ppo.policy_kwargs:().__class__.__base__.__subclasses__()"],
+            "is not allowed",
+        ),
+        (
+            ["--algo", "oracle", "ppo", "--hyperparams", "ppo.policy_kwargs:__import__('os').system('touch pwned')"],
+            "is not allowed",
+        ),
+        (
+            ["--algo", "oracle", "ppo", "--hyperparams", "ppo.policy_kwargs:dict(activation_fn=nn.Module)"],
+            "may not name 'nn.Module'",
+        ),
+        (["--algo", "oracle", "mbrl"], "ends inside MBRL's warm-up (warmup_steps=300)"),
+        (["--algo", "oracle", "ppo", "--hyperparams", "ppo.n_steps:zero"], "n_steps"),
+        (["--algo", "oracle", "fixed", "--hyperparams", "fixed.split:99"], "99"),
+        (["--algo", "oracle", "rsm_ppo", "--hyperparams", "rsm_ppo.n_real:1"], "n_real"),
+    ],
+)
+def test_train_checks_every_algo_before_training_the_first(tmp_path, capsys, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    assert train.main([*argv, "-f", str(tmp_path), "-tb", "", "--no-progress", "-n", "10"]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "LLMSplit-v0").exists(), "nothing may be trained or written before every algo checks out"
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_interrupted_retrain_keeps_the_previous_agent(small_run, tmp_path, capsys, monkeypatch):
+    """Ctrl-C at the worst point of a save (bytes written, not yet renamed): exit 130, one line, old agent intact."""
+    import llmsplit_env.files as files
+
+    run = _copy_run(small_run, tmp_path / "run")
+    agent = run / "LLMSplit-v0" / "ppo_seed0" / "agent.zip"
+    before = agent.read_bytes()
+    real_replace = files.os.replace
+
+    def interrupt(src, dst):
+        if Path(dst) == agent:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", interrupt)
+    assert train.main(["--algo", "ppo", "-f", str(run), *SMALL, "--seed", "0"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["interrupted: stopped; everything saved before the interrupt is kept"]
+    monkeypatch.undo()
+    assert agent.read_bytes() == before
+    assert [p.name for p in agent.parent.iterdir()] == ["agent.zip"]  # no temporary file left
+    assert evaluate.main(["-f", str(run), "--n-eval-episodes", "2", "--plots", str(tmp_path / "p")]) == 0
+    assert "ppo_seed0" in capsys.readouterr().out
+
+
+def test_sigint_during_train_keeps_saved_agents(small_run, tmp_path):
+    """A real SIGINT to a running train.py: status 130, a one-line message, every agent saved before still loads."""
+    import signal
+    import subprocess
+    import time
+
+    run = _copy_run(small_run, tmp_path / "run")
+    argv = [sys.executable, str(ROOT / "train.py"), "--algo", "ppo", "-f", str(run), *SMALL, "-n", "100000"]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("== ppo")  # training has started
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted: stopped; everything saved before the interrupt is kept"
+    assert "Traceback" not in err
+    from agents.zoo import load_agent
+
+    for rec in json.loads((run / "LLMSplit-v0" / "summary.json").read_text())["agents"].values():
+        load_agent(rec["algo"], rec["path"], None if rec["algo"] == "ppo" else _env())
+
+
+def _env():
+    from agents.env_util import make_env
+
+    return make_env("LLMSplit-v0")
+
+
+def test_evaluate_skips_agents_it_cannot_load(small_run, tmp_path, capsys):
+    run = _copy_run(small_run, tmp_path / "run")
+    agent = run / "LLMSplit-v0" / "ppo_seed0" / "agent.zip"
+    agent.write_bytes(agent.read_bytes()[:11_000])  # what an in-place save cut short used to leave
+    out = tmp_path / "e.json"
+    assert evaluate.main(["-f", str(run), "--n-eval-episodes", "2", "--json", str(out),
+                          "--plots", str(tmp_path / "p")]) == 0  # fmt: skip
+    res = json.loads(out.read_text())
+    assert set(res) == {"oracle_seed0", "random_seed0", "ppo_seed0"}
+    assert "agent.zip is not a zip archive" in res["ppo_seed0"]["error"]
+    assert res["oracle_seed0"]["normalized_score"] == pytest.approx(1.0)
+    assert "skipped ppo_seed0" in capsys.readouterr().err
+    for name in ("oracle_seed0", "random_seed0"):
+        Path(json.loads((run / "LLMSplit-v0" / "summary.json").read_text())["agents"][name]["path"]).unlink()
+    assert evaluate.main(["-f", str(run), "--n-eval-episodes", "2", "--plots", str(tmp_path / "p")]) == 1
+    assert "none of the 3 agents could be evaluated" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [(b"", "is not a readable training summary"), (b"\xff\xfe{", "is not a readable training summary"),
+     (b'{"agents": []}', "is not a training summary"), (b'{"agents": {"x": {"algo": "ppo"}}}', "entry 'x'")],
+)  # fmt: skip
+def test_malformed_summary_is_named(tmp_path, capsys, content, needle):
+    (tmp_path / "LLMSplit-v0").mkdir()
+    (tmp_path / "LLMSplit-v0" / "summary.json").write_bytes(content)
+    assert evaluate.main(["-f", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "summary.json" in err and len(err.strip().splitlines()) == 1
+    assert train.main(["--algo", "oracle", "-f", str(tmp_path), "-tb", "", "--no-progress"]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_evaluate_checks_outputs_before_work(small_run, tmp_path, capsys, monkeypatch):
+    import agents.evaluation
+
+    def never(*_a, **_k):
+        raise AssertionError("evaluated before checking its outputs")
+
+    monkeypatch.setattr(agents.evaluation, "evaluate_agent", never)
+    assert evaluate.main(["-f", str(small_run), "--plots", "/dev/null"]) == 2
+    assert "--plots /dev/null exists and is not a folder" in capsys.readouterr().err
+    assert evaluate.main(["-f", str(small_run), "--json", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_evaluate_keeps_finished_results(small_run, tmp_path, capsys, monkeypatch):
+    import agents.evaluation
+
+    real = agents.evaluation.evaluate_agent
+    calls = []
+
+    def second_interrupts(*a, **k):
+        calls.append(k.get("trace", False))
+        if sum(calls) == 2:  # the second agent's evaluation (the normaliser's runs take no trace)
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(agents.evaluation, "evaluate_agent", second_interrupts)
+    out = tmp_path / "e.json"
+    assert evaluate.main(["-f", str(small_run), "--n-eval-episodes", "2", "--json", str(out),
+                          "--plots", str(tmp_path / "p")]) == 130  # fmt: skip
+    assert list(json.loads(out.read_text())) == ["oracle_seed0"]
+    assert "Traceback" not in capsys.readouterr().err

@@ -14,7 +14,7 @@ def test_registry_covers_every_algo():
     for algo, entry in REGISTRY.items():
         cls = entry.agent_class()
         assert callable(getattr(cls, "load", None)), algo
-        assert callable(entry.train) and entry.file_name, algo
+        assert callable(entry.build) and callable(entry.fit) and entry.file_name, algo
         assert entry.hyperparam_keys() is not None, algo
         assert (HYPERPARAMS_DIR / f"{algo}.yml").is_file() == entry.yaml, algo
     assert set(hyperparam_algos()) == {a for a, e in REGISTRY.items() if e.yaml}
