@@ -383,7 +383,12 @@ def load_agent(algo: str, path: str | Path, env: gym.Env | None = None):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no saved {algo} agent at {str(path)!r}")
-    return entry.load_agent(path, env)
+    try:
+        return entry.load_agent(path, env)
+    except Exception as e:  # a damaged or foreign file: one error that names it, whatever the format's parser raised
+        if isinstance(e, (ValueError, FileNotFoundError)) and str(path) in str(e):
+            raise
+        raise ValueError(f"{path} is not a loadable saved {algo} agent ({type(e).__name__}: {e})") from None
 
 
 def cli_main(build_parser: Callable[[], Any], run: Callable[[Any], int], argv: list[str] | None) -> int:

@@ -292,3 +292,33 @@ def test_ctrl_c_in_evaluate_keeps_finished_results(small_run, tmp_path, capsys, 
                           "--plots", str(tmp_path / "p")]) == 130  # fmt: skip
     assert list(json.loads(out.read_text())) == ["oracle_seed0"]
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fault", ["truncate", "garbage", "flip", "empty"])
+def test_every_saved_agent_fault_is_an_error_naming_the_file(trained_run, tmp_path, fault):
+    """Each algo's saved file, damaged: `load_agent` raises ValueError naming the file (or loads it whole)."""
+    import shutil
+
+    from agents.zoo import load_agent
+
+    agents = json.loads((trained_run / "LLMSplit-v0" / "summary.json").read_text())["agents"]
+    for name, rec in agents.items():
+        src = Path(rec["path"])
+        dst = tmp_path / name / src.name
+        dst.parent.mkdir()
+        shutil.copy(src, dst)
+        data = dst.read_bytes()
+        mid = len(data) // 2
+        damaged = {
+            "truncate": data[: len(data) * 2 // 3],
+            "garbage": b"\xff\xfe garbage \x00" * 10,
+            "empty": b"",
+            "flip": data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1 :],
+        }
+        dst.write_bytes(damaged[fault])
+        try:
+            load_agent(rec["algo"], dst, _env())
+        except ValueError as e:
+            assert str(dst) in str(e), (name, fault, e)
+        else:  # a flipped byte in a part that is not read back (e.g. JSON whitespace) can leave a whole agent
+            assert fault == "flip", (name, fault)
