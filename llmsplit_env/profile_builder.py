@@ -110,11 +110,11 @@ class Plan:
     partial_path: Path
 
 
-def _flag(flag: str, check, *args):
-    """``check(*args)``, its ValueError re-raised as a `UsageError` naming ``flag``."""
+def _flag(flag: str, check, *args, **kwargs):
+    """``check(*args, **kwargs)``, its ValueError re-raised as a `UsageError` naming ``flag``."""
     try:
-        return check(*args)
-    except ValueError as e:
+        return check(*args, **kwargs)
+    except (ValueError, FileNotFoundError) as e:
         raise UsageError(f"{flag}: {e}") from None
 
 
