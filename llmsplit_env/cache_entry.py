@@ -99,22 +99,22 @@ def _read_manifest(path: Path, kind: str, settings: dict) -> tuple[dict | None, 
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return None, f"has no manifest ({path.name}: an unfinished or older entry)"
+        return None, f"no manifest {path.name}: an unfinished or older entry"
     except OSError as e:
-        return None, f"manifest {path.name} is unreadable ({e.__class__.__name__})"
+        return None, f"its manifest {path.name} is unreadable ({e.__class__.__name__})"
     try:
         man = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return None, f"manifest {path.name} is not valid JSON"
+        return None, f"its manifest {path.name} is not valid JSON"
     if not isinstance(man, dict) or man.get("format") != FORMAT or man.get("format_version") != FORMAT_VERSION:
-        return None, f"manifest {path.name} is not a {FORMAT} v{FORMAT_VERSION} manifest"
+        return None, f"its manifest {path.name} is not a {FORMAT} v{FORMAT_VERSION} manifest"
     if man.get("kind") != kind:
-        return None, f"manifest {path.name} is for a {man.get('kind')!r} entry, not {kind!r}"
+        return None, f"its manifest {path.name} is for a {man.get('kind')!r} entry, not {kind!r}"
     if man.get("settings") != _jsonable(settings):
-        return None, "was made with other settings"
+        return None, "made with other settings"
     files = man.get("files")
     if not isinstance(files, dict) or not files or not all(_valid_record(r) for r in files.values()):
-        return None, f"manifest {path.name} has no valid file list"
+        return None, f"its manifest {path.name} has no valid file list"
     return man, ""
 
 
@@ -133,7 +133,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _warn(path: Path, reason: str) -> None:
-    warnings.warn(f"llmsplit cache: rebuilding {path}: it {reason}", CacheWarning, stacklevel=3)
+    warnings.warn(f"llmsplit cache: rebuilding {path} ({reason})", CacheWarning, stacklevel=3)
 
 
 # --- file entries ---------------------------------------------------------------------------------------------------
@@ -156,17 +156,17 @@ def _read_verified(path: Path, kind: str, settings: dict) -> tuple[bytes | None,
         return None, reason
     rec = man["files"].get(path.name)
     if rec is None or len(man["files"]) != 1:
-        return None, f"does not match its manifest {manifest_path(path).name}"
+        return None, f"its manifest {manifest_path(path).name} lists other files"
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None, ""
     except OSError as e:
-        return None, f"is unreadable ({e.__class__.__name__})"
+        return None, f"unreadable ({e.__class__.__name__})"
     if len(data) != rec["size"]:
-        return None, f"has {len(data)} bytes, its manifest says {rec['size']} (truncated or overwritten)"
+        return None, f"{len(data)} bytes where its manifest says {rec['size']}: truncated or overwritten"
     if sha256_bytes(data) != rec["sha256"]:
-        return None, "does not match its SHA-256 in its manifest (corrupt)"
+        return None, "its SHA-256 differs from its manifest's: corrupt"
     return data, ""
 
 
@@ -192,7 +192,7 @@ def load_file_entry(
         try:
             return decode(data)
         except Exception as e:  # any deserialiser error: the bytes are not the entry this reader expects
-            reason = f"passes its hash but does not decode ({e.__class__.__name__}: {str(e)[:120]})"
+            reason = f"its bytes match the manifest but do not decode ({e.__class__.__name__}: {str(e)[:120]})"
     if reason:
         _warn(path, reason)
     data = build()
@@ -242,17 +242,17 @@ def verify_dir_entry(root: str | os.PathLike, kind: str, settings: dict) -> str:
     if sorted(files) != sorted(man["files"]):
         missing = sorted(set(man["files"]) - set(files))
         extra = sorted(set(files) - set(man["files"]))
-        return f"does not hold the files of its manifest (missing {missing}, unexpected {extra})"
+        return f"its files differ from its manifest's (missing {missing}, unexpected {extra})"
     for name, rec in man["files"].items():
         p = files[name]
         try:
             size = p.stat().st_size
             if size != rec["size"]:
-                return f"has {name} of {size} bytes, its manifest says {rec['size']} (truncated or overwritten)"
+                return f"{name} has {size} bytes where the manifest says {rec['size']}: truncated or overwritten"
             if sha256_file(p) != rec["sha256"]:
-                return f"has {name} not matching its SHA-256 in the manifest (corrupt)"
+                return f"the SHA-256 of {name} differs from the manifest's: corrupt"
         except OSError as e:
-            return f"has an unreadable {name} ({e.__class__.__name__})"
+            return f"{name} is unreadable ({e.__class__.__name__})"
     return ""
 
 
