@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_profile import build_args
 
 from llmsplit_env import profile_builder as builder
-from test_profile import build_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
