@@ -231,7 +231,7 @@ def test_fresh_replaces_a_corrupt_partial_file(interrupted, capsys):
     assert out.is_file() and not partial.exists()
 
 
-def test_partial_file_keeps_its_cells_across_ctrl_c_and_profiles_get_the_umask_mode(tiny_models, tmp_path, capsys):
+def test_profiles_are_written_with_the_umask_mode(tiny_models, tmp_path, capsys):
     old = os.umask(0o022)
     try:
         out = tmp_path / "p.json"
