@@ -25,7 +25,17 @@ from dataclasses import dataclass
 import torch
 
 # The closed forms live in the torch-free `llmsplit_env.link` (the env uses them too); re-exported here.
-from llmsplit_env.link import check_finite, nakagami_outage_probability, payload_bits, shannon_airtime
+from llmsplit_env.link import (
+    check_bits,
+    check_channel_args,
+    check_nakagami_m,
+    check_rho,
+    check_snr_db,
+    check_threshold_db,
+    nakagami_outage_probability,
+    payload_bits,
+    shannon_airtime,
+)
 
 SCHEMES = ("analog", "digital", "erasure")
 __all__ = [
@@ -52,10 +62,6 @@ class Transmission:
     loss_fraction: float
     #: per-token fading power gains ``[batch, tokens]`` (``None`` for channels without fading)
     gain: torch.Tensor | None = None
-
-
-def _check_nakagami_m(m: float) -> float:
-    return check_finite("m (Nakagami shape)", m, 0.5, 1e4)
 
 
 def _check_hidden(h: torch.Tensor) -> None:
@@ -114,8 +120,8 @@ class AnalogChannel(Channel):
     level_name = "snr_db"
 
     def __init__(self, snr_db: float, m: float = 2.0) -> None:
-        self.snr_db = check_finite("snr_db", snr_db, -50.0, 100.0)
-        self.m = _check_nakagami_m(m)
+        self.snr_db = check_snr_db(snr_db)
+        self.m = check_nakagami_m(m)
 
     @property
     def level(self) -> float:
@@ -151,12 +157,10 @@ class DigitalChannel(Channel):
     level_name = "snr_db"
 
     def __init__(self, snr_db: float, m: float = 2.0, bits: int = 8, threshold_db: float = 10 * math.log10(3.0)):
-        self.snr_db = check_finite("snr_db", snr_db, -50.0, 100.0)
-        self.m = _check_nakagami_m(m)
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-            raise ValueError(f"bits must be an integer in [1, 16], got {bits!r}")
-        self.bits = bits
-        self.threshold_db = check_finite("threshold_db", threshold_db, -50.0, 100.0)
+        self.snr_db = check_snr_db(snr_db)
+        self.m = check_nakagami_m(m)
+        self.bits = check_bits(bits)
+        self.threshold_db = check_threshold_db(threshold_db)
 
     @property
     def level(self) -> float:
@@ -193,7 +197,7 @@ class ErasureChannel(Channel):
     level_name = "rho"
 
     def __init__(self, rho: float) -> None:
-        self.rho = check_finite("rho", rho, 0.0, 1.0)
+        self.rho = check_rho(rho)
 
     @property
     def level(self) -> float:
@@ -214,13 +218,13 @@ class ErasureChannel(Channel):
 
 
 def make_channel(scheme: str, level: float, **params: float) -> Channel:
-    """Build a channel by scheme name: ``analog``/``digital`` take ``snr_db``, ``erasure`` takes ``rho``."""
+    """Build a channel by scheme name: ``analog``/``digital`` take ``snr_db``, ``erasure`` takes ``rho``.
+
+    Its arguments are checked by `llmsplit_env.link.check_channel_args` (torch-free: the profile builder checks
+    its command line with it before it imports torch)."""
+    check_channel_args(scheme, level, **params)
     if scheme == "analog":
         return AnalogChannel(level, **params)
     if scheme == "digital":
         return DigitalChannel(level, **params)
-    if scheme == "erasure":
-        if params:
-            raise ValueError(f"erasure channel takes no parameters besides rho, got {sorted(params)}")
-        return ErasureChannel(level)
-    raise ValueError(f"unknown channel scheme {scheme!r}; allowed: {', '.join(SCHEMES)}")
+    return ErasureChannel(level)

@@ -23,6 +23,50 @@ def check_finite(name: str, value: float, lo: float, hi: float) -> float:
     return value
 
 
+def check_snr_db(snr_db: float) -> float:
+    return check_finite("snr_db", snr_db, -50.0, 100.0)
+
+
+def check_rho(rho: float) -> float:
+    return check_finite("rho", rho, 0.0, 1.0)
+
+
+def check_nakagami_m(m: float) -> float:
+    return check_finite("m (Nakagami shape)", m, 0.5, 1e4)
+
+
+def check_bits(bits: int) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16:
+        raise ValueError(f"bits must be an integer in [1, 16], got {bits!r}")
+    return int(bits)
+
+
+def check_threshold_db(threshold_db: float) -> float:
+    return check_finite("threshold_db", threshold_db, -50.0, 100.0)
+
+
+#: per scheme: the level's check and the checks of the parameters its channel class takes
+_CHANNEL_CHECKS = {
+    "analog": (check_snr_db, {"m": check_nakagami_m}),
+    "digital": (check_snr_db, {"m": check_nakagami_m, "bits": check_bits, "threshold_db": check_threshold_db}),
+    "erasure": (check_rho, {}),
+}
+
+
+def check_channel_args(scheme: str, level: float, **params) -> tuple[float, dict]:
+    """Validate a channel's level and parameters exactly as its class in `llmsplit_env.channel` does, without torch:
+    the checked ``(level, params)``, or ``ValueError`` naming the bad one."""
+    if scheme not in _CHANNEL_CHECKS:
+        raise ValueError(f"unknown channel scheme {scheme!r}; allowed: {', '.join(_CHANNEL_CHECKS)}")
+    check_level, checks = _CHANNEL_CHECKS[scheme]
+    unknown = sorted(set(params) - set(checks))
+    if unknown:
+        if not checks:
+            raise ValueError(f"{scheme} channel takes no parameters besides {check_level.__name__[6:]}, got {unknown}")
+        raise ValueError(f"{scheme} channel takes parameters {', '.join(checks)} besides the level; got {unknown}")
+    return check_level(level), {k: checks[k](v) for k, v in params.items()}
+
+
 def payload_bits(num_tokens: int, hidden_size: int, bits: int = 8, scale_bits: int = 32) -> int:
     """Uplink payload of ``num_tokens`` token vectors, each ``hidden_size`` b-bit values plus one scale."""
     for name, v, lo in (("num_tokens", num_tokens, 0), ("hidden_size", hidden_size, 1), ("bits", bits, 1)):

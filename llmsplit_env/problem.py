@@ -344,6 +344,9 @@ def compile_problem(config: Mapping | None = None, backend=None, preset: str | N
 
         backend = make_backend(cfg)
     qb = backend
+    from llmsplit_env.factory import check_levels_in_grid
+
+    check_levels_in_grid(cfg, qb)  # before anything else: a level the profile never measured is a config error
     L = qb.num_layers
 
     # Splits: the allowed range and its holes.

@@ -3,26 +3,41 @@
 Measures log-perplexity at every split × channel level × seed, plus the clean perplexity and the leakage probe, and
 writes a JSON profile (see `llmsplit_env.quality.profile`). Each finished cell is saved atomically to
 ``FILE.partial.json``; rerunning the same command resumes from it.
+
+Every argument, and the coverage of the profile it would make, is checked before anything heavy happens (torch is
+not even imported; the model's L and positions come from its config or GGUF header): a bad one ends the command
+within about a second with one ``error: …`` line naming the flag and what it allows, exit status 2. Ctrl-C ends it
+with one line and exit status 130; the cells finished so far stay in the partial file.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
+import os
+import re
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 import llmsplit_env
-from llmsplit_env.channel import SCHEMES, make_channel
 from llmsplit_env.files import atomic_write_json
-from llmsplit_env.quality.profile import FORMAT, FORMAT_VERSION, LEVEL_NAMES, profile_from_dict
+from llmsplit_env.link import check_bits, check_channel_args, check_nakagami_m, check_threshold_db
+from llmsplit_env.quality.profile import (
+    FORMAT,
+    FORMAT_VERSION,
+    LEVEL_NAMES,
+    SCHEMES,
+    check_splits,
+    profile_from_dict,
+)
 
 DEFAULT_LEVELS = {
     "analog": np.round(np.arange(-5.0, 35.0 + 1e-9, 2.5), 6),
@@ -31,8 +46,23 @@ DEFAULT_LEVELS = {
 }
 
 
+#: the ``--dtype`` names `llmsplit_env.llm.model.resolve_dtype` accepts (checked against it by the tests)
+DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16")
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+MAX_SEED = 2**63 - 1
+
+
+class UsageError(ValueError):
+    """A bad command line, found before any work: ``main`` prints it as one ``error:`` line and returns 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m llmsplit_env.profile_builder", description=__doc__.splitlines()[0])
+    p = _Parser(prog="python -m llmsplit_env.profile_builder", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m", help="alias, local path or hub id (default: smollm2-135m)")
     p.add_argument("--text", default="wiki", help="wiki, pydoc, a file path or literal text (default: wiki)")
     p.add_argument("--scheme", required=True, choices=SCHEMES)
@@ -51,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=8, help="digital: bits per element (default: 8)")
     p.add_argument("--threshold-db", type=float, default=10 * math.log10(3.0), help="digital: outage threshold (dB)")
     p.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16 (default: auto)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--probe-fit-tokens", type=int, default=12288, help="leakage probe: tokens to fit (default: 12288)")
     p.add_argument("--probe-test-tokens", type=int, default=4096, help="leakage probe: tokens to score (default: 4096)")
     p.add_argument(
@@ -69,54 +99,237 @@ def _scheme_params(args) -> dict:
     return {}
 
 
+@dataclass
+class Plan:
+    """A checked command line: what `build_profile` will measure."""
+
+    levels: list[float]
+    params: dict
+    splits: list[int] | None  # None: 1..L once the model is loaded (its config was not readable up front)
+    num_layers: int | None
+    partial_path: Path
+
+
+def _flag(flag: str, check, *args, **kwargs):
+    """``check(*args, **kwargs)``, its ValueError re-raised as a `UsageError` naming ``flag``."""
+    try:
+        return check(*args, **kwargs)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(f"{flag}: {e}") from None
+
+
+def _check_out(out: Path) -> Path:
+    partial = out.with_name(out.name + ".partial.json")
+    if out.is_dir() or str(out).endswith(os.sep):
+        raise UsageError(f"--out {str(out)!r} is a directory; give the profile's file name, e.g. {out / 'p.json'}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"--out {str(out)!r}: directory {str(parent)!r} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {str(out)!r}: directory {str(parent)!r} is not writable")
+    for path in (out, partial):
+        if path.exists() and not path.is_file():
+            raise UsageError(f"--out: {str(path)!r} exists and is not a regular file")
+        if path.is_file() and not os.access(path, os.W_OK):
+            raise UsageError(f"--out: {str(path)!r} exists and is not writable")
+    return partial
+
+
+def _check_int(flag: str, value: int, lo: int, why: str = "") -> None:
+    if value < lo:
+        raise UsageError(f"{flag} must be an integer >= {lo}{why}, got {value}")
+
+
+def validate(args: argparse.Namespace) -> Plan:
+    """Check every argument, and the coverage of the profile they describe, without loading torch or the model.
+
+    Raises `UsageError` (or lets `FileNotFoundError`/`ValueError` of the model and text look-ups through, which name
+    what is missing) before any measurement."""
+    partial_path = _check_out(args.out)
+    # sizes
+    _check_int("--window", args.window, 2)
+    _check_int("--num-tokens", args.num_tokens, args.window, f" (at least one --window of {args.window})")
+    if args.num_tokens % args.window:
+        raise UsageError(f"--num-tokens ({args.num_tokens}) must be a multiple of --window ({args.window})")
+    if args.draws_per_forward is not None:
+        _check_int("--draws-per-forward", args.draws_per_forward, 1)
+    why = f" (the probe fits and scores whole --window s of {args.window} tokens)"
+    _check_int("--probe-fit-tokens", args.probe_fit_tokens, args.window, why)
+    _check_int("--probe-test-tokens", args.probe_test_tokens, args.window, why)
+    # seeds
+    if len(set(args.seeds)) != len(args.seeds) or not all(0 <= s <= MAX_SEED for s in args.seeds):
+        raise UsageError(f"--seeds must be distinct integers in [0, 2**63 - 1], got {args.seeds}")
+    # channel: the checks the channel classes run, flag by flag
+    params = _scheme_params(args)
+    if "m" in params:
+        _flag("--m", check_nakagami_m, args.m)
+    if "bits" in params:
+        _flag("--bits", check_bits, args.bits)
+        _flag("--threshold-db", check_threshold_db, args.threshold_db)
+    levels = [float(v) for v in (args.levels if args.levels else DEFAULT_LEVELS[args.scheme])]
+    if len(levels) < 2:
+        raise UsageError(
+            f"--levels needs at least two {LEVEL_NAMES[args.scheme]} levels (a profile interpolates between them), "
+            f"got {levels}"
+        )
+    if any(b <= a for a, b in itertools.pairwise(levels)):
+        raise UsageError(f"--levels must be strictly increasing, without repeats, got {levels}")
+    for v in levels:
+        _flag("--levels", check_channel_args, args.scheme, v, **params)
+    # names
+    if args.dtype not in DTYPE_NAMES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {args.dtype!r}")
+    if not _DEVICE.fullmatch(args.device):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {args.device!r}")
+    # text and model: cheap look-ups only (the text's length is checked once the tokenizer is loaded)
+    from llmsplit_env.llm.text import read_text
+    from llmsplit_env.model_info import model_info
+
+    _flag("--text", read_text, args.text)
+    try:
+        info = model_info(args.model)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"--model: {e}") from None
+    L = info.num_layers if info else None
+    if info and info.max_positions is not None and args.window > info.max_positions:
+        raise UsageError(f"--window ({args.window}) exceeds the model's maximum positions ({info.max_positions})")
+    splits = None
+    if args.splits is not None:
+        # the rule the profile loader and the env's profile backend apply (one source of truth)
+        splits = check_splits(args.splits, "--splits", L)
+    elif L is not None:
+        splits = list(range(1, L + 1))
+    return Plan(levels, params, splits, L, partial_path)
+
+
+def _corrupt(path: Path, reason: str) -> UsageError:
+    return UsageError(
+        f"partial file {path} {reason}; rerun with --fresh to start over (or delete it, or choose another --out)"
+    )
+
+
+def _cells_ok(cells: dict, splits: list[int], n_levels: int, n_seeds: int) -> bool:
+    for key, cell in cells.items():
+        try:
+            k, i = (int(x) for x in key.split(","))
+        except ValueError:
+            return False
+        if k not in splits or not 0 <= i < n_levels or not isinstance(cell, dict):
+            return False
+        log_ppl, loss = cell.get("log_ppl"), cell.get("loss_fraction")
+        if not isinstance(log_ppl, list) or len(log_ppl) != n_seeds or not _finite(log_ppl):
+            return False
+        if not _finite([loss]) or not 0.0 <= loss <= 1.0:
+            return False
+    return True
+
+
+def _finite(values) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
+def load_partial(path: Path, settings: dict) -> dict:
+    """The saved state of an interrupted build, checked against ``settings`` and for sound contents."""
+    try:
+        saved = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _corrupt(path, "is not valid JSON (truncated or overwritten)") from None
+    except OSError as e:
+        raise _corrupt(path, f"cannot be read ({e.__class__.__name__})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
+        raise _corrupt(path, "is not a partial profile (no 'settings' object)")
+    if saved["settings"] != settings:
+        diff = sorted(k for k in settings if saved["settings"].get(k) != settings[k])
+        raise UsageError(
+            f"{path} was started with different settings ({', '.join(diff)}); "
+            "rerun with the same arguments, pass --fresh, or choose another --out"
+        )
+    timings = saved.get("timings")
+    if not isinstance(saved.get("cells"), dict) or not isinstance(timings, dict):
+        raise _corrupt(path, "has no 'cells' or 'timings' object")
+    if not _finite([timings.get("load_s"), timings.get("eval_s")]):
+        raise _corrupt(path, "has malformed 'timings'")
+    splits, n_levels, n_seeds = settings["splits"], len(settings["levels"]), len(settings["seeds"])
+    if not _cells_ok(saved["cells"], splits, n_levels, n_seeds):
+        raise _corrupt(path, "has malformed cells (each needs a known 'k,i', one log_ppl per seed, a loss fraction)")
+    clean = saved.get("clean_ppl")
+    if "clean_ppl" in saved and not (_finite([clean]) and clean >= 1):
+        raise _corrupt(path, f"has a malformed clean_ppl {clean!r}")
+    probe = saved.get("probe_accuracy")
+    if "probe_accuracy" in saved and not (
+        isinstance(probe, list) and len(probe) == len(splits) and _finite(probe) and all(0 <= a <= 1 for a in probe)
+    ):
+        raise _corrupt(path, "has a malformed probe_accuracy (one value in [0, 1] per split)")
+    return saved
+
+
 def build_profile(args: argparse.Namespace, command: str) -> dict:
-    from llmsplit_env.llm import SplitRunner, token_recovery_accuracy
+    from tqdm import tqdm
 
     t_start = time.perf_counter()
-    levels = [float(v) for v in (args.levels if args.levels else DEFAULT_LEVELS[args.scheme])]
-    params = _scheme_params(args)
-    for v in levels:
-        make_channel(args.scheme, v, **params)  # validates every level and parameter before the long run starts
-    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
-        raise ValueError(f"--seeds must be distinct non-negative integers, got {args.seeds}")
+    plan = validate(args)
+    # Torch comes in only now; the device and dtype are resolved (CUDA present?) before the model loads.
+    from llmsplit_env.channel import make_channel
+    from llmsplit_env.llm import SplitRunner, token_recovery_accuracy
+    from llmsplit_env.llm.model import resolve_device, resolve_dtype
+
+    device = _flag("--device", resolve_device, args.device)
+    if device.type == "cuda" and device.index is None:
+        import torch
+
+        device = torch.device("cuda", torch.cuda.current_device())  # as the loaded parameters will report it
+    dtype = _flag("--dtype", resolve_dtype, args.dtype, device)
+    levels, params, partial_path = plan.levels, plan.params, plan.partial_path
+
+    def settings_for(splits: list[int]) -> dict:
+        return {
+            "model": str(args.model),
+            "text": str(args.text),
+            "scheme": args.scheme,
+            "scheme_params": params,
+            "num_tokens": args.num_tokens,
+            "window": args.window,
+            "dtype": str(dtype).removeprefix("torch."),
+            "device": str(device),
+            "splits": splits,
+            "levels": levels,
+            "seeds": list(args.seeds),
+            "probe_fit_tokens": args.probe_fit_tokens,
+            "probe_test_tokens": args.probe_test_tokens,
+        }
+
+    saved = None
+    if plan.splits is not None and partial_path.is_file() and not args.fresh:
+        saved = load_partial(partial_path, settings_for(plan.splits))  # a bad partial file stops us before the load
     runner = SplitRunner.from_pretrained(
         args.model,
         args.text,
         num_tokens=args.num_tokens,
         window=args.window,
-        dtype=args.dtype,
-        device=args.device,
+        dtype=dtype,
+        device=str(device),
         draws_per_forward=args.draws_per_forward,
     )
     L = runner.num_layers
-    splits = args.splits or list(range(1, L + 1))
-    if any(not 1 <= k <= L for k in splits) or splits != list(range(splits[0], splits[-1] + 1)):
-        raise ValueError(f"--splits must be consecutive integers in [1, {L}], got {splits}")
-    settings = {
-        "model": str(args.model),
-        "text": str(args.text),
-        "scheme": args.scheme,
-        "scheme_params": params,
-        "num_tokens": args.num_tokens,
-        "window": args.window,
-        "dtype": str(runner.dtype).removeprefix("torch."),
-        "device": str(runner.device),
-        "splits": splits,
-        "levels": levels,
-        "seeds": list(args.seeds),
-        "probe_fit_tokens": args.probe_fit_tokens,
-        "probe_test_tokens": args.probe_test_tokens,
-    }
-    partial_path = args.out.with_name(args.out.name + ".partial.json")
+    if plan.num_layers is not None and plan.num_layers != L:
+        raise ValueError(f"model {args.model!r} has {L} layers, its config said {plan.num_layers}")
+    if plan.splits is not None:
+        splits = plan.splits
+    else:  # the model's config was not readable up front (a hub id not in the local cache): check now
+        splits = list(range(1, L + 1)) if args.splits is None else check_splits(args.splits, "--splits", L)
+    need = args.probe_fit_tokens + args.probe_test_tokens
+    extra = runner.extra_ids
+    if extra is None or len(extra) < need:
+        have = 0 if extra is None else len(extra)
+        raise UsageError(
+            f"--text {args.text!r} is too short for the probe: --probe-fit-tokens + --probe-test-tokens = {need} "
+            f"tokens must follow the {args.num_tokens} evaluation tokens, and only {have} do"
+        )
+    settings = settings_for(splits)
     state = {"settings": settings, "cells": {}, "timings": {"load_s": time.perf_counter() - t_start, "eval_s": 0.0}}
-    if partial_path.is_file() and not args.fresh:
-        saved = json.loads(partial_path.read_text())
-        if saved.get("settings") != settings:
-            diff = sorted(k for k in settings if saved.get("settings", {}).get(k) != settings[k])
-            raise ValueError(
-                f"{partial_path} was started with different settings ({', '.join(diff)}); "
-                "rerun with the same arguments, pass --fresh, or choose another --out"
-            )
+    if saved is None and partial_path.is_file() and not args.fresh:
+        saved = load_partial(partial_path, settings)
+    if saved is not None:
         state = saved
         print(f"resuming {partial_path}: {len(state['cells'])} cells done", file=sys.stderr)
 
@@ -124,12 +337,6 @@ def build_profile(args: argparse.Namespace, command: str) -> dict:
         state["clean_ppl"] = runner.clean_perplexity()
     if "probe_accuracy" not in state:
         t0 = time.perf_counter()
-        extra = runner.extra_ids
-        need = args.probe_fit_tokens + args.probe_test_tokens
-        if extra is None or len(extra) < need:
-            raise ValueError(
-                f"text {args.text!r} is too short for the probe: needs {need} tokens after the evaluation text"
-            )
         acc = token_recovery_accuracy(
             runner.model,
             extra[: args.probe_fit_tokens],
@@ -143,14 +350,16 @@ def build_profile(args: argparse.Namespace, command: str) -> dict:
 
     cells = [(k, i) for k in splits for i in range(len(levels))]
     todo = [(k, i) for k, i in cells if f"{k},{i}" not in state["cells"]]
-    for k, i in tqdm(
+    with tqdm(
         todo, desc=f"profile {args.scheme}", unit="cell", initial=len(cells) - len(todo), total=len(cells)
-    ):
-        t0 = time.perf_counter()
-        ev = runner.evaluate(k, make_channel(args.scheme, levels[i], **params), args.seeds, cached=True)
-        state["timings"]["eval_s"] += time.perf_counter() - t0
-        state["cells"][f"{k},{i}"] = {"log_ppl": ev.log_ppl.tolist(), "loss_fraction": float(ev.loss_fraction.mean())}
-        atomic_write_json(partial_path, state)
+    ) as bar:
+        for k, i in bar:
+            t0 = time.perf_counter()
+            ev = runner.evaluate(k, make_channel(args.scheme, levels[i], **params), args.seeds, cached=True)
+            state["timings"]["eval_s"] += time.perf_counter() - t0
+            cell = {"log_ppl": ev.log_ppl.tolist(), "loss_fraction": float(ev.loss_fraction.mean())}
+            state["cells"][f"{k},{i}"] = cell
+            atomic_write_json(partial_path, state)
 
     log_ppl = np.array([[state["cells"][f"{k},{i}"]["log_ppl"] for i in range(len(levels))] for k in splits])
     loss = np.array([[state["cells"][f"{k},{i}"]["loss_fraction"] for i in range(len(levels))] for k in splits])
@@ -196,9 +405,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     command = "python -m llmsplit_env.profile_builder " + shlex.join(argv)
+    partial = args.out.with_name(args.out.name + ".partial.json")
     try:
         data = build_profile(args, command)
-    except (ValueError, FileNotFoundError) as e:
+    except KeyboardInterrupt:
+        kept = f"the finished cells are kept in {partial}" if partial.is_file() else "no cell had finished"
+        print(f"interrupted: {kept}; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:  # UsageError, ProfileError, FileNotFoundError, CacheError, ...
         print(f"error: {e}", file=sys.stderr)
         return 2
     t = data["metadata"]["timings"]

@@ -246,3 +246,36 @@ def test_vector_expected_rewards_leave_the_dynamics_as_they_were():
     before = vec.dynamics.get_state()
     vec.expected_rewards()
     assert vec.dynamics.get_state() == before
+
+
+@pytest.mark.parametrize(
+    ("drift", "needle"),
+    [
+        ({"rho_high": 0.5}, "config 'channel.paper_drift.rho_high' = 0.5 lies outside the profile's grid of rho"),
+        ({"rho_low": 0.35, "rho_high": 0.4}, "config 'channel.paper_drift.rho_low' = 0.35 lies outside"),
+    ],
+)
+def test_paper_drift_beyond_the_profiles_grid_is_refused_not_clamped(drift, needle):
+    config = {"preset": "paper", "channel": {"paper_drift": drift}}
+    for make in (compile_problem, LLMSplitEnv, lambda c: LLMSplitVectorEnv(2, c)):
+        with pytest.raises(ValueError) as err:
+            make(config)
+        assert needle in str(err.value) and "[0.0, 0.3]" in str(err.value) and "smollm2-135m-erasure" in str(err.value)
+    compile_problem({"preset": "paper", "channel": {"paper_drift": {"rho_high": 0.3}}})  # the grid's end is fine
+
+
+def test_a_drifting_rho_needs_a_grid_from_zero(tmp_path):
+    import json
+
+    from llmsplit_env.quality import load_profile
+
+    data = load_profile("smollm2-135m-erasure").to_json()
+    data["levels"] = data["levels"][1:]  # rho 0.025 .. 0.3
+    for key in ("log_ppl", "mean_log_ppl", "std_log_ppl", "loss_fraction"):
+        data[key] = [row[1:] for row in data[key]]
+    path = tmp_path / "from-0.025.json"
+    path.write_text(json.dumps(data))
+    config = {"preset": "paper", "profile": str(path), "channel": {"paper_drift": {"rho_low": 0.05}}}
+    with pytest.raises(ValueError, match=r"'channel.paper_drift.rate' = 0.0005 drifts rho below rho_low"):
+        compile_problem(config)
+    compile_problem({**config, "channel": {"paper_drift": {"rho_low": 0.05, "rate": 0.0}}})

@@ -111,6 +111,9 @@ def _mutated(mutate):
         (lambda d: d["log_ppl"][0][0].__setitem__(0, "x"), "not a numeric array"),
         (lambda d: d["log_ppl"][0][0].__setitem__(0, float("nan")), "non-finite"),
         (lambda d: d.update(clean_ppl=-1), "'clean_ppl' must be a finite number >= 1"),
+        (lambda d: d.update(splits=[k + 0.5 for k in d["splits"]]), "'splits' must be integers, got 1.5"),
+        (lambda d: d["seeds"].__setitem__(0, 0.25), "'seeds' must be integers, got 0.25"),
+        (lambda d: d["splits"].__setitem__(1, d["splits"][0]), "'splits' must not repeat a split"),
     ],
 )
 def test_malformed_profiles_are_rejected_with_the_reason(mutate, needle):
@@ -124,8 +127,32 @@ def test_unknown_name_and_bad_json(tmp_path):
         load_profile("no-such-profile")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(ProfileError, match="not valid JSON"):
+    with pytest.raises(ProfileError, match="not valid JSON") as err:
         load_profile(bad)
+    assert str(bad) in str(err.value)
+    bad.write_bytes(b"\xff\xfe{\x00\x00\x80")  # not UTF-8 at all
+    with pytest.raises(ProfileError, match="not a UTF-8 text file") as err:
+        load_profile(bad)
+    assert str(bad) in str(err.value)
+    good = json.dumps(load_profile("smollm2-135m-erasure").to_json()).encode()
+    bad.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(ProfileError, match="not valid JSON") as err:
+        load_profile(bad)
+    assert str(bad) in str(err.value)
+
+
+def test_the_env_refuses_a_profile_short_of_l_with_the_builders_rule():
+    from llmsplit_env.quality import ProfileQuality, check_splits
+
+    data = load_profile("smollm2-135m-analog").to_json()
+    for key in ("splits", "log_ppl", "mean_log_ppl", "std_log_ppl", "loss_fraction", "leakage", "probe_accuracy"):
+        data[key] = data[key][:-1]  # splits 1..29 of a 30-layer model
+    p = profile_from_dict(data, "short.json")  # a well-formed file
+    with pytest.raises(ProfileError, match=r"must cover the splits up to L = 30"):
+        ProfileQuality(p)
+    with pytest.raises(ProfileError, match=r"must cover the splits up to L = 30"):
+        check_splits([28, 29], "--splits", 30)
+    assert check_splits([28.0, 29, 30], "--splits", 30) == [28, 29, 30]
 
 
 # --- the builder ----------------------------------------------------------------------------------------------------
@@ -157,23 +184,25 @@ def test_builder_writes_a_loadable_profile(tiny_models, tmp_path):
     np.testing.assert_allclose(r.evaluate(2, AnalogChannel(10.0), seeds=[0, 1, 2]).log_ppl, p.log_ppl[1, 1], rtol=1e-6)
 
 
-def test_builder_resumes_after_an_interruption(tiny_models, tmp_path, monkeypatch):
+def test_builder_resumes_after_an_interruption(tiny_models, tmp_path, monkeypatch, capsys):
     from llmsplit_env.llm import SplitRunner
 
     out = tmp_path / "tiny.json"
+    partial_path = out.with_name(out.name + ".partial.json")
     calls = {"n": 0}
     real_evaluate = SplitRunner.evaluate
 
     def flaky(self, *a, **k):
         calls["n"] += 1
         if calls["n"] == 5:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a cell
         return real_evaluate(self, *a, **k)
 
     monkeypatch.setattr(SplitRunner, "evaluate", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        builder.main(build_args(tiny_models["llama"], out))
-    partial = json.loads(out.with_name(out.name + ".partial.json").read_text())
+    assert builder.main(build_args(tiny_models["llama"], out)) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"interrupted: the finished cells are kept in {partial_path}; rerun the same command to resume"
+    partial = json.loads(partial_path.read_text())
     assert len(partial["cells"]) == 4 and not out.exists()
     calls["n"] = 100
     assert builder.main(build_args(tiny_models["llama"], out)) == 0
@@ -196,10 +225,10 @@ def test_builder_refuses_to_resume_with_other_settings(tiny_models, tmp_path, ca
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--levels", "-80"], "snr_db must be a finite number in [-50.0, 100.0]"),
+        (["--levels", "-80", "0"], "--levels: snr_db must be a finite number in [-50.0, 100.0], got -80.0"),
         (["--seeds", "1", "1"], "--seeds must be distinct"),
-        (["--splits", "2", "9"], "--splits must be consecutive integers in [1, 4]"),
-        (["--m", "0.1"], "m (Nakagami shape)"),
+        (["--splits", "2", "9"], "--splits must lie in [1, 4] (the model has L = 4 layers), got [2, 9]"),
+        (["--m", "0.1"], "--m: m (Nakagami shape)"),
     ],
 )
 def test_builder_bad_arguments(tiny_models, tmp_path, capsys, extra, needle):
@@ -211,7 +240,8 @@ def test_builder_unknown_scheme_is_an_argparse_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         builder.main(["--scheme", "optical", "--out", str(tmp_path / "x.json")])
     assert err.value.code == 2
-    assert "invalid choice: 'optical'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --scheme: invalid choice: 'optical'") and err.count("\n") == 1
 
 
 def test_recorded_profile_command_still_runs_the_builder():

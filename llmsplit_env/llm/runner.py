@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from llmsplit_env._cache import cache_dir
+from llmsplit_env.cache_entry import InvalidEntry, load_file_entry
 from llmsplit_env.channel import Channel
-from llmsplit_env.files import atomic_write_bytes
 from llmsplit_env.llm.model import SplitModel, load_causal_lm, resolve_device, resolve_dtype, split_model
 from llmsplit_env.llm.text import tokenize_text, tokenizer_key
 
@@ -190,9 +190,9 @@ class SplitRunner:
             self._clean_ppl = math.exp(self._log_ppl(self._nll(logits, self.input_ids)))
         return self._clean_ppl
 
-    def _prefix_path(self):
+    def _prefix_ident(self) -> list[str]:
         lm = self.model.lm
-        ident = [
+        return [
             self.name,
             str(getattr(lm.config, "_name_or_path", "")),
             type(lm).__name__,
@@ -201,12 +201,26 @@ class SplitRunner:
             hashlib.sha256(self.input_ids.cpu().numpy().tobytes()).hexdigest(),
             str(sum(float(p.float().sum()) for p in list(lm.parameters())[:4])),  # guards against same-name models
         ]
+
+    def _prefix_path(self, ident: list[str] | None = None):
+        ident = self._prefix_ident() if ident is None else ident
         key = hashlib.sha256("\0".join(ident).encode()).hexdigest()[:24]
         return cache_dir("prefixes") / f"{key}.pt"
 
+    def _compute_prefixes(self) -> torch.Tensor:
+        h, ctx = self.model.embed(self.input_ids)
+        states = [h]
+        for k in range(self.num_layers):
+            h = self.model.run_layers(h, k, k + 1, ctx)
+            states.append(h)
+        return torch.stack(states)
+
     @torch.inference_mode()
     def prefixes(self) -> torch.Tensor:
-        """Clean hidden states at every boundary: ``[L + 1, windows, window, d]`` (index k = after k layers)."""
+        """Clean hidden states at every boundary: ``[L + 1, windows, window, d]`` (index k = after k layers).
+
+        Kept in the user cache with a manifest (`llmsplit_env.cache_entry`): a corrupt or truncated file is
+        rebuilt, and only tensors are ever unpickled (``weights_only=True``)."""
         if self._prefixes is not None:
             return self._prefixes
         if not self.model.resumable:
@@ -214,20 +228,30 @@ class SplitRunner:
                 f"{type(self.model.lm).__name__} uses the hook-based split path, which cannot resume from a cached "
                 "prefix; use cached=False"
             )
-        path = self._prefix_path() if self.prefix_cache else None
-        if path is not None and path.is_file():
-            self._prefixes = torch.load(path, map_location=self.device)
+        if not self.prefix_cache:
+            self._prefixes = self._compute_prefixes()
             return self._prefixes
-        h, ctx = self.model.embed(self.input_ids)
-        states = [h]
-        for k in range(self.num_layers):
-            h = self.model.run_layers(h, k, k + 1, ctx)
-            states.append(h)
-        self._prefixes = torch.stack(states)
-        if path is not None:
+        shape = (self.num_layers + 1, *self.input_ids.shape, self.hidden_size)
+        computed: list[torch.Tensor] = []
+
+        def build() -> bytes:
+            computed.append(self._compute_prefixes())
             buf = io.BytesIO()
-            torch.save(self._prefixes.cpu(), buf)
-            atomic_write_bytes(path, buf.getvalue())
+            torch.save(computed[0].cpu(), buf)
+            return buf.getvalue()
+
+        def decode(data: bytes) -> torch.Tensor:
+            if computed:  # just built here: no need to read back the bytes
+                return computed[0]
+            t = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != self.dtype:
+                got = (type(t).__name__, getattr(t, "dtype", None), tuple(getattr(t, "shape", ())))
+                raise InvalidEntry(f"expected a {self.dtype} tensor of shape {shape}, got {got}")
+            return t
+
+        ident = self._prefix_ident()
+        settings = {"ident": ident, "shape": list(shape), "dtype": str(self.dtype)}
+        self._prefixes = load_file_entry(self._prefix_path(ident), "prefixes", settings, build, decode)
         return self._prefixes
 
     def _check_split(self, split) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from llmsplit_env._cache import cache_dir
-from llmsplit_env.files import atomic_write_bytes
+from llmsplit_env.cache_entry import InvalidEntry, load_file_entry
 
 TEXT_SOURCES = ("wiki", "pydoc")
 
@@ -81,17 +81,29 @@ def read_text(text: str | os.PathLike) -> tuple[str, str]:
 
 
 def tokenize_text(text: str | os.PathLike, tokenizer, tokenizer_key: str) -> tuple[str, np.ndarray]:
-    """Token ids of a whole text source, cached in the user cache keyed by content and tokenizer."""
+    """Token ids of a whole text source, cached in the user cache keyed by content and tokenizer.
+
+    The cached ``.npy`` carries a manifest (`llmsplit_env.cache_entry`): a corrupt or truncated file is rebuilt."""
     name, content = read_text(text)
+    content_sha = hashlib.sha256(content.encode()).hexdigest()
     key = hashlib.sha256(f"{tokenizer_key}\0{content}".encode()).hexdigest()[:24]
     path = cache_dir("tokens") / f"{key}.npy"
-    if path.is_file():
-        return name, np.load(path)
-    ids = np.asarray(tokenizer(content, add_special_tokens=False)["input_ids"], dtype=np.int64)
-    buf = io.BytesIO()
-    np.save(buf, ids)
-    atomic_write_bytes(path, buf.getvalue())
-    return name, ids
+    settings = {"tokenizer": tokenizer_key, "text_sha256": content_sha, "dtype": "int64"}
+
+    def build() -> bytes:
+        ids = np.asarray(tokenizer(content, add_special_tokens=False)["input_ids"], dtype=np.int64)
+        buf = io.BytesIO()
+        np.save(buf, ids)
+        return buf.getvalue()
+
+    return name, load_file_entry(path, "tokens", settings, build, _decode_ids)
+
+
+def _decode_ids(data: bytes) -> np.ndarray:
+    ids = np.load(io.BytesIO(data), allow_pickle=False)
+    if ids.dtype != np.int64 or ids.ndim != 1:
+        raise InvalidEntry(f"expected 1-d int64 token ids, got {ids.dtype} of shape {ids.shape}")
+    return ids
 
 
 def tokenizer_key(tokenizer) -> str:

@@ -1,7 +1,14 @@
 """Quality of a split: measured profiles, and the env's quality backends (profile-interpolated or the live model)."""
 
 from llmsplit_env.quality.backends import LLMQuality, ProfileQuality, QualityBackend, floored_lognormal_expectations
-from llmsplit_env.quality.profile import Profile, ProfileError, load_profile, profile_from_dict, shipped_profiles
+from llmsplit_env.quality.profile import (
+    Profile,
+    ProfileError,
+    check_splits,
+    load_profile,
+    profile_from_dict,
+    shipped_profiles,
+)
 
 __all__ = [
     "LLMQuality",
@@ -9,6 +16,7 @@ __all__ = [
     "ProfileError",
     "ProfileQuality",
     "QualityBackend",
+    "check_splits",
     "floored_lognormal_expectations",
     "load_profile",
     "profile_from_dict",

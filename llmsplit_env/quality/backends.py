@@ -41,7 +41,7 @@ from bisect import bisect_right
 
 import numpy as np
 
-from llmsplit_env.quality.profile import Profile, load_profile
+from llmsplit_env.quality.profile import Profile, check_splits, load_profile
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -154,8 +154,7 @@ class ProfileQuality(QualityBackend):
     def __init__(self, profile: Profile | str | os.PathLike = "smollm2-135m-analog", sample: bool = True) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         p = self.profile
-        if int(p.splits[-1]) != p.num_layers:
-            raise ValueError(f"profile {p.source!r} must cover the splits up to L = {p.num_layers}")
+        check_splits(p.splits.tolist(), f"profile {p.source!r}: 'splits'", p.num_layers)
         self.scheme = p.scheme
         self.level_name = p.level_name
         self.num_layers = p.num_layers

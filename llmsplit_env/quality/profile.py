@@ -101,6 +101,38 @@ def _array(data: dict, key: str, ndim: int, where: str) -> np.ndarray:
     return arr
 
 
+def _integers(values, what: str) -> list[int]:
+    """``values`` as ints, or `ProfileError` if any is not an integer (3.5, True, "3"); integral floats (3.0) pass."""
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise ProfileError(f"{what} must be integers, got {v!r}")
+        if not float(v).is_integer():
+            raise ProfileError(f"{what} must be integers, got {v!r}")
+        out.append(int(v))
+    return out
+
+
+def check_splits(splits, what: str = "'splits'", num_layers: int | None = None) -> list[int]:
+    """The one rule for a profile's splits: non-empty, integers, consecutive and increasing from >= 1; with
+    ``num_layers`` (L), also within [1, L] and ending at L, which the profile backend needs (it scores every split
+    up to L). Returns them as ints, or raises `ProfileError` starting with ``what``."""
+    ks = _integers(splits, what)
+    if not ks:
+        raise ProfileError(f"{what} must name at least one split")
+    if len(set(ks)) != len(ks):
+        raise ProfileError(f"{what} must not repeat a split, got {ks}")
+    if num_layers is not None and not all(1 <= k <= num_layers for k in ks):
+        raise ProfileError(f"{what} must lie in [1, {num_layers}] (the model has L = {num_layers} layers), got {ks}")
+    if ks != list(range(ks[0], ks[0] + len(ks))) or ks[0] < 1:
+        raise ProfileError(f"{what} must be consecutive integers starting at >= 1, got {ks}")
+    if num_layers is not None and ks[-1] != num_layers:
+        raise ProfileError(
+            f"{what} must cover the splits up to L = {num_layers} (the env scores every split k_min..L), got {ks}"
+        )
+    return ks
+
+
 def profile_from_dict(data: dict, where: str = "profile") -> Profile:
     """Validate a profile's JSON object and build a `Profile` (errors name the bad field)."""
     if not isinstance(data, dict):
@@ -125,8 +157,8 @@ def profile_from_dict(data: dict, where: str = "profile") -> Profile:
     S, V, R = len(splits), len(levels), len(seeds)
     if S == 0 or V < 2 or R < 1:
         raise ProfileError(f"{where}: needs >= 1 split, >= 2 levels and >= 1 seed (got {S}, {V}, {R})")
-    if not np.array_equal(splits, np.arange(splits[0], splits[0] + S)) or splits[0] < 1:
-        raise ProfileError(f"{where}: 'splits' must be consecutive integers starting at >= 1, got {splits.tolist()}")
+    check_splits(data["splits"], f"{where}: 'splits'")
+    _integers(data["seeds"], f"{where}: 'seeds'")
     if np.any(np.diff(levels) <= 0):
         raise ProfileError(f"{where}: 'levels' must be strictly increasing")
     if scheme == "erasure" and (levels[0] < 0 or levels[-1] > 1):
@@ -187,7 +219,11 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
                 f"profile {name!r} is neither a file nor a shipped profile; shipped: {', '.join(shipped_profiles())}"
             )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"{path}: not a UTF-8 text file (byte {e.start}); is it a profile JSON?") from None
     except json.JSONDecodeError as e:
         raise ProfileError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot be read ({e.__class__.__name__}: {e.strerror or e})") from None
     return profile_from_dict(data, str(path))
