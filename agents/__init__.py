@@ -6,7 +6,8 @@ Laid out like stable-baselines3 (``from agents import MBRLAgent`` as ``from stab
 |-------------------------|-----------------------------------------------------------------------------------|
 | `agents.mbrl`           | `MBRLAgent`: ensemble reward/channel models and discrete planning                 |
 | `agents.rsm`            | `RSMPPOAgent`: the paper's reward surrogate + PPO                                 |
-| `agents.baselines`      | heuristics, `OracleAgent`, SB3 model-free agents from YAML (`make_sb3_agent`)     |
+| `agents.baselines`      | heuristics and `OracleAgent`                                                      |
+| `agents.sb3`            | SB3 model-free agents from YAML (`make_sb3_agent`), saved/loaded without pickle    |
 | `agents.ensemble`       | `GaussianEnsemble`, `encode_inputs` (the one model-input encoding)                |
 | `agents.planning`       | one-step scores/actions and dynamic programming over splits                       |
 | `agents.evaluation`     | `evaluate_agent`, `normalized_score`, `OracleNormalizer`, `best_fixed_split`      |
@@ -32,7 +33,7 @@ _LAZY = {
     "FixedSplitAgent": "agents.baselines",
     "SNRThresholdAgent": "agents.baselines",
     "BestFixedSplitAgent": "agents.baselines",
-    "make_sb3_agent": "agents.baselines",
+    "make_sb3_agent": "agents.sb3",
     "GaussianEnsemble": "agents.ensemble",
     "encode_inputs": "agents.ensemble",
     "plan_dp": "agents.planning",

@@ -1,4 +1,4 @@
-"""Baselines for LLMSplit: heuristics, the privileged oracle, and SB3 model-free agents built from YAML hyperparameters.
+"""Baselines for LLMSplit: heuristics and the privileged oracle (SB3 model-free agents: `agents.sb3`).
 
 Heuristics share SB3's surface: ``predict(obs, state=None, episode_start=None, deterministic=True) -> (action, state)``
 for one observation ``[D]`` (action: 0-d array) or a batch ``[N, D]`` (actions ``[N]``), ``save(path)`` /
@@ -14,41 +14,27 @@ for one observation ``[D]`` (action: 0-d array) or a batch ``[N, D]`` (actions `
 
 Heuristics read the observation by name (`agents.env_util.EnvLayout`), never by position. "The best fixed split"
 itself (a privileged reference) is `agents.evaluation.best_fixed_split`; `BestFixedSplitAgent` is its learned estimate.
-
-SB3 agents: ``ALGOS`` maps ``ppo``, ``a2c``, ``dqn``, ``maskable_ppo`` to their classes; `make_sb3_agent` builds the
-model from zoo-style hyperparameters (`agents.hyperparameters.load_hyperparams`).
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from sb3_contrib import MaskablePPO
-from stable_baselines3 import A2C, DQN, PPO
-from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv
 
 import llmsplit_env  # noqa: F401  (registers the env ids)
 from agents.env_util import EnvLayout, collect_transitions, env_layout, make_env
-from agents.hyperparameters import check_data, check_hyperparams, load_hyperparams, parse_policy_kwargs
 from agents.planning import plan_dp
 from llmsplit_env.files import atomic_write_json
 
-ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "maskable_ppo": MaskablePPO}
 SAVE_FORMAT = "llmsplit-heuristic"
 # 2: the env layout is saved under "layout" with the observation's names (1: "spec", names implied); both load.
 SAVE_VERSION = 2
-# Keys of a zoo section that are not algorithm keyword arguments.
-_ZOO_KEYS = ("n_timesteps", "policy", "n_envs")
 
 
 # ------------------------------------------------------------------------------------------------ heuristics
@@ -426,93 +412,3 @@ class OracleAgent(HeuristicAgent):
             mask=np.asarray(m, dtype=bool) & np.isfinite(table),
         )
         return np.array([plan.first_action], dtype=np.int64)
-
-
-# ------------------------------------------------------------------------------------------------ SB3 agents
-def _env_id_of(env: Any) -> str | None:
-    spec = getattr(env, "spec", None)
-    if spec is not None and getattr(spec, "id", None):
-        return spec.id
-    if isinstance(env, VecEnv):
-        try:
-            specs = env.get_attr("spec")
-            return specs[0].id if specs and specs[0] is not None else None
-        except AttributeError:
-            return None
-    return None
-
-
-def sb3_hyperparam_keys(algo: str, zoo_keys: bool = True) -> list[str]:
-    """The hyperparameters an SB3 algo takes: its constructor's keyword arguments (and the zoo's keys)."""
-    params = inspect.signature(ALGOS[algo].__init__).parameters
-    # seed, tensorboard_log and verbose are taken (and overridden by make_sb3_agent's explicit arguments)
-    allowed = sorted(k for k in params if k not in ("self", "policy", "env", "_init_setup_model"))
-    return allowed + list(_ZOO_KEYS) if zoo_keys else allowed
-
-
-def _check_kind(algo: str, key: str, value: Any, default: Any) -> None:
-    """A value of the kind the algo's default has (SB3 checks none): an int where it takes an int, a number where a
-    float, a bool where a bool. Keys whose default is ``None`` or of another kind are left to the algo."""
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        return
-    if not ok:
-        kind = type(default).__name__
-        raise ValueError(f"{algo}: {key} must be {kind} (like its default {default!r}), got {value!r}")
-
-
-def make_sb3_agent(
-    algo: str,
-    env: gym.Env | VecEnv | str,
-    hyperparams: Mapping[str, Any] | None = None,
-    seed: int = 0,
-    tensorboard_log: str | None = None,
-    verbose: int = 0,
-    env_id: str | None = None,
-) -> BaseAlgorithm:
-    """Build an SB3 / sb3-contrib model from zoo-style hyperparameters.
-
-    :param algo: a key of ``ALGOS``
-    :param env: a gym env, a VecEnv, or an env id (then ``n_envs`` from the hyperparameters applies)
-    :param hyperparams: a zoo section (``n_timesteps``, ``policy``, ``n_envs``, algorithm kwargs); ``None``: from
-        `agents.hyperparameters.load_hyperparams` for ``env_id`` (or the env's spec id). Not modified.
-    :return: the untrained model (train it for ``hyperparams["n_timesteps"]`` steps)
-    """
-    if algo not in ALGOS:
-        raise ValueError(f"unknown algo {algo!r}; allowed: {', '.join(ALGOS)}")
-    if isinstance(env, str):
-        env_id = env_id or env
-    env_id = env_id or _env_id_of(env)
-    if hyperparams is None:
-        if env_id is None:
-            raise ValueError("no hyperparameters given and the env has no id: pass hyperparams= or env_id=")
-        hyperparams = load_hyperparams(algo, env_id)
-    hp = copy.deepcopy(dict(hyperparams))
-    hp.pop("n_timesteps", None)
-    policy = hp.pop("policy", "MlpPolicy")
-    n_envs = int(hp.pop("n_envs", 1))
-    cls = ALGOS[algo]
-    if not isinstance(policy, str) or policy not in cls.policy_aliases:
-        raise ValueError(f"policy {policy!r} is not one of {algo}'s: {', '.join(cls.policy_aliases)}")
-    check_hyperparams(algo, hp, sb3_hyperparam_keys(algo, zoo_keys=False))
-    params = inspect.signature(cls.__init__).parameters
-    for key, value in hp.items():  # data only: nothing a hyperparameter file holds can be code
-        if key == "policy_kwargs":
-            hp[key] = parse_policy_kwargs(value)
-        else:
-            check_data(value, key)
-            _check_kind(algo, key, value, params[key].default if key in params else None)
-    for k in ("seed", "tensorboard_log", "verbose"):
-        hp.pop(k, None)  # the explicit arguments win
-    if isinstance(env, str):
-        if n_envs > 1:
-            make_env(env).close()  # an unknown id fails here, naming the registered ones
-            env = make_vec_env(env, n_envs=n_envs, seed=seed)
-        else:
-            env = make_env(env)
-    return cls(policy, env, seed=seed, tensorboard_log=tensorboard_log, verbose=verbose, **hp)

@@ -43,11 +43,10 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from torch import nn
 
 import llmsplit_env  # registers the env ids; its LLMSplitEnv is the surrogate phase's env
-from agents.baselines import make_sb3_agent
 from agents.callbacks import RewardComponentCallback
 from agents.ensemble import GaussianEnsemble, encode_inputs
 from agents.env_util import collect_transitions, counts_info, env_layout, make_env
-from agents.sb3_io import load_sb3_bytes, sb3_bytes
+from agents.sb3 import load_sb3_bytes, make_sb3_agent, sb3_bytes
 from llmsplit_env.files import atomic_directory, atomic_output
 
 SURROGATES = ("mlp", "ensemble")

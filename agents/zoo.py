@@ -84,7 +84,7 @@ def _own_keys(module: str, cls: str) -> Callable[[], list[str]]:
 
 def _sb3_keys(algo: str) -> Callable[[], list[str]]:
     def keys() -> list[str]:
-        from agents.baselines import sb3_hyperparam_keys
+        from agents.sb3 import sb3_hyperparam_keys
 
         return sb3_hyperparam_keys(algo)
 
@@ -166,7 +166,7 @@ def _fit_mbrl(job: TrainJob, built: Built) -> int:
 
 
 def _build_sb3(job: TrainJob) -> Built:
-    from agents.baselines import make_sb3_agent
+    from agents.sb3 import make_sb3_agent
 
     hp = load_hyperparams(job.algo, job.env_id, job.hyperparams)
     steps = _budget(job, hp)
@@ -267,14 +267,14 @@ def _no_fit(job: TrainJob, built: Built) -> int:
 
 
 def _save_sb3(model: Any, path: Path, record: dict) -> None:
-    from agents.sb3_io import save_sb3
+    from agents.sb3 import save_sb3
 
     save_sb3(model, path, record["algo"], record["hyperparams"], record["seed"])
 
 
 def _load_sb3(algo: str) -> Callable[[Path, gym.Env | None], Any]:
     def load(path: Path, env: gym.Env | None) -> Any:
-        from agents.sb3_io import load_sb3
+        from agents.sb3 import load_sb3
 
         return load_sb3(path, env, algo=algo)
 
@@ -288,7 +288,7 @@ def _keys(*names: str) -> Callable[[], list[str]]:
 REGISTRY: dict[str, AlgoEntry] = {
     "mbrl": AlgoEntry("agents.mbrl", "MBRLAgent", _build_mbrl, _fit_mbrl, "agent.pt",
                       _own_keys("agents.mbrl", "MBRLAgent"), yaml=True),
-    **{a: AlgoEntry("agents.baselines", cls, _build_sb3, _fit_sb3, "agent.zip", _sb3_keys(a), yaml=True,
+    **{a: AlgoEntry("agents.sb3", cls, _build_sb3, _fit_sb3, "agent.zip", _sb3_keys(a), yaml=True,
                     save=_save_sb3, load=_load_sb3(a))
        for a, cls in zip(SB3_ALGOS, ("PPO", "A2C", "DQN", "MaskablePPO"), strict=True)},
     "rsm_ppo": AlgoEntry("agents.rsm", "RSMPPOAgent", _build_rsm, _fit_rsm, "agent.zip",

@@ -10,17 +10,16 @@ from agent_helpers import SMALL, obs_batch
 
 import llmsplit_env  # noqa: F401
 from agents.baselines import (
-    ALGOS,
     BestFixedSplitAgent,
     FixedSplitAgent,
     OracleAgent,
     RandomAgent,
     SNRThresholdAgent,
-    make_sb3_agent,
 )
 from agents.evaluation import evaluate_agent
 from agents.hyperparameters import load_hyperparams
 from agents.planning import plan_brute_force
+from agents.sb3 import ALGOS, make_sb3_agent
 
 torch.set_num_threads(1)
 SEEDS = [11, 12, 13]

@@ -10,10 +10,11 @@ import torch
 from agent_helpers import SMALL, live_env, scalars
 
 import llmsplit_env  # noqa: F401
-from agents.baselines import FixedSplitAgent, SNRThresholdAgent, make_sb3_agent
+from agents.baselines import FixedSplitAgent, SNRThresholdAgent
 from agents.callbacks import OracleNormalisedEvalCallback, RewardComponentCallback, RewardComponentTracker
 from agents.evaluation import evaluate_agent, normalized_score
 from agents.hyperparameters import load_hyperparams
+from agents.sb3 import make_sb3_agent
 
 torch.set_num_threads(1)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents.baselines import ALGOS
 from agents.hyperparameters import check_hyperparams, hyperparam_algos, load_hyperparams
+from agents.sb3 import ALGOS
 
 
 def test_load_hyperparams_tables_and_errors():

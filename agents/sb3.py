@@ -1,16 +1,21 @@
-"""Saving and loading SB3 / sb3-contrib agents without unpickling anything the file supplies.
+"""SB3 / sb3-contrib agents: built from zoo-style hyperparameters, saved and loaded without unpickling anything.
+
+``ALGOS`` maps ``ppo``, ``a2c``, ``dqn``, ``maskable_ppo`` to their classes; `make_sb3_agent` builds a model from a
+zoo section (`agents.hyperparameters.load_hyperparams`), every value checked as data.
 
 A Stable-Baselines3 zip stores parts of the model (spaces, schedules, classes) as cloudpickle, which runs code when
 loaded. `save_sb3` writes SB3's own zip (so SB3 tools can still read it) plus ``llmsplit.json``: the algo, its
 hyperparameters as data, the spaces and the step count. `load_sb3` reads only that JSON and the weights: it rebuilds
-the model from the algo and those hyperparameters (parsed as data, `agents.hyperparameters`), then loads
-``policy.pth`` (and the optimizer state) with ``torch.load(weights_only=True)``. The pickled entries of ``data`` are
-never deserialised; a file where one appears under a key SB3 does not pickle itself (a crafted payload) is refused
-with the key's name, as is a plain SB3 zip (no ``llmsplit.json``).
+the model from the algo and those hyperparameters, then loads ``policy.pth`` (and the optimizer state) with
+``torch.load(weights_only=True)``. The pickled entries of ``data`` are never deserialised; a file where one appears
+under a key SB3 does not pickle itself (a crafted payload) is refused with the key's name, as is a plain SB3 zip (no
+``llmsplit.json``).
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import io
 import json
 import os
@@ -22,10 +27,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from sb3_contrib import MaskablePPO
+from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv
 
-from agents.hyperparameters import as_data
+from agents.env_util import make_env
+from agents.hyperparameters import as_data, check_data, check_hyperparams, load_hyperparams, parse_policy_kwargs
 from llmsplit_env.files import atomic_write_bytes
 
+ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "maskable_ppo": MaskablePPO}
+# Keys of a zoo section that are not algorithm keyword arguments.
+_ZOO_KEYS = ("n_timesteps", "policy", "n_envs")
 META = "llmsplit.json"
 FORMAT = "llmsplit-sb3"
 VERSION = 1
@@ -39,6 +53,97 @@ SB3_PICKLED_KEYS = frozenset({
 })  # fmt: skip
 
 
+# ------------------------------------------------------------------------------------------------ building
+def _env_id_of(env: Any) -> str | None:
+    spec = getattr(env, "spec", None)
+    if spec is not None and getattr(spec, "id", None):
+        return spec.id
+    if isinstance(env, VecEnv):
+        try:
+            specs = env.get_attr("spec")
+            return specs[0].id if specs and specs[0] is not None else None
+        except AttributeError:
+            return None
+    return None
+
+
+def sb3_hyperparam_keys(algo: str, zoo_keys: bool = True) -> list[str]:
+    """The hyperparameters an SB3 algo takes: its constructor's keyword arguments (and the zoo's keys)."""
+    params = inspect.signature(ALGOS[algo].__init__).parameters
+    # seed, tensorboard_log and verbose are taken (and overridden by make_sb3_agent's explicit arguments)
+    allowed = sorted(k for k in params if k not in ("self", "policy", "env", "_init_setup_model"))
+    return allowed + list(_ZOO_KEYS) if zoo_keys else allowed
+
+
+def _check_kind(algo: str, key: str, value: Any, default: Any) -> None:
+    """A value of the kind the algo's default has (SB3 checks none): an int where it takes an int, a number where a
+    float, a bool where a bool. Keys whose default is ``None`` or of another kind are left to the algo."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        return
+    if not ok:
+        kind = type(default).__name__
+        raise ValueError(f"{algo}: {key} must be {kind} (like its default {default!r}), got {value!r}")
+
+
+def make_sb3_agent(
+    algo: str,
+    env: gym.Env | VecEnv | str,
+    hyperparams: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    tensorboard_log: str | None = None,
+    verbose: int = 0,
+    env_id: str | None = None,
+) -> BaseAlgorithm:
+    """Build an SB3 / sb3-contrib model from zoo-style hyperparameters.
+
+    :param algo: a key of ``ALGOS``
+    :param env: a gym env, a VecEnv, or an env id (then ``n_envs`` from the hyperparameters applies)
+    :param hyperparams: a zoo section (``n_timesteps``, ``policy``, ``n_envs``, algorithm kwargs); ``None``: from
+        `agents.hyperparameters.load_hyperparams` for ``env_id`` (or the env's spec id). Not modified.
+    :return: the untrained model (train it for ``hyperparams["n_timesteps"]`` steps)
+    """
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}; allowed: {', '.join(ALGOS)}")
+    if isinstance(env, str):
+        env_id = env_id or env
+    env_id = env_id or _env_id_of(env)
+    if hyperparams is None:
+        if env_id is None:
+            raise ValueError("no hyperparameters given and the env has no id: pass hyperparams= or env_id=")
+        hyperparams = load_hyperparams(algo, env_id)
+    hp = copy.deepcopy(dict(hyperparams))
+    hp.pop("n_timesteps", None)
+    policy = hp.pop("policy", "MlpPolicy")
+    n_envs = int(hp.pop("n_envs", 1))
+    cls = ALGOS[algo]
+    if not isinstance(policy, str) or policy not in cls.policy_aliases:
+        raise ValueError(f"policy {policy!r} is not one of {algo}'s: {', '.join(cls.policy_aliases)}")
+    check_hyperparams(algo, hp, sb3_hyperparam_keys(algo, zoo_keys=False))
+    params = inspect.signature(cls.__init__).parameters
+    for key, value in hp.items():  # data only: nothing a hyperparameter file holds can be code
+        if key == "policy_kwargs":
+            hp[key] = parse_policy_kwargs(value)
+        else:
+            check_data(value, key)
+            _check_kind(algo, key, value, params[key].default if key in params else None)
+    for k in ("seed", "tensorboard_log", "verbose"):
+        hp.pop(k, None)  # the explicit arguments win
+    if isinstance(env, str):
+        if n_envs > 1:
+            make_env(env).close()  # an unknown id fails here, naming the registered ones
+            env = make_vec_env(env, n_envs=n_envs, seed=seed)
+        else:
+            env = make_env(env)
+    return cls(policy, env, seed=seed, tensorboard_log=tensorboard_log, verbose=verbose, **hp)
+
+
+# ------------------------------------------------------------------------------------------------ saving, loading
 def describe_space(space: gym.Space) -> dict[str, Any]:
     """A space as plain data (type, shape, dtype; bounds or n), to check an env against a saved agent."""
     if isinstance(space, gym.spaces.Discrete):
@@ -52,7 +157,7 @@ def describe_space(space: gym.Space) -> dict[str, Any]:
 def save_sb3(model: Any, path: str | os.PathLike, algo: str, hyperparams: Mapping[str, Any], seed: int = 0) -> None:
     """Write ``model`` as SB3's zip plus ``llmsplit.json``, atomically (an interrupted save keeps the old file).
 
-    ``hyperparams``: what the model was built from (`agents.baselines.make_sb3_agent`'s zoo section, as data).
+    ``hyperparams``: what the model was built from (`make_sb3_agent`'s zoo section, as data).
     """
     atomic_write_bytes(path, sb3_bytes(model, algo, hyperparams, seed))
 
@@ -145,8 +250,6 @@ def load_sb3(path: str | os.PathLike, env: gym.Env | None = None, algo: str | No
 
 def load_sb3_bytes(data: bytes, path: str, env: gym.Env | None = None, algo: str | None = None, device: str = "cpu"):
     """`load_sb3` from the file's bytes; ``path`` names it in errors."""
-    from agents.baselines import ALGOS, make_sb3_agent
-
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise ValueError(f"{path} is not a zip archive (truncated or not a saved agent)")
     try:
