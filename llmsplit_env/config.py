@@ -175,6 +175,31 @@ def resolve_config(config: Mapping | None = None, preset: str | None = None) -> 
     return cfg
 
 
+def merge_config_kwargs(config: Mapping | None, kwargs: Mapping) -> dict:
+    """``config`` with top-level config keys given as keyword arguments merged in, recursively (Gymnasium and RLlib
+    pass an env's settings that way: ``gym.make(id, reward={...})``). A value set differently in both raises
+    ``ValueError`` naming it; unknown keys are left for `resolve_config` to name."""
+    if config is not None and not isinstance(config, Mapping):
+        raise ValueError(f"config must be a dict, got {type(config).__name__}")
+    return _merge_both(dict(config or {}), kwargs, "")
+
+
+def _merge_both(a: dict, b: Mapping, path: str) -> dict:
+    out = dict(a)
+    for key, value in b.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(out[key], Mapping) and isinstance(value, Mapping):
+            out[key] = _merge_both(dict(out[key]), value, full)
+        elif out[key] != value:
+            raise ValueError(
+                f"config key {full!r} given twice with different values: {out[key]!r} in config, {value!r} as a "
+                "keyword argument"
+            )
+    return out
+
+
 def _validate(cfg: dict) -> None:
     """Check every value of a merged config (errors name the key and what is allowed)."""
     _choice(cfg, "preset", PRESETS)

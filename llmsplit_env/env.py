@@ -111,8 +111,10 @@ initial split and ``quality_evals``.
 
 ## Arguments
 
-``LLMSplitEnv(config=None, render_mode=None, preset=None, *, problem=None)``; ``config`` is deep-merged into
-``default_config(preset)``; it may also name ``"preset"`` itself (RLlib passes only the dict). Unknown keys, at any
+``LLMSplitEnv(config=None, render_mode=None, preset=None, *, problem=None, **config_keys)``; ``config`` is
+deep-merged into ``default_config(preset)``; it may also name ``"preset"`` itself. Top-level keys may also be given as
+keyword arguments (``gym.make(id, reward={...})``, as Gymnasium's and RLlib's ``env_config`` pass them), merged with
+``config`` (a value set differently in both raises ``ValueError`` naming it). Unknown keys, at any
 depth, and bad values raise ``ValueError`` naming the key and what is allowed. ``problem``: a compiled
 `llmsplit_env.problem.SplitProblem` instead of a config (e.g. one with an added reward component; also through
 ``gym.make(id, problem=...)`` when it was compiled with that id's preset). Top-level keys (see
@@ -158,13 +160,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from llmsplit_env.config import COMPONENTS, OBS_EXTRAS, PRESETS, default_config, resolve_config
+from llmsplit_env.config import COMPONENTS, OBS_EXTRAS, PRESETS, default_config, merge_config_kwargs, resolve_config
 from llmsplit_env.dynamics import NOISE_COLUMNS, ChannelDynamics, uniform_from_normals
 from llmsplit_env.factory import make_backend, make_dynamics
 from llmsplit_env.problem import SplitProblem, compile_problem, outcome
@@ -199,8 +201,13 @@ class LLMSplitEnv(gym.Env):
         preset: str | None = None,
         *,
         problem: SplitProblem | None = None,
+        **config_kwargs: Any,
     ):
         super().__init__()
+        if config_kwargs:  # top-level config keys as keyword arguments (gym.make(id, reward={...}), RLlib)
+            if problem is not None:
+                raise ValueError(f"pass either problem= or config keys, not both (got {sorted(config_kwargs)})")
+            config = merge_config_kwargs(config, config_kwargs)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode

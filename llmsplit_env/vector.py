@@ -27,7 +27,7 @@ from gymnasium.spaces import Box, Discrete, MultiDiscrete
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from llmsplit_env.config import resolve_config
+from llmsplit_env.config import merge_config_kwargs, resolve_config
 from llmsplit_env.dynamics import NOISE_COLUMNS, uniform_from_normals
 from llmsplit_env.env import NORMAL_CHUNK
 from llmsplit_env.factory import make_backend, make_dynamics
@@ -49,6 +49,7 @@ class LLMSplitVectorEnv(VectorEnv):
         max_episode_steps: int | None = None,
         *,
         problem: SplitProblem | None = None,
+        **config_kwargs: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
@@ -62,13 +63,18 @@ class LLMSplitVectorEnv(VectorEnv):
                     f"config/preset, not both (got config={config!r}, preset={preset!r})"
                 )
             config, preset = dict(problem.config), None
+        if config_kwargs:  # top-level config keys as keyword arguments (gym.make_vec(id, n, reward={...}), RLlib)
+            if problem is not None:
+                raise ValueError(f"pass either problem= or config keys, not both (got {sorted(config_kwargs)})")
+            config = merge_config_kwargs(config, config_kwargs)
         config = dict(config or {})
         if max_episode_steps is not None:
             if problem is not None and max_episode_steps != problem.max_episode_steps:
                 raise ValueError(
                     f"max_episode_steps={max_episode_steps} differs from the problem's {problem.max_episode_steps}"
                 )
-            config["max_episode_steps"] = max_episode_steps
+            if problem is None:
+                config = merge_config_kwargs(config, {"max_episode_steps": max_episode_steps})
         config = resolve_config(config, preset)
         if config["backend"] != "profile":
             raise ValueError("LLMSplitVectorEnv vectorises the profile backend only; config backend is 'llm'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from llmsplit_env.config import PRESETS, default_config, resolve_config
@@ -72,3 +73,43 @@ def test_presets_resolve_and_preset_in_config_is_accepted():
     assert default_config("llm")["backend"] == "llm"
     with pytest.raises(ValueError, match="unknown preset 'x'; allowed: default, llm, paper"):
         default_config("x")
+
+
+def test_config_keys_as_keyword_arguments_merge_and_name_conflicts():
+    import gymnasium as gym
+
+    from llmsplit_env.config import merge_config_kwargs
+
+    merged = merge_config_kwargs({"reward": {"weights": {"latency": 0.1}}}, {"reward": {"weights": {"switching": 0.3}}})
+    assert merged == {"reward": {"weights": {"latency": 0.1, "switching": 0.3}}}
+    assert merge_config_kwargs(None, {"scheme": "digital"}) == {"scheme": "digital"}
+    assert merge_config_kwargs({"scheme": "digital"}, {"scheme": "digital"}) == {"scheme": "digital"}  # agreeing
+    with pytest.raises(ValueError, match=r"config key 'reward\.weights\.switching' given twice"):
+        merge_config_kwargs({"reward": {"weights": {"switching": 0.1}}}, {"reward": {"weights": {"switching": 0.3}}})
+    with pytest.raises(ValueError, match="config must be a dict"):
+        merge_config_kwargs([1], {"scheme": "digital"})
+    # through gym.make and gym.make_vec (RLlib's by-id path), for the single and the vector env
+    env = gym.make("LLMSplit-v0", reward={"weights": {"switching": 0.3}}, config={"scheme": "digital"})
+    assert env.unwrapped.reward_weights["switching"] == 0.3 and env.unwrapped.config["scheme"] == "digital"
+    direct = gym.make("LLMSplit-v0", config={"reward": {"weights": {"switching": 0.3}}, "scheme": "digital"})
+    for a, b in zip(_rollout(env), _rollout(direct), strict=True):
+        np.testing.assert_array_equal(a, b)
+    vec = gym.make_vec(
+        "LLMSplit-v0", num_envs=2, vectorization_mode="vector_entry_point", reward={"weights": {"switching": 0.3}}
+    )
+    assert vec.unwrapped.problem.weights["switching"] == 0.3
+    with pytest.raises(ValueError, match="unknown config key 'rewardz'"):
+        gym.make("LLMSplit-v0", rewardz=1)
+    with pytest.raises(ValueError, match="given twice"):
+        gym.make_vec("LLMSplit-v0", num_envs=2, vectorization_mode="vector_entry_point", max_episode_steps=7,
+                     config={"max_episode_steps": 9})  # fmt: skip
+    assert gym.make("LLMSplit-v0", max_episode_steps=-1, config=None).unwrapped.max_episode_steps == 50
+
+
+def _rollout(env, steps: int = 60):
+    obs, _ = env.reset(seed=3)
+    out = [obs]
+    for t in range(steps):
+        obs, r, *_ = env.step(t % env.action_space.n)
+        out += [obs, np.array([r])]
+    return out
