@@ -239,9 +239,8 @@ def _load_weights(path: str, z: zipfile.ZipFile, name: str) -> Any:
 
 
 def load_sb3(path: str | os.PathLike, env: gym.Env | None = None, algo: str | None = None, device: str = "cpu"):
-    """Rebuild an agent saved by `save_sb3`. ``env``: the env to attach (default: built from nothing — the model then
-    only predicts); its spaces must be the saved ones. ``algo``: refuse a file of another algo."""
-
+    """Rebuild an agent saved by `save_sb3`. ``env``: the env to attach, whose spaces must be the saved ones (default:
+    none; the model then only predicts). ``algo``: refuse a file of another algo."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no saved agent at {str(path)!r}")
