@@ -19,12 +19,21 @@ $(STAMP): pyproject.toml
 train: setup
 	HF_HUB_OFFLINE=1 $(PY) train.py
 
+# The lowest gymnasium the project supports (pyproject.toml); the venv holds the newest.
+GYM_MIN := 1.1.1
+GYM_MIN_DIR := .gym-min
+ENV_TESTS := tests/test_env.py tests/test_env_vector.py tests/test_config.py tests/test_golden.py tests/test_dynamics.py
+
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	# pytest exits 5 when it collects nothing: say so instead of failing on it by accident.
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+	# The env tests again on the lowest supported gymnasium, put ahead of the venv's on the path.
+	$(PY) -m pip install -q --no-deps --upgrade --target $(GYM_MIN_DIR) gymnasium==$(GYM_MIN)
+	PYTHONPATH=$(GYM_MIN_DIR) LLMSPLIT_EXPECT_GYMNASIUM=$(GYM_MIN) HF_HUB_OFFLINE=1 \
+	  $(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(ENV_TESTS)
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
@@ -36,4 +45,4 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/llm_eval.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(GYM_MIN_DIR) runs .pytest_cache .ruff_cache

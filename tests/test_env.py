@@ -494,3 +494,13 @@ def test_render_ansi_and_rgb_array():
     plain.reset(seed=0)
     with pytest.warns(UserWarning, match="render_mode"):
         assert plain.render() is None
+
+
+def test_runs_on_the_gymnasium_it_was_asked_to():
+    """`make test` reruns the env tests on the lowest supported gymnasium; make sure that one was imported."""
+    import os
+
+    expected = os.environ.get("LLMSPLIT_EXPECT_GYMNASIUM")
+    if expected is None:
+        pytest.skip("LLMSPLIT_EXPECT_GYMNASIUM not set (the venv's own gymnasium is in use)")
+    assert gym.__version__ == expected
