@@ -1,0 +1,43 @@
+"""The split map: best split per level agrees with the env's own expected rewards; the CLI writes a PNG."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import llmsplit_env  # noqa: F401
+from llmsplit_env.split_map import main, split_map
+
+
+@pytest.mark.parametrize("profile", ["smollm2-135m-analog", "smollm2-135m-erasure"])
+def test_best_split_is_where_the_env_would_stay(profile):
+    weights = {"reward": {"weights": {"switching": 0.2, "privacy": 0.3}}}
+    m = split_map(profile, weights)
+    assert m.mean_ppl.shape == m.expected_reward.shape == (len(m.splits), len(m.levels))
+    assert np.all(np.isfinite(m.expected_reward))
+    scheme = profile.rsplit("-", 1)[1]
+    for j in range(0, len(m.levels), 4):
+        x, best = float(m.levels[j]), int(m.best_split[j])
+        # the env at a channel held at x, starting at the best split: staying there is its best action
+        cfg = {**weights, "scheme": scheme, "initial_split": best,
+               "channel": {"model": "static", "csi_error": 0.0, "static": {"low": x, "high": x}}}  # fmt: skip
+        env = gym.make("LLMSplit-v0", config=cfg).unwrapped
+        env.reset(seed=0)
+        er = env.expected_rewards()
+        assert env.prev_split == best
+        assert env.action_to_split(int(np.argmax(er))) == best, (profile, x)
+        np.testing.assert_allclose(er[best - env.k_min], m.expected_reward[best - 1, j], rtol=1e-12)
+
+
+def test_cli_prints_the_table_and_writes_a_png(tmp_path, capsys):
+    out = tmp_path / "map.png"
+    assert main(["smollm2-135m-analog", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    printed = capsys.readouterr().out
+    assert "best split" in printed and len(printed.strip().splitlines()) == 1 + 17 + 1
+    assert main(["smollm2-135m-analog", "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["no-such-profile"]) == 2
+    assert main(["smollm2-135m-analog", "--config", '{"reward": {"weights": {"qualityy": 1}}}']) == 2
+    assert "qualityy" in capsys.readouterr().err
