@@ -279,18 +279,28 @@ class SplitModel:
         self.hidden_size = int(d)
         self.hidden_dtype = _hidden_out(outs[-1]).dtype
 
-        h1 = self.hidden_states(ids)[1]
-        wave = torch.sin(torch.arange(h1.numel(), device=h1.device, dtype=torch.float32)).view_as(h1)
-        delta = (h1.float().std().clamp_min(1e-3) * wave).to(h1.dtype)
-        resumed = self.resume(h1 + delta, 1, ids).float()
-        whole = self.forward_split(ids, 1, lambda h: h + delta).float()
-        tol = 1e-2 * (1.0 + float(whole.abs().max()))
-        if not torch.allclose(resumed, whole, rtol=0.0, atol=tol):
-            raise self._refuse(
-                "resuming its stock forward from H_1 does not reproduce the whole forward (largest logit difference "
-                f"{float((resumed - whole).abs().max()):.3g}); its forward may do more between layers than pass the "
-                "hidden state on"
-            )
+        # Resuming from a perturbed H_k must give what the whole forward gives with the same perturbation: at k = 1
+        # (the layers after the split get what they need from the stock forward) and at k = L (the pass-through
+        # layers give the stock forward all it uses of them).
+        clean = self.hidden_states(ids)
+        for k in sorted({1, L}):
+            wave = torch.sin(torch.arange(clean[k].numel(), device=self.device, dtype=torch.float32) + k)
+            delta = (clean[k].float().std().clamp_min(1e-3) * wave.view_as(clean[k])).to(clean[k].dtype)
+            try:
+                resumed = self.resume(clean[k] + delta, k, ids).float()
+                whole = self._transmitted(ids, k, lambda h, delta=delta: h + delta).float()
+            except Exception as e:
+                raise self._refuse(
+                    f"resuming its stock forward from H_{k} fails ({type(e).__name__}: {e}); its layers may hand "
+                    "the next ones more than the hidden state"
+                ) from e
+            tol = 1e-2 * (1.0 + float(whole.abs().max()))
+            if resumed.shape != whole.shape or not torch.allclose(resumed, whole, rtol=0.0, atol=tol):
+                diff = float((resumed - whole).abs().max()) if resumed.shape == whole.shape else float("nan")
+                raise self._refuse(
+                    f"resuming its stock forward from H_{k} does not reproduce the whole forward (largest logit "
+                    f"difference {diff:.3g}); its forward may use more of a layer than its output hidden state"
+                )
 
     # --- the three paths -------------------------------------------------------------------------------------------
 
@@ -331,9 +341,11 @@ class SplitModel:
     ) -> torch.Tensor:
         """The whole stock forward with ``transmit`` applied to ``H_split`` (layer ``split``'s output); logits."""
         self._check_split(split)
-        if transmit is None or split == self.num_layers:
+        if transmit is None or split == self.num_layers:  # at k = L nothing crosses the link
             return self.logits(input_ids)
+        return self._transmitted(input_ids, split, transmit)
 
+    def _transmitted(self, input_ids, split, transmit) -> torch.Tensor:
         def hook(_module, _inputs, output):
             if isinstance(output, tuple):
                 return (transmit(output[0]), *output[1:])
