@@ -236,8 +236,9 @@ class SplitModel:
 
     @torch.inference_mode()
     def _check_layout(self) -> None:
-        """One tiny stock forward: every layer called once, in order, hidden state in and out of the same shape;
-        then resuming from a perturbed ``H_1`` must give what the whole forward gives with the same perturbation."""
+        """Tiny stock forwards (4 tokens): every layer called once, in order, hidden state in and out of the same
+        shape; then resuming from a perturbed ``H_k`` must give what the whole forward gives with the same
+        perturbation, at ``k = 1`` and ``k = L``."""
         L = self.num_layers
         ids = torch.zeros((1, 4), dtype=torch.long, device=self.device)
         calls: list[int] = []
@@ -251,7 +252,7 @@ class SplitModel:
                 h = _hidden_in(args, kwargs)
                 shapes_in.append(None if h is None else tuple(h.shape))
 
-            def post(_m, _args, output, i=i):
+            def post(_m, _args, output):
                 outs.append(output)
 
             handles += [layer.register_forward_pre_hook(pre, with_kwargs=True), layer.register_forward_hook(post)]

@@ -234,9 +234,10 @@ class SplitRunner:
             if computed:  # just built here: no need to read back the bytes
                 return computed[0]
             t = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
-            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != self.dtype:
+            dtype = self.model.hidden_dtype  # the model's own (the parameters' for every family tested)
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != dtype:
                 got = (type(t).__name__, getattr(t, "dtype", None), tuple(getattr(t, "shape", ())))
-                raise InvalidEntry(f"expected a {self.dtype} tensor of shape {shape}, got {got}")
+                raise InvalidEntry(f"expected a {dtype} tensor of shape {shape}, got {got}")
             return t
 
         ident = self._prefix_ident()
