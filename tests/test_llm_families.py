@@ -63,13 +63,15 @@ def family_config(family: str):
     if family == "falcon_alibi":  # ALiBi instead of rotary: the mask is materialised with the bias in it
         return tf.FalconConfig(vocab_size=V, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, alibi=True,
                                multi_query=False, parallel_attn=False, bos_token_id=0, eos_token_id=0)  # fmt: skip
+    if family == "openai-gpt":  # GPT-1: its blocks return lists
+        return tf.OpenAIGPTConfig(vocab_size=V, n_positions=128, n_embd=32, n_layer=3, n_head=4)
     if family == "stablelm":
         return tf.StableLmConfig(**SMALL, **kv, partial_rotary_factor=0.25, **IDS)
     raise ValueError(family)
 
 
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi", "phi3", "gemma", "gemma2", "gemma3_text",
-            "opt", "falcon", "falcon_alibi", "stablelm"]  # fmt: skip
+            "opt", "falcon", "falcon_alibi", "stablelm", "openai-gpt"]  # fmt: skip
 SCHEMES = {"analog": 0.0, "digital": 3.0, "erasure": 0.3}
 
 
@@ -112,7 +114,7 @@ def test_family_splits_and_resumes(family_dirs, family):
             np.testing.assert_allclose(cached.log_ppl, uncached.log_ppl, rtol=1e-5)
             np.testing.assert_allclose(cached.loss_fraction, uncached.loss_fraction, rtol=1e-6)
             assert not np.allclose(cached.log_ppl, np.log(clean), rtol=1e-6)  # the noise reached the edge side
-    assert r.describe()["attn_implementation"] == ("eager" if family == "gemma2" else "sdpa")
+    assert r.describe()["attn_implementation"] == ("eager" if family in ("gemma2", "openai-gpt") else "sdpa")
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2", "falcon"])
@@ -267,7 +269,7 @@ class _ToyLayer(nn.Module):
     ("mode", "needle"),
     [
         ("stream", r"resuming its stock forward from H_1 fails \(TypeError"),
-        ("dict", r"decoder layer 0 returns dict, not a \[batch, tokens, 8\] hidden state"),
+        ("dict", r"decoder layer 0 returns dict, not a \[batch, tokens, 8\] hidden state like its input \(1, 4, 8\)"),
         ("residual", r"resuming its stock forward from H_3 does not reproduce the whole forward"),
     ],
 )

@@ -180,7 +180,12 @@ def _hidden_in(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 
 def _hidden_out(output) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _with_hidden(output, h: torch.Tensor):
+    """``output`` (a layer's: a tensor, or a tuple or list with the hidden state first) with ``h`` in its place."""
+    return type(output)((h, *output[1:])) if isinstance(output, (tuple, list)) else h
 
 
 def find_decoder_layers(lm: nn.Module) -> nn.ModuleList:
@@ -267,16 +272,25 @@ class SplitModel:
             )
         if shapes_in[0] is None:
             raise self._refuse("its first decoder layer is not given the hidden state first or as hidden_states=")
+        if len(shapes_in[0]) != 3 or shapes_in[0][:2] != tuple(ids.shape):
+            raise self._refuse(
+                f"its first decoder layer is given a hidden state of shape {shapes_in[0]} for {tuple(ids.shape)} "
+                "tokens, not one [batch, tokens, d] residual stream"
+            )
         d = shapes_in[0][-1]
-        self._tuple_len: list[int | None] = []
+        # What a pass-through layer returns: the layer's own output format, with None beside the hidden state (with
+        # use_cache=False and no attention outputs that is what the stock forwards put there).
+        self._formats: list[Callable[[torch.Tensor], object]] = []
         for i, out in enumerate(outs):
             h = _hidden_out(out)
             if not isinstance(h, torch.Tensor) or tuple(h.shape) != (1, ids.shape[1], d):
+                got = f"{type(out).__name__}" + (f" of shape {tuple(h.shape)}" if isinstance(h, torch.Tensor) else "")
                 raise self._refuse(
-                    f"decoder layer {i} returns {type(out).__name__}, not a [batch, tokens, {d}] hidden state "
-                    "(alone or first in a tuple)"
+                    f"decoder layer {i} returns {got}, not a [batch, tokens, {d}] hidden state like its input "
+                    f"{shapes_in[i]} (alone or first in a tuple or list)"
                 )
-            self._tuple_len.append(len(out) if isinstance(out, tuple) else None)
+            blank = type(out)([None] * len(out)) if isinstance(out, (tuple, list)) else None
+            self._formats.append(lambda h, blank=blank: h if blank is None else _with_hidden(blank, h))
         self.hidden_size = int(d)
         self.hidden_dtype = _hidden_out(outs[-1]).dtype
 
@@ -348,9 +362,7 @@ class SplitModel:
 
     def _transmitted(self, input_ids, split, transmit) -> torch.Tensor:
         def hook(_module, _inputs, output):
-            if isinstance(output, tuple):
-                return (transmit(output[0]), *output[1:])
-            return transmit(output)
+            return _with_hidden(output, transmit(_hidden_out(output)))
 
         handle = self.layers[split - 1].register_forward_hook(hook)
         try:
@@ -387,8 +399,7 @@ class SplitModel:
             for i in range(split):
                 layer = self.layers[i]
                 own = layer.__dict__.get("forward")  # accelerate may have set one already
-                n = self._tuple_len[i]
-                out = h if n is None else (h, *([None] * (n - 1)))
+                out = self._formats[i](h)
                 layer.forward = lambda *_a, _out=out, **_k: _out
                 saved.append((layer, own))
             yield
