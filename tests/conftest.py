@@ -61,7 +61,7 @@ def _config(family: str, vocab: int):
         )  # fmt: skip
     if family == "gpt2":
         return GPT2Config(vocab_size=vocab, n_positions=256, n_embd=32, n_layer=4, n_head=4)
-    if family == "gpt_neox":  # no fast path: exercises the hook-based path
+    if family == "gpt_neox":
         return GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, **common)
     raise ValueError(family)
 
@@ -86,7 +86,7 @@ def make_tiny_model(root: Path, family: str, tokenizer_dir: Path, seed: int = 0)
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, tokenizer_dir) -> dict[str, Path]:
-    """Directories of tiny random models: ``llama``, ``qwen2``, ``gpt2`` (fast paths) and ``gpt_neox`` (hook path)."""
+    """Directories of tiny random models: ``llama``, ``qwen2``, ``gpt2`` and ``gpt_neox``."""
     root = tmp_path_factory.mktemp("models")
     return {f: make_tiny_model(root, f, tokenizer_dir) for f in ("llama", "qwen2", "gpt2", "gpt_neox")}
 

@@ -20,23 +20,19 @@ def runner(model_dir, **kw) -> SplitRunner:
 def test_noiseless_split_equals_unsplit_at_every_split(tiny_models, family):
     r = runner(tiny_models[family])
     clean = r.clean_perplexity()
-    cached = r.model.resumable
     for k in range(1, r.num_layers + 1):
-        assert r.perplexity(k, None, cached=cached) == pytest.approx(clean, rel=1e-4)
+        assert r.perplexity(k, None, cached=True) == pytest.approx(clean, rel=1e-4)
         assert r.perplexity(k, None, cached=False) == pytest.approx(clean, rel=1e-4)
 
 
-def test_fast_paths_are_used_for_known_families(tiny_models):
-    kinds = {f: type(runner(tiny_models[f]).model).__name__ for f in tiny_models}
-    assert kinds == {
-        "llama": "LlamaLikeModel",
-        "qwen2": "LlamaLikeModel",
-        "gpt2": "GPT2LikeModel",
-        "gpt_neox": "HookedModel",
-    }
+def test_describe_names_the_split_path_and_attention(tiny_models):
+    d = runner(tiny_models["gpt_neox"]).describe()
+    assert d["split_path"] == "stock forward, hooked at the split"
+    assert d["attn_implementation"] == "sdpa"
+    assert d["model_class"] == "GPTNeoXForCausalLM"
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])
 @pytest.mark.parametrize("channel", CHANNELS, ids=repr)
 def test_cached_equals_uncached_for_the_same_seed(tiny_models, family, channel):
     r = runner(tiny_models[family])
@@ -45,16 +41,6 @@ def test_cached_equals_uncached_for_the_same_seed(tiny_models, family, channel):
             a = r.perplexity(k, channel, seed=seed, cached=True)
             b = r.perplexity(k, channel, seed=seed, cached=False)
             assert a == pytest.approx(b, rel=1e-5)
-
-
-@pytest.mark.parametrize("channel", CHANNELS, ids=repr)
-def test_hook_path_agrees_with_fast_path(tiny_models, channel):
-    fast = runner(tiny_models["llama"], path="fast")
-    hook = runner(tiny_models["llama"], path="hook")
-    for k in (1, 3):
-        assert hook.perplexity(k, channel, seed=3, cached=False) == pytest.approx(
-            fast.perplexity(k, channel, seed=3, cached=False), rel=1e-5
-        )
 
 
 def test_seeds_reproduce_and_differ(tiny_models):
@@ -90,12 +76,6 @@ def test_evaluations_are_counted(tiny_models):
     assert r.num_evaluations == 3
 
 
-def test_hook_model_refuses_cached_evaluation(tiny_models):
-    r = runner(tiny_models["gpt_neox"])
-    with pytest.raises(ValueError, match="use cached=False"):
-        r.perplexity(1, AnalogChannel(0.0), cached=True)
-
-
 def test_prefixes_and_tokens_are_cached_on_disk(tiny_models, tmp_path, monkeypatch):
     monkeypatch.setenv("LLMSPLIT_CACHE", str(tmp_path))
     r = runner(tiny_models["llama"])
@@ -118,7 +98,6 @@ def test_prefixes_and_tokens_are_cached_on_disk(tiny_models, tmp_path, monkeypat
         ({"window": 512, "num_tokens": 512}, ValueError, "maximum positions"),
         ({"dtype": "float16"}, ValueError, "unknown dtype 'float16'"),
         ({"device": "tpu"}, ValueError, "unknown device"),
-        ({"path": "turbo"}, ValueError, "unknown split path 'turbo'"),
         ({"text": "only a few words here"}, ValueError, "fewer than offset + num_tokens"),
     ],
 )
@@ -128,11 +107,6 @@ def test_bad_construction_inputs(tiny_models, kwargs, exc, needle):
     with pytest.raises(exc) as err:
         runner(model, **kw)
     assert needle in str(err.value)
-
-
-def test_fast_path_refused_for_unknown_family(tiny_models):
-    with pytest.raises(ValueError, match="no fast split path for model_type 'gpt_neox'"):
-        runner(tiny_models["gpt_neox"], path="fast")
 
 
 def test_non_causal_model_is_rejected(tmp_path, tokenizer_dir):

@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 _LAZY = {
+    "LayoutError": "llmsplit_env.llm.model",
     "MODEL_ALIASES": "llmsplit_env.llm.model",
     "SplitModel": "llmsplit_env.llm.model",
     "load_causal_lm": "llmsplit_env.llm.model",
@@ -24,6 +25,7 @@ __all__ = [
     "MODEL_ALIASES",
     "TEXT_SOURCES",
     "Evaluation",
+    "LayoutError",
     "SplitModel",
     "SplitRunner",
     "load_causal_lm",
@@ -34,7 +36,7 @@ __all__ = [
 assert sorted(__all__) == sorted(_LAZY)
 
 if TYPE_CHECKING:
-    from llmsplit_env.llm.model import MODEL_ALIASES, SplitModel, load_causal_lm, split_model
+    from llmsplit_env.llm.model import MODEL_ALIASES, LayoutError, SplitModel, load_causal_lm, split_model
     from llmsplit_env.llm.probe import token_recovery_accuracy
     from llmsplit_env.llm.runner import Evaluation, SplitRunner
     from llmsplit_env.llm.text import TEXT_SOURCES, read_text

@@ -1,19 +1,25 @@
 """Loading a causal LM and cutting it into UE-side and edge-side parts.
 
 `load_causal_lm` resolves the model (the ``smollm2-135m`` alias, a local directory or a Hugging Face id) and
-`split_model` wraps it in a `SplitModel`: ``embed`` → ``run_layers(h, start, stop)`` → ``head``. Llama-family
-(Llama, Mistral, Qwen2, Qwen3) and GPT-2-family models get a fast path that calls decoder layers directly, so a
-cached UE-side prefix can be resumed at any layer. Other causal LMs get `HookedModel`, which runs the stock forward
-and replaces the output of decoder layer k through a forward hook.
+`split_model` wraps it in a `SplitModel`, one generic view for every decoder-only causal LM that follows the common
+layout (a single ``nn.ModuleList`` of ``num_hidden_layers`` decoder layers that the stock forward calls in order). All
+of its paths run the model's own stock forward, with its own embeddings, positions, masks, final norm and head:
+
+- ``hidden_states(ids)``: the clean ``H_0..H_L`` from one forward, captured by forward hooks on the layers;
+- ``forward_split(ids, k, transmit)``: the whole forward with ``transmit`` applied to layer k's output (a hook);
+- ``resume(H_k, k)``: the edge side only. Layers ``1..k`` are made pass-through for the call (their ``forward`` is
+  swapped for one that returns the given ``H_k`` without computing), so layers ``k+1..L`` run in place with the
+  arguments the stock forward gives them (per-layer attention types, rotary tables and masks included).
+
+A model that does not follow the layout is refused when it is wrapped, with its ``model_type`` and the reason.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,8 +29,6 @@ from llmsplit_env._cache import cache_dir
 from llmsplit_env.cache_entry import dir_entry_settings, load_dir_entry, verify_dir_entry
 from llmsplit_env.model_info import MODEL_ALIASES, alias_gguf, check_local_model
 
-LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
-GPT2_LIKE = ("gpt2",)
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
@@ -111,6 +115,17 @@ def resolve_model_path(model: str | os.PathLike) -> str:
     return model
 
 
+def attention_implementation(config) -> str:
+    """``sdpa`` (causal SDPA kernels) where the model class supports it, ``eager`` otherwise (Gemma-2: softcapping)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        return "sdpa"
+    return "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
+
+
 def load_causal_lm(model: str | os.PathLike, dtype: torch.dtype, device: torch.device):
     """Load ``(model, tokenizer)``; rejects encoder-only and encoder-decoder models with a clear error."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -138,33 +153,75 @@ def load_causal_lm(model: str | os.PathLike, dtype: torch.dtype, device: torch.d
         or (mtype in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False))
     ):
         raise ValueError(f"model {model!r} (model_type {mtype!r}) is not a decoder-only causal LM")
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention_implementation(config))
     lm.to(device).eval()
     lm.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return lm, tokenizer
 
 
-# --- split views --------------------------------------------------------------------------------------------------
+# --- the split view -----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Context:
-    """Per-batch tensors every layer needs (positions, rotary embeddings)."""
-
-    kwargs: dict
+class LayoutError(ValueError):
+    """The model does not follow the layout `SplitModel` needs (see the module docstring)."""
 
 
-class SplitModel(ABC):
-    """A causal LM seen as ``embed`` → L decoder layers → ``head``."""
+class _Stop(Exception):
+    """Ends a stock forward after the last decoder layer: the final norm and the head are not needed."""
 
-    #: False for models that can only run whole (no resuming from a cached prefix)
-    resumable: bool = True
+
+def _hidden_in(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The hidden state a decoder layer was called with: positionally first, or as ``hidden_states=``."""
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0]
+    h = kwargs.get("hidden_states")
+    return h if isinstance(h, torch.Tensor) else None
+
+
+def _hidden_out(output) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _with_hidden(output, h: torch.Tensor):
+    """``output`` (a layer's: a tensor, or a tuple or list with the hidden state first) with ``h`` in its place."""
+    return type(output)((h, *output[1:])) if isinstance(output, (tuple, list)) else h
+
+
+def find_decoder_layers(lm: nn.Module) -> nn.ModuleList:
+    """The one ``nn.ModuleList`` of ``num_hidden_layers`` modules that is not inside another such list."""
+    mtype = lm.config.model_type
+    n = int(lm.config.get_text_config().num_hidden_layers)
+    found = {name: m for name, m in lm.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n}
+    # A list inside a candidate (per-layer experts, say) belongs to that candidate's layers.
+    outer = [name for name in found if not any(name.startswith(o + ".") for o in found if o != name)]
+    if not outer:
+        raise LayoutError(
+            f"model_type {mtype!r} ({type(lm).__name__}) cannot be split: it has no nn.ModuleList of its "
+            f"num_hidden_layers = {n} decoder layers"
+        )
+    if len(outer) > 1:
+        raise LayoutError(
+            f"model_type {mtype!r} ({type(lm).__name__}) cannot be split: {len(outer)} nn.ModuleLists have "
+            f"num_hidden_layers = {n} modules ({', '.join(outer)}), so which are its decoder layers is ambiguous"
+        )
+    return found[outer[0]]
+
+
+class SplitModel:
+    """A decoder-only causal LM cut after ``k`` of its ``L`` decoder layers, through its own stock forward.
+
+    ``H_k`` is the output of decoder layer ``k`` (1-based); ``H_0`` is the input of the first one. The view patches
+    the model only for the duration of a call (hooks and pass-through forwards, removed in ``finally``), so it is not
+    safe to call from several threads at once on one model.
+    """
 
     def __init__(self, lm: nn.Module) -> None:
         self.lm = lm
-        self.num_layers = int(lm.config.num_hidden_layers)
-        self.hidden_size = int(getattr(lm.config, "hidden_size", 0) or lm.config.n_embd)
+        self.model_type = str(lm.config.model_type)
+        self.layers = find_decoder_layers(lm)
+        self.num_layers = len(self.layers)
+        self._check_layout()
 
     @property
     def device(self) -> torch.device:
@@ -177,123 +234,183 @@ class SplitModel(ABC):
     def input_embeddings(self) -> torch.Tensor:
         return self.lm.get_input_embeddings().weight
 
-    @abstractmethod
-    def embed(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, Context]: ...
+    def _refuse(self, why: str) -> LayoutError:
+        return LayoutError(f"model_type {self.model_type!r} ({type(self.lm).__name__}) cannot be split: {why}")
 
-    @abstractmethod
-    def run_layers(self, h: torch.Tensor, start: int, stop: int, ctx: Context) -> torch.Tensor: ...
+    # --- the layout check ------------------------------------------------------------------------------------------
 
-    @abstractmethod
-    def head(self, h: torch.Tensor) -> torch.Tensor: ...
+    @torch.inference_mode()
+    def _check_layout(self) -> None:
+        """Tiny stock forwards (4 tokens): every layer called once, in order, hidden state in and out of the same
+        shape; then resuming from a perturbed ``H_k`` must give what the whole forward gives with the same
+        perturbation, at ``k = 1`` and ``k = L``."""
+        L = self.num_layers
+        ids = torch.zeros((1, 4), dtype=torch.long, device=self.device)
+        calls: list[int] = []
+        shapes_in: list[tuple | None] = []
+        outs: list = []
+        handles = []
+        for i, layer in enumerate(self.layers):
 
-    def context(self, batch: int, tokens: int) -> Context:
-        """The context for hidden states of shape ``[batch, tokens, d]`` without re-embedding."""
-        ids = torch.zeros((batch, tokens), dtype=torch.long, device=self.device)
-        return self.embed(ids)[1]
+            def pre(_m, args, kwargs, i=i):
+                calls.append(i)
+                h = _hidden_in(args, kwargs)
+                shapes_in.append(None if h is None else tuple(h.shape))
+
+            def post(_m, _args, output):
+                outs.append(output)
+
+            handles += [layer.register_forward_pre_hook(pre, with_kwargs=True), layer.register_forward_hook(post)]
+        try:
+            self.lm(input_ids=ids, use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+        if calls != list(range(L)):
+            raise self._refuse(
+                f"its stock forward does not call the {L} decoder layers once each in order (calls: {calls[:12]})"
+            )
+        if shapes_in[0] is None:
+            raise self._refuse("its first decoder layer is not given the hidden state first or as hidden_states=")
+        if len(shapes_in[0]) != 3 or shapes_in[0][:2] != tuple(ids.shape):
+            raise self._refuse(
+                f"its first decoder layer is given a hidden state of shape {shapes_in[0]} for {tuple(ids.shape)} "
+                "tokens, not one [batch, tokens, d] residual stream"
+            )
+        d = shapes_in[0][-1]
+        # What a pass-through layer returns: the layer's own output format, with None beside the hidden state (with
+        # use_cache=False and no attention outputs that is what the stock forwards put there).
+        self._formats: list[Callable[[torch.Tensor], object]] = []
+        for i, out in enumerate(outs):
+            h = _hidden_out(out)
+            if not isinstance(h, torch.Tensor) or tuple(h.shape) != (1, ids.shape[1], d):
+                got = f"{type(out).__name__}" + (f" of shape {tuple(h.shape)}" if isinstance(h, torch.Tensor) else "")
+                raise self._refuse(
+                    f"decoder layer {i} returns {got}, not a [batch, tokens, {d}] hidden state like its input "
+                    f"{shapes_in[i]} (alone or first in a tuple or list)"
+                )
+            blank = type(out)([None] * len(out)) if isinstance(out, (tuple, list)) else None
+            self._formats.append(lambda h, blank=blank: h if blank is None else _with_hidden(blank, h))
+        self.hidden_size = int(d)
+        self.hidden_dtype = _hidden_out(outs[-1]).dtype
+
+        # Resuming from a perturbed H_k must give what the whole forward gives with the same perturbation: at k = 1
+        # (the layers after the split get what they need from the stock forward) and at k = L (the pass-through
+        # layers give the stock forward all it uses of them).
+        clean = self.hidden_states(ids)
+        for k in sorted({1, L}):
+            wave = torch.sin(torch.arange(clean[k].numel(), device=self.device, dtype=torch.float32) + k)
+            delta = (clean[k].float().std().clamp_min(1e-3) * wave.view_as(clean[k])).to(clean[k].dtype)
+            try:
+                resumed = self.resume(clean[k] + delta, k, ids).float()
+                whole = self._transmitted(ids, k, lambda h, delta=delta: h + delta).float()
+            except Exception as e:
+                raise self._refuse(
+                    f"resuming its stock forward from H_{k} fails ({type(e).__name__}: {e}); its layers may hand "
+                    "the next ones more than the hidden state"
+                ) from e
+            tol = 1e-2 * (1.0 + float(whole.abs().max()))
+            if resumed.shape != whole.shape or not torch.allclose(resumed, whole, rtol=0.0, atol=tol):
+                diff = float((resumed - whole).abs().max()) if resumed.shape == whole.shape else float("nan")
+                raise self._refuse(
+                    f"resuming its stock forward from H_{k} does not reproduce the whole forward (largest logit "
+                    f"difference {diff:.3g}); its forward may use more of a layer than its output hidden state"
+                )
+
+    # --- the three paths -------------------------------------------------------------------------------------------
+
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The unsplit model: its stock forward."""
+        return self.lm(input_ids=input_ids, use_cache=False).logits
+
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Clean ``H_0..H_L`` for ``input_ids`` ``[batch, tokens]``: one tensor ``[L + 1, batch, tokens, d]``.
+
+        One stock forward with a hook on every layer, stopped after the last one (no final norm, no head)."""
+        L = self.num_layers
+        out = torch.empty((L + 1, *input_ids.shape, self.hidden_size), dtype=self.hidden_dtype, device=self.device)
+
+        def first(_m, args, kwargs):
+            out[0].copy_(_hidden_in(args, kwargs))
+
+        def capture(_m, _args, output, i):
+            out[i + 1].copy_(_hidden_out(output))  # copied now: a later layer may work in place on its input
+            if i == L - 1:
+                raise _Stop
+
+        handles = [self.layers[0].register_forward_pre_hook(first, with_kwargs=True)]
+        handles += [
+            layer.register_forward_hook(lambda m, a, o, i=i: capture(m, a, o, i)) for i, layer in enumerate(self.layers)
+        ]
+        try:
+            self.lm(input_ids=input_ids, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return out
 
     def forward_split(
         self, input_ids: torch.Tensor, split: int, transmit: Callable[[torch.Tensor], torch.Tensor] | None
     ) -> torch.Tensor:
-        """Full forward with ``transmit`` applied to the hidden states after ``split`` layers; returns logits."""
-        h, ctx = self.embed(input_ids)
-        h = self.run_layers(h, 0, split, ctx)
-        if transmit is not None and split < self.num_layers:
-            h = transmit(h)
-        return self.head(self.run_layers(h, split, self.num_layers, ctx))
+        """The whole stock forward with ``transmit`` applied to ``H_split`` (layer ``split``'s output); logits."""
+        self._check_split(split)
+        if transmit is None or split == self.num_layers:  # at k = L nothing crosses the link
+            return self.logits(input_ids)
+        return self._transmitted(input_ids, split, transmit)
 
-
-class LlamaLikeModel(SplitModel):
-    """Llama, Mistral, Qwen2/3: ``model.embed_tokens`` → ``model.layers`` (rotary) → ``model.norm`` → ``lm_head``."""
-
-    def embed(self, input_ids):
-        inner = self.lm.model
-        h = inner.embed_tokens(input_ids)
-        pos = torch.arange(input_ids.shape[1], device=h.device).unsqueeze(0)
-        return h, Context({"position_ids": pos, "position_embeddings": inner.rotary_emb(h, pos)})
-
-    def run_layers(self, h, start, stop, ctx):
-        # With no mask, SDPA attention is causal (enforced at load by attn_implementation="sdpa").
-        for layer in self.lm.model.layers[start:stop]:
-            out = layer(h, attention_mask=None, **ctx.kwargs)
-            h = out[0] if isinstance(out, tuple) else out
-        return h
-
-    def head(self, h):
-        return self.lm.lm_head(self.lm.model.norm(h))
-
-
-class GPT2LikeModel(SplitModel):
-    """GPT-2: ``wte + wpe`` → ``transformer.h`` → ``ln_f`` → ``lm_head``."""
-
-    def embed(self, input_ids):
-        tr = self.lm.transformer
-        pos = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
-        return tr.drop(tr.wte(input_ids) + tr.wpe(pos)), Context({})
-
-    def run_layers(self, h, start, stop, ctx):
-        for block in self.lm.transformer.h[start:stop]:
-            out = block(h, attention_mask=None)
-            h = out[0] if isinstance(out, tuple) else out
-        return h
-
-    def head(self, h):
-        return self.lm.lm_head(self.lm.transformer.ln_f(h))
-
-
-class HookedModel(SplitModel):
-    """Any other causal LM: the stock forward with a hook replacing decoder layer ``k``'s output.
-
-    Only whole forwards are possible (``resumable = False``): `embed`/`run_layers` are not available.
-    """
-
-    resumable = False
-
-    def __init__(self, lm: nn.Module) -> None:
-        super().__init__(lm)
-        lists = [m for m in lm.modules() if isinstance(m, nn.ModuleList) and len(m) == self.num_layers]
-        if not lists:
-            raise ValueError(
-                f"cannot find the {self.num_layers} decoder layers of {type(lm).__name__} "
-                "(no nn.ModuleList of num_hidden_layers modules)"
-            )
-        self.layers = lists[0]
-
-    def _unsupported(self, *_a, **_k):
-        raise NotImplementedError(
-            f"{type(self.lm).__name__} runs through the hook-based path, which cannot resume from a cached prefix; "
-            "use cached=False"
-        )
-
-    embed = run_layers = head = _unsupported
-
-    def forward_split(self, input_ids, split, transmit):
-        if transmit is None or split >= self.num_layers:
-            return self.lm(input_ids=input_ids, use_cache=False).logits
-
+    def _transmitted(self, input_ids, split, transmit) -> torch.Tensor:
         def hook(_module, _inputs, output):
-            if isinstance(output, tuple):
-                return (transmit(output[0]), *output[1:])
-            return transmit(output)
+            return _with_hidden(output, transmit(_hidden_out(output)))
 
         handle = self.layers[split - 1].register_forward_hook(hook)
         try:
-            return self.lm(input_ids=input_ids, use_cache=False).logits
+            return self.logits(input_ids)
         finally:
             handle.remove()
 
+    def resume(self, h: torch.Tensor, split: int, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of the edge side: layers ``split+1..L``, final norm and head, on ``h`` = ``H_split``.
 
-def split_model(lm: nn.Module, path: str = "auto") -> SplitModel:
-    """Wrap ``lm`` in the fastest correct `SplitModel` (``path``: ``auto``, ``fast`` or ``hook``)."""
-    if path not in ("auto", "fast", "hook"):
-        raise ValueError(f"unknown split path {path!r}; allowed: auto, fast, hook")
-    mtype = lm.config.model_type
-    if path != "hook":
-        if mtype in LLAMA_LIKE:
-            return LlamaLikeModel(lm)
-        if mtype in GPT2_LIKE:
-            return GPT2LikeModel(lm)
-        if path == "fast":
-            raise ValueError(
-                f"no fast split path for model_type {mtype!r}; fast paths: {', '.join(LLAMA_LIKE + GPT2_LIKE)}"
-            )
-    return HookedModel(lm)
+        ``input_ids`` (same ``[batch, tokens]`` as ``h``) feed only the embedding, whose output the pass-through
+        layers discard; zeros by default."""
+        self._check_split(split)
+        if h.ndim != 3 or h.shape[-1] != self.hidden_size:
+            raise ValueError(f"h must be [batch, tokens, {self.hidden_size}], got {tuple(h.shape)}")
+        if input_ids is None:
+            input_ids = torch.zeros(h.shape[:2], dtype=torch.long, device=self.device)
+        elif tuple(input_ids.shape) != tuple(h.shape[:2]):
+            raise ValueError(f"input_ids {tuple(input_ids.shape)} do not match h {tuple(h.shape)}")
+        # A copy: the cached prefix must survive a layer that works in place on its input.
+        h = h.to(device=self.device, dtype=self.hidden_dtype, copy=True)
+        with self._pass_through(split, h):
+            return self.logits(input_ids)
+
+    def _check_split(self, split: int) -> None:
+        if not 1 <= split <= self.num_layers:
+            raise ValueError(f"split must lie in [1, {self.num_layers}], got {split!r}")
+
+    @contextmanager
+    def _pass_through(self, split: int, h: torch.Tensor) -> Iterator[None]:
+        """Layers ``1..split`` return ``h`` (in their own output format) without computing, for the ``with`` body."""
+        saved = []
+        try:
+            for i in range(split):
+                layer = self.layers[i]
+                own = layer.__dict__.get("forward")  # accelerate may have set one already
+                out = self._formats[i](h)
+                layer.forward = lambda *_a, _out=out, **_k: _out
+                saved.append((layer, own))
+            yield
+        finally:
+            for layer, own in reversed(saved):
+                if own is None:
+                    del layer.forward
+                else:
+                    layer.forward = own
+
+
+def split_model(lm: nn.Module) -> SplitModel:
+    """Wrap a decoder-only causal LM in its `SplitModel` (`LayoutError` if it does not follow the layout)."""
+    return SplitModel(lm)

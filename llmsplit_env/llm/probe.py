@@ -15,29 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from llmsplit_env.channel import Channel
-from llmsplit_env.llm.model import HookedModel, SplitModel
+from llmsplit_env.llm.model import SplitModel
 
 
-def hidden_states(model: SplitModel, input_ids: torch.Tensor) -> list[torch.Tensor]:
-    """Clean hidden states after 0..L layers (``L + 1`` tensors of ``[batch, tokens, d]``)."""
-    if isinstance(model, HookedModel):
-        captured: list[torch.Tensor] = []
-        handles = [
-            layer.register_forward_hook(lambda _m, _i, out: captured.append(out[0] if isinstance(out, tuple) else out))
-            for layer in model.layers
-        ]
-        try:
-            model.lm(input_ids=input_ids, use_cache=False)
-        finally:
-            for h in handles:
-                h.remove()
-        return [model.lm.get_input_embeddings()(input_ids), *captured]
-    h, ctx = model.embed(input_ids)
-    states = [h]
-    for k in range(model.num_layers):
-        h = model.run_layers(h, k, k + 1, ctx)
-        states.append(h)
-    return states
+def hidden_states(model: SplitModel, input_ids: torch.Tensor) -> torch.Tensor:
+    """Clean hidden states after 0..L layers: ``[L + 1, batch, tokens, d]``."""
+    return model.hidden_states(input_ids)
 
 
 def _batches(ids: np.ndarray, window: int, windows_per_batch: int, device) -> Iterator[torch.Tensor]:

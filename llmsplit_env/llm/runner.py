@@ -95,7 +95,6 @@ class SplitRunner:
         window: int = 512,
         dtype: str | torch.dtype = "auto",
         device: str = "auto",
-        path: str = "auto",
         offset: int = 0,
         **kwargs,
     ) -> SplitRunner:
@@ -120,7 +119,7 @@ class SplitRunner:
             raise ValueError(f"tokenizer of {model!r} produces ids beyond the model's vocabulary")
         windows = torch.from_numpy(ids[offset : offset + num_tokens].reshape(-1, window))
         runner = cls(
-            split_model(lm, path),
+            split_model(lm),
             windows,
             name=str(model),
             text_name=text_name,
@@ -160,7 +159,8 @@ class SplitRunner:
         return {
             "model": self.name,
             "model_class": type(self.model.lm).__name__,
-            "split_path": type(self.model).__name__,
+            "split_path": "stock forward, hooked at the split",
+            "attn_implementation": str(getattr(self.model.lm.config, "_attn_implementation", "")),
             "num_layers": self.num_layers,
             "hidden_size": self.hidden_size,
             "text": self.text_name,
@@ -186,7 +186,7 @@ class SplitRunner:
     def clean_perplexity(self) -> float:
         """Perplexity of the unsplit model (its stock forward, no channel)."""
         if self._clean_ppl is None:
-            logits = self.model.lm(input_ids=self.input_ids, use_cache=False).logits
+            logits = self.model.logits(self.input_ids)
             self._clean_ppl = math.exp(self._log_ppl(self._nll(logits, self.input_ids)))
         return self._clean_ppl
 
@@ -208,12 +208,7 @@ class SplitRunner:
         return cache_dir("prefixes") / f"{key}.pt"
 
     def _compute_prefixes(self) -> torch.Tensor:
-        h, ctx = self.model.embed(self.input_ids)
-        states = [h]
-        for k in range(self.num_layers):
-            h = self.model.run_layers(h, k, k + 1, ctx)
-            states.append(h)
-        return torch.stack(states)
+        return self.model.hidden_states(self.input_ids)
 
     @torch.inference_mode()
     def prefixes(self) -> torch.Tensor:
@@ -223,11 +218,6 @@ class SplitRunner:
         rebuilt, and only tensors are ever unpickled (``weights_only=True``)."""
         if self._prefixes is not None:
             return self._prefixes
-        if not self.model.resumable:
-            raise ValueError(
-                f"{type(self.model.lm).__name__} uses the hook-based split path, which cannot resume from a cached "
-                "prefix; use cached=False"
-            )
         if not self.prefix_cache:
             self._prefixes = self._compute_prefixes()
             return self._prefixes
@@ -244,9 +234,10 @@ class SplitRunner:
             if computed:  # just built here: no need to read back the bytes
                 return computed[0]
             t = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
-            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != self.dtype:
+            dtype = self.model.hidden_dtype  # the model's own (the parameters' for every family tested)
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != dtype:
                 got = (type(t).__name__, getattr(t, "dtype", None), tuple(getattr(t, "shape", ())))
-                raise InvalidEntry(f"expected a {self.dtype} tensor of shape {shape}, got {got}")
+                raise InvalidEntry(f"expected a {dtype} tensor of shape {shape}, got {got}")
             return t
 
         ident = self._prefix_ident()
@@ -277,9 +268,7 @@ class SplitRunner:
 
     def _noiseless_log_ppl(self, split: int, cached: bool) -> float:
         if cached:
-            h = self.prefixes()[split]
-            ctx = self.model.context(*self.input_ids.shape)
-            logits = self.model.head(self.model.run_layers(h, split, self.num_layers, ctx))
+            logits = self.model.resume(self.prefixes()[split], split, self.input_ids)
         else:
             logits = self.model.forward_split(self.input_ids, split, None)
         return self._log_ppl(self._nll(logits, self.input_ids))
@@ -295,10 +284,9 @@ class SplitRunner:
                 tx = channel.transmit(h, torch.Generator().manual_seed(s))
                 received.append(tx.hidden)
                 lost.append(tx.loss_fraction)
-            batch = torch.cat(received)
-            ctx = self.model.context(*batch.shape[:2])
-            logits = self.model.head(self.model.run_layers(batch, split, self.num_layers, ctx))
-            nll = self._nll(logits, self.input_ids.repeat(len(group), 1))
+            ids = self.input_ids.repeat(len(group), 1)
+            logits = self.model.resume(torch.cat(received), split, ids)
+            nll = self._nll(logits, ids)
             log_ppl += [self._log_ppl(nll[i * n_win : (i + 1) * n_win]) for i in range(len(group))]
         return Evaluation(np.asarray(log_ppl), np.asarray(lost))
 
