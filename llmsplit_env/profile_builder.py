@@ -8,6 +8,10 @@ Every argument, and the coverage of the profile it would make, is checked before
 not even imported; the model's L and positions come from its config or GGUF header): a bad one ends the command
 within about a second with one ``error: …`` line naming the flag and what it allows, exit status 2. Ctrl-C ends it
 with one line and exit status 130; the cells finished so far stay in the partial file.
+
+``--ray [ADDRESS]`` measures the cells on Ray workers instead (`llmsplit_env.profile_ray`): a local Ray instance, or
+the cluster at ADDRESS. The driver alone writes the same partial file, so a build resumes with or without ``--ray``,
+and the numbers are the serial build's, bit for bit.
 """
 
 from __future__ import annotations
@@ -88,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--draws-per-forward", type=int, help="channel draws batched per forward (default: 8 on GPU, 1 on CPU)"
     )
     p.add_argument("--fresh", action="store_true", help="ignore an existing partial file and start over")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="measure the cells on Ray workers: a local Ray instance, or the cluster at ADDRESS (needs llmsplit[ray])",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="--ray: number of workers (default: one per GPU, else one per --cpus-per-worker CPUs)",
+    )
+    p.add_argument("--cpus-per-worker", type=int, help="--ray: CPUs (and torch threads) per worker (default: 1)")
     return p
 
 
@@ -140,6 +157,30 @@ def _check_int(flag: str, value: int, lo: int, why: str = "") -> None:
         raise UsageError(f"{flag} must be an integer >= {lo}{why}, got {value}")
 
 
+RAY_MISSING = "--ray needs Ray, which is not installed: pip install llmsplit[ray]"
+
+
+def _check_ray_flags(args: argparse.Namespace) -> None:
+    if args.ray is None:
+        for flag, value in (("--workers", args.workers), ("--cpus-per-worker", args.cpus_per_worker)):
+            if value is not None:
+                raise UsageError(f"{flag} only applies with --ray")
+        return
+    if args.workers is not None:
+        _check_int("--workers", args.workers, 1)
+    if args.cpus_per_worker is not None:
+        _check_int("--cpus-per-worker", args.cpus_per_worker, 1)
+    if re.fullmatch(r"cuda:[0-9]+", args.device):
+        raise UsageError(
+            f"--device {args.device} cannot be used with --ray: each Ray worker gets a GPU of its own; "
+            "use --device cuda (or auto)"
+        )
+    try:
+        import ray  # noqa: F401  (only with --ray: the serial build never needs it)
+    except ImportError:
+        raise UsageError(RAY_MISSING) from None
+
+
 def validate(args: argparse.Namespace) -> Plan:
     """Check every argument, and the coverage of the profile they describe, without loading torch or the model.
 
@@ -153,6 +194,7 @@ def validate(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--num-tokens ({args.num_tokens}) must be a multiple of --window ({args.window})")
     if args.draws_per_forward is not None:
         _check_int("--draws-per-forward", args.draws_per_forward, 1)
+    _check_ray_flags(args)
     why = f" (the probe fits and scores whole --window s of {args.window} tokens)"
     _check_int("--probe-fit-tokens", args.probe_fit_tokens, args.window, why)
     _check_int("--probe-test-tokens", args.probe_test_tokens, args.window, why)
@@ -263,120 +305,218 @@ def load_partial(path: Path, settings: dict) -> dict:
     return saved
 
 
+def measure_cell(runner, scheme: str, level: float, params: dict, seeds: list[int], split: int) -> tuple[dict, float]:
+    """One cell (``split`` at channel ``level``, every seed) as the partial file stores it, and its seconds.
+
+    The serial build and the Ray workers (`llmsplit_env.profile_ray`) both measure with this function."""
+    from llmsplit_env.channel import make_channel
+
+    t0 = time.perf_counter()
+    ev = runner.evaluate(split, make_channel(scheme, level, **params), seeds, cached=True)
+    cell = {"log_ppl": ev.log_ppl.tolist(), "loss_fraction": float(ev.loss_fraction.mean())}
+    return cell, time.perf_counter() - t0
+
+
+def measure_probe(runner, splits: list[int], fit_tokens: int, test_tokens: int, window: int) -> tuple[list, float]:
+    """The leakage probe's accuracy per split, fitted and scored on the text after the evaluation tokens, and its
+    seconds (serial build and Ray worker alike)."""
+    from llmsplit_env.llm import token_recovery_accuracy
+
+    t0 = time.perf_counter()
+    extra = runner.extra_ids
+    acc = token_recovery_accuracy(
+        runner.model,
+        extra[:fit_tokens],
+        extra[fit_tokens : fit_tokens + test_tokens],
+        splits=splits,
+        window=window,
+    )
+    return acc.tolist(), time.perf_counter() - t0
+
+
+class SerialBackend:
+    """Measures in this process: one runner, the cells one after the other."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        # Torch comes in only now; the device and dtype are resolved (CUDA present?) before the model loads.
+        from llmsplit_env.llm.model import resolve_device, resolve_dtype
+
+        self.args = args
+        device = _flag("--device", resolve_device, args.device)
+        if device.type == "cuda" and device.index is None:
+            import torch
+
+            device = torch.device("cuda", torch.cuda.current_device())  # as the loaded parameters will report it
+        self.device = str(device)
+        self.dtype = str(_flag("--dtype", resolve_dtype, args.dtype, device)).removeprefix("torch.")
+        self.runner = None
+
+    def load(self) -> None:
+        from llmsplit_env.llm import SplitRunner
+
+        a = self.args
+        self.runner = SplitRunner.from_pretrained(
+            a.model,
+            a.text,
+            num_tokens=a.num_tokens,
+            window=a.window,
+            dtype=self.dtype,
+            device=self.device,
+            draws_per_forward=a.draws_per_forward,
+        )
+        self.num_layers = self.runner.num_layers
+        self.extra_tokens = 0 if self.runner.extra_ids is None else len(self.runner.extra_ids)
+
+    def describe(self) -> dict:
+        return self.runner.describe()
+
+    def measure(self, job: Job) -> None:
+        a, state = self.args, job.state
+        if job.need_clean:
+            state["clean_ppl"] = self.runner.clean_perplexity()
+        if job.need_probe:
+            acc, seconds = measure_probe(self.runner, job.splits, a.probe_fit_tokens, a.probe_test_tokens, a.window)
+            state["probe_accuracy"] = acc
+            state["timings"]["probe_s"] = seconds
+            job.save()
+        for k, i in job.todo:
+            cell, seconds = measure_cell(self.runner, a.scheme, job.levels[i], job.params, a.seeds, k)
+            job.record(k, i, cell, seconds)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Job:
+    """What is left to measure, and the state the driver saves after every result."""
+
+    state: dict
+    partial_path: Path
+    splits: list[int]
+    levels: list[float]
+    params: dict
+    todo: list[tuple[int, int]]
+    need_clean: bool
+    need_probe: bool
+    bar: object = None
+    measured: int = 0  # cells recorded by this run
+
+    def save(self) -> None:
+        atomic_write_json(self.partial_path, self.state)
+
+    def record(self, k: int, i: int, cell: dict, seconds: float) -> bool:
+        """Store one finished cell and save; ``False`` (and nothing stored) if it was already there."""
+        key = f"{k},{i}"
+        if key in self.state["cells"]:
+            return False
+        self.state["cells"][key] = cell
+        self.state["timings"]["eval_s"] += seconds
+        self.measured += 1
+        self.save()
+        if self.bar is not None:
+            self.bar.update(1)
+        return True
+
+
 def build_profile(args: argparse.Namespace, command: str) -> dict:
     from tqdm import tqdm
 
     t_start = time.perf_counter()
     plan = validate(args)
-    # Torch comes in only now; the device and dtype are resolved (CUDA present?) before the model loads.
-    from llmsplit_env.channel import make_channel
-    from llmsplit_env.llm import SplitRunner, token_recovery_accuracy
-    from llmsplit_env.llm.model import resolve_device, resolve_dtype
-
-    device = _flag("--device", resolve_device, args.device)
-    if device.type == "cuda" and device.index is None:
-        import torch
-
-        device = torch.device("cuda", torch.cuda.current_device())  # as the loaded parameters will report it
-    dtype = _flag("--dtype", resolve_dtype, args.dtype, device)
     levels, params, partial_path = plan.levels, plan.params, plan.partial_path
+    if args.ray is not None:
+        from llmsplit_env.profile_ray import RayBackend
 
-    def settings_for(splits: list[int]) -> dict:
-        return {
-            "model": str(args.model),
-            "text": str(args.text),
-            "scheme": args.scheme,
-            "scheme_params": params,
-            "num_tokens": args.num_tokens,
-            "window": args.window,
-            "dtype": str(dtype).removeprefix("torch."),
-            "device": str(device),
-            "splits": splits,
-            "levels": levels,
-            "seeds": list(args.seeds),
-            "probe_fit_tokens": args.probe_fit_tokens,
-            "probe_test_tokens": args.probe_test_tokens,
-        }
+        backend = RayBackend(args)  # connects to Ray; the model loads on the workers in load()
+    else:
+        backend = SerialBackend(args)
+    try:
 
-    saved = None
-    if plan.splits is not None and partial_path.is_file() and not args.fresh:
-        saved = load_partial(partial_path, settings_for(plan.splits))  # a bad partial file stops us before the load
-    runner = SplitRunner.from_pretrained(
-        args.model,
-        args.text,
-        num_tokens=args.num_tokens,
-        window=args.window,
-        dtype=dtype,
-        device=str(device),
-        draws_per_forward=args.draws_per_forward,
-    )
-    L = runner.num_layers
-    if plan.num_layers is not None and plan.num_layers != L:
-        raise ValueError(f"model {args.model!r} has {L} layers, its config said {plan.num_layers}")
-    if plan.splits is not None:
-        splits = plan.splits
-    else:  # the model's config was not readable up front (a hub id not in the local cache): check now
-        splits = list(range(1, L + 1)) if args.splits is None else check_splits(args.splits, "--splits", L)
-    need = args.probe_fit_tokens + args.probe_test_tokens
-    extra = runner.extra_ids
-    if extra is None or len(extra) < need:
-        have = 0 if extra is None else len(extra)
-        raise UsageError(
-            f"--text {args.text!r} is too short for the probe: --probe-fit-tokens + --probe-test-tokens = {need} "
-            f"tokens must follow the {args.num_tokens} evaluation tokens, and only {have} do"
+        def settings_for(splits: list[int], device: str, dtype: str) -> dict:
+            return {
+                "model": str(args.model),
+                "text": str(args.text),
+                "scheme": args.scheme,
+                "scheme_params": params,
+                "num_tokens": args.num_tokens,
+                "window": args.window,
+                "dtype": dtype,
+                "device": device,
+                "splits": splits,
+                "levels": levels,
+                "seeds": list(args.seeds),
+                "probe_fit_tokens": args.probe_fit_tokens,
+                "probe_test_tokens": args.probe_test_tokens,
+            }
+
+        saved = None
+        early = plan.splits is not None and backend.device is not None
+        if early and partial_path.is_file() and not args.fresh:
+            # a bad partial file stops us before the model loads
+            saved = load_partial(partial_path, settings_for(plan.splits, backend.device, backend.dtype))
+        backend.load()
+        described = backend.describe()
+        L = backend.num_layers
+        if plan.num_layers is not None and plan.num_layers != L:
+            raise ValueError(f"model {args.model!r} has {L} layers, its config said {plan.num_layers}")
+        if plan.splits is not None:
+            splits = plan.splits
+        else:  # the model's config was not readable up front (a hub id not in the local cache): check now
+            splits = list(range(1, L + 1)) if args.splits is None else check_splits(args.splits, "--splits", L)
+        need = args.probe_fit_tokens + args.probe_test_tokens
+        if backend.extra_tokens < need:
+            raise UsageError(
+                f"--text {args.text!r} is too short for the probe: --probe-fit-tokens + --probe-test-tokens = {need} "
+                f"tokens must follow the {args.num_tokens} evaluation tokens, and only {backend.extra_tokens} do"
+            )
+        settings = settings_for(splits, backend.device, backend.dtype)  # known by now on every backend
+        state = {"settings": settings, "cells": {}, "timings": {"load_s": time.perf_counter() - t_start, "eval_s": 0.0}}
+        if saved is None and partial_path.is_file() and not args.fresh:
+            saved = load_partial(partial_path, settings)
+        if saved is not None:
+            state = saved
+            print(f"resuming {partial_path}: {len(state['cells'])} cells done", file=sys.stderr)
+
+        cells = [(k, i) for k in splits for i in range(len(levels))]
+        todo = [(k, i) for k, i in cells if f"{k},{i}" not in state["cells"]]
+        job = Job(
+            state, partial_path, splits, levels, params, todo, "clean_ppl" not in state, "probe_accuracy" not in state
         )
-    settings = settings_for(splits)
-    state = {"settings": settings, "cells": {}, "timings": {"load_s": time.perf_counter() - t_start, "eval_s": 0.0}}
-    if saved is None and partial_path.is_file() and not args.fresh:
-        saved = load_partial(partial_path, settings)
-    if saved is not None:
-        state = saved
-        print(f"resuming {partial_path}: {len(state['cells'])} cells done", file=sys.stderr)
-
-    if "clean_ppl" not in state:
-        state["clean_ppl"] = runner.clean_perplexity()
-    if "probe_accuracy" not in state:
-        t0 = time.perf_counter()
-        acc = token_recovery_accuracy(
-            runner.model,
-            extra[: args.probe_fit_tokens],
-            extra[args.probe_fit_tokens : need],
-            splits=splits,
-            window=args.window,
-        )
-        state["probe_accuracy"] = acc.tolist()
-        state["timings"]["probe_s"] = time.perf_counter() - t0
-        atomic_write_json(partial_path, state)
-
-    cells = [(k, i) for k in splits for i in range(len(levels))]
-    todo = [(k, i) for k, i in cells if f"{k},{i}" not in state["cells"]]
-    with tqdm(
-        todo, desc=f"profile {args.scheme}", unit="cell", initial=len(cells) - len(todo), total=len(cells)
-    ) as bar:
-        for k, i in bar:
-            t0 = time.perf_counter()
-            ev = runner.evaluate(k, make_channel(args.scheme, levels[i], **params), args.seeds, cached=True)
-            state["timings"]["eval_s"] += time.perf_counter() - t0
-            cell = {"log_ppl": ev.log_ppl.tolist(), "loss_fraction": float(ev.loss_fraction.mean())}
-            state["cells"][f"{k},{i}"] = cell
-            atomic_write_json(partial_path, state)
+        t_cells = time.perf_counter()
+        with tqdm(
+            total=len(cells), desc=f"profile {args.scheme}", unit="cell", initial=len(cells) - len(todo)
+        ) as job.bar:
+            backend.measure(job)
+        cells_wall_s = time.perf_counter() - t_cells
+        extra_metadata = backend.metadata() if hasattr(backend, "metadata") else {}
+    finally:
+        backend.close()
 
     log_ppl = np.array([[state["cells"][f"{k},{i}"]["log_ppl"] for i in range(len(levels))] for k in splits])
     loss = np.array([[state["cells"][f"{k},{i}"]["loss_fraction"] for i in range(len(levels))] for k in splits])
     probe = np.asarray(state["probe_accuracy"])
     leakage = np.where(np.asarray(splits) == L, 0.0, probe)  # at k = L nothing is transmitted
     n_evals = sum(len(args.seeds) for k in splits if k < L) * len(levels)
+    timings = {
+        **state["timings"],
+        "eval_per_draw_s": state["timings"]["eval_s"] / max(n_evals, 1),
+        # this run only: the wall-clock seconds of its cell phase (probe included on Ray) and the cells it measured
+        "cells_wall_s": cells_wall_s,
+        "cells_measured": job.measured,
+    }
     metadata = {
         **settings,
-        **runner.describe(),
+        **described,
         "level_name": LEVEL_NAMES[args.scheme],
         "num_layers": L,
         "leakage_probe": "ridge (lambda=10) from standardised H_k to input-embedding rows, cosine nearest-row "
         "decoding; fitted and scored on disjoint text after the evaluation tokens",
-        "timings": {**state["timings"], "eval_per_draw_s": state["timings"]["eval_s"] / max(n_evals, 1)},
+        "timings": timings,
         "package_version": llmsplit_env.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
+        **extra_metadata,
     }
     data = {
         "format": FORMAT,
