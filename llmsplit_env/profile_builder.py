@@ -60,6 +60,11 @@ class UsageError(ValueError):
     """A bad command line, found before any work: ``main`` prints it as one ``error:`` line and returns 2."""
 
 
+class WorkersLost(RuntimeError):
+    """Every Ray worker of a ``--ray`` build died for good: ``main`` prints one ``error:`` line and returns 1 (the
+    finished cells are in the partial file)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not argparse's usage block
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
@@ -337,7 +342,7 @@ def measure_probe(runner, splits: list[int], fit_tokens: int, test_tokens: int, 
 class SerialBackend:
     """Measures in this process: one runner, the cells one after the other."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, plan: Plan | None = None) -> None:
         # Torch comes in only now; the device and dtype are resolved (CUDA present?) before the model loads.
         from llmsplit_env.llm.model import resolve_device, resolve_dtype
 
@@ -428,9 +433,9 @@ def build_profile(args: argparse.Namespace, command: str) -> dict:
     if args.ray is not None:
         from llmsplit_env.profile_ray import RayBackend
 
-        backend = RayBackend(args)  # connects to Ray; the model loads on the workers in load()
+        backend = RayBackend(args, plan)  # connects to Ray; the model loads on the workers in load()
     else:
-        backend = SerialBackend(args)
+        backend = SerialBackend(args, plan)
     try:
 
         def settings_for(splits: list[int], device: str, dtype: str) -> dict:
@@ -555,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # UsageError, ProfileError, FileNotFoundError, CacheError, ...
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except WorkersLost as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     t = data["metadata"]["timings"]
     print(f"wrote {args.out}: clean PPL {data['clean_ppl']:.3f}, {t['eval_per_draw_s']:.3f} s per draw")
     return 0
