@@ -376,6 +376,7 @@ class RayBackend:
                 "workers": self.workers,
                 "cpus_per_worker": self.cpus,
                 "gpus_per_worker": 1 if self.gpu else 0,
+                "torch_threads_per_worker": self.infos[0]["threads"],
                 "nodes": len(self.nodes),
                 "worker_restarts": sum(len(p) - 1 for p in self.pids),
                 **self.stats,

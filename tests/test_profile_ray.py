@@ -151,6 +151,7 @@ def test_a_local_ray_build_equals_the_serial_build(tiny_models, tmp_path, refere
         "workers": 2,
         "cpus_per_worker": 1,
         "gpus_per_worker": 0,
+        "torch_threads_per_worker": 1,
         "nodes": 1,
         "worker_restarts": 0,
         "duplicates": 0,
@@ -214,7 +215,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_counted_twice(
     assert killed and killed[0] < N_CELLS
     assert_same_profile(data, reference)
     meta = data["metadata"]
-    assert meta["ray"]["worker_restarts"] >= 1 and meta["ray"]["duplicates"] == 0
+    assert meta["ray"]["worker_restarts"] >= 1 and meta["ray"]["duplicates"] == 0, meta["ray"]
     assert meta["timings"]["cells_measured"] == N_CELLS  # every cell stored once
 
 
@@ -237,7 +238,8 @@ def test_a_worker_dead_for_good_leaves_its_cells_to_the_others(
     assert killed
     assert_same_profile(data, reference)
     assert data["metadata"]["timings"]["cells_measured"] == N_CELLS
-    assert data["metadata"]["ray"]["duplicates"] == 0
+    ray_meta = data["metadata"]["ray"]
+    assert ray_meta["lost_tasks_resubmitted"] >= 1 and ray_meta["duplicates"] == 0, ray_meta
 
 
 def test_a_serial_partial_file_completes_on_ray(
