@@ -112,7 +112,7 @@ def test_cells_are_cut_into_contiguous_split_major_runs():
 
     cells = [(k, i) for k in (1, 2, 3) for i in range(4)]
     runs = _chunks(cells, 5)
-    assert [len(r) for r in runs] == [3, 3, 2, 2, 2] and sum(runs, []) == cells
+    assert [len(r) for r in runs] == [3, 3, 2, 2, 2] and [c for r in runs for c in r] == cells
     assert _chunks(cells[:1], 3) == [[(1, 0)], [], []]
 
 
