@@ -43,6 +43,7 @@ from llmsplit_env.profile_builder import Job, Plan, UsageError, WorkersLost, mea
 MAX_RESTARTS = 3  # per worker; its in-flight cells are retried on the restarted actor
 IN_FLIGHT = 2  # cells queued at each actor
 OBJECT_STORE_BYTES = 256 * 2**20  # a local instance: results are a few numbers per cell
+CONNECT_ATTEMPTS = 1  # Ray's connection rounds to a cluster's GCS (RAY_gcs_server_port_wait_time_s, if unset)
 READY_NOTE_S = 60.0  # say once that we are still waiting for workers after this long
 
 
@@ -175,6 +176,8 @@ class RayBackend:
                     **quiet,
                 )
             else:
+                # Ray retries an unreachable cluster for minutes by default; one round (about 40 s) is enough here
+                os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(CONNECT_ATTEMPTS))
                 try:
                     ray.init(address=self.address, **quiet)
                 except (ConnectionError, RuntimeError, ValueError) as e:
