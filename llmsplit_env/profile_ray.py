@@ -42,6 +42,7 @@ from llmsplit_env.profile_builder import Job, Plan, UsageError, WorkersLost, mea
 
 MAX_RESTARTS = 3  # per worker; its in-flight cells are retried on the restarted actor
 IN_FLIGHT = 2  # cells queued at each actor
+MAX_UNAVAILABLE = 10  # a worker reported unreachable more often than this is treated as dead
 OBJECT_STORE_BYTES = 256 * 2**20  # a local instance: results are a few numbers per cell
 CONNECT_ATTEMPTS = 1  # Ray's connection rounds to a cluster's GCS (RAY_gcs_server_port_wait_time_s, if unset)
 READY_NOTE_S = 60.0  # say once that we are still waiting for workers after this long
@@ -295,6 +296,7 @@ class RayBackend:
         alive = set(range(n))
         load = [0] * n
         in_flight: dict = {}  # ObjectRef -> (worker, (k, i) or "probe")
+        unavailable = [0] * n
 
         def submit(j: int, what) -> None:
             w = self.actors[j]
@@ -333,12 +335,14 @@ class RayBackend:
             load[j] -= 1
             try:
                 result = ray.get(ref)
-            except ActorUnavailableError:  # unreachable for a moment: ask it again
-                self._requeue(queues, j, what, submit, alive, load)
-                refill(j)
-                continue
-            except RayActorError:  # restarts used up: the others take over its cells
-                alive.discard(j)
+            except (ActorUnavailableError, RayActorError) as e:
+                gone = not isinstance(e, ActorUnavailableError)  # died for good: its restarts are used up
+                unavailable[j] += not gone  # unreachable for a moment: ask it again, a few times
+                if not gone and unavailable[j] <= MAX_UNAVAILABLE and j in alive:
+                    self._requeue(queues, j, what, submit, alive, load)
+                    refill(j)
+                    continue
+                alive.discard(j)  # the others take over its cells
                 self.stats["lost_tasks_resubmitted"] += 1
                 if not alive:
                     raise WorkersLost(

@@ -287,3 +287,22 @@ def test_a_ray_partial_file_completes_serially(cluster, tiny_models, tmp_path, r
     assert_same_profile(data, reference)
     assert data["metadata"]["timings"]["cells_measured"] == N_CELLS - 5
     np.testing.assert_array_equal(data["log_ppl"], reference["log_ppl"])
+
+
+def test_when_every_worker_is_gone_the_build_stops_with_one_line_keeping_its_cells(
+    cluster, tiny_models, tmp_path, on_result, capsys, no_ray_left
+):
+    import ray
+
+    def kill_all(backend, job):
+        if job.measured == 2:
+            for w in backend.actors:
+                ray.kill(w, no_restart=True)
+
+    on_result(kill_all)
+    out = tmp_path / "lost.json"
+    assert builder.main(args_for(tiny_models, out, "--ray", cluster.address, "--workers", "1")) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: every Ray worker died") and "rerun the same command to resume" in err
+    partial = out.with_name(out.name + ".partial.json")
+    assert len(json.loads(partial.read_text())["cells"]) == 2 and not out.exists()
