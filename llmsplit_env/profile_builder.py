@@ -564,7 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     t = data["metadata"]["timings"]
-    print(f"wrote {args.out}: clean PPL {data['clean_ppl']:.3f}, {t['eval_per_draw_s']:.3f} s per draw")
+    on_ray = ""
+    if "ray" in data["metadata"]:
+        r = data["metadata"]["ray"]
+        on_ray = f" (Ray: {r['workers']} workers on {r['nodes']} nodes, {r['worker_restarts']} restarts)"
+    print(f"wrote {args.out}: clean PPL {data['clean_ppl']:.3f}, {t['eval_per_draw_s']:.3f} s per draw{on_ray}")
     return 0
 
 
