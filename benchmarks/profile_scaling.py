@@ -49,6 +49,7 @@ def build(label: str, grid: list[str], out: Path, extra: list[str], threads: int
         "cells_s": t["cells_wall_s"],
         "rate": t["cells_measured"] / t["cells_wall_s"],
         "startup_s": wall - t["cells_wall_s"],
+        "load": os.getloadavg()[0],  # 1-minute load average at the end (this build's own processes included)
         "numbers": {k: data[k] for k in NUMBERS},
     }
 
@@ -124,13 +125,14 @@ def main() -> None:
         f"torch {torch.__version__}; SmolLM2-135M float32, {args.num_tokens} tokens / window {args.window}, "
         f"{n_cells} cells = 30 splits x {len(args.levels)} levels x {len(args.seeds)} seeds; best of {args.repeats})"
     )
-    print("| build | cells/s | x serial 1 thread | cell phase s | start-up s |")
-    print("|---|---|---|---|---|")
+    print("| build | cells/s | x serial 1 thread | cell phase s | start-up s | load avg after |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         ratio = r["rate"] / base
-        print(f"| {r['label']} | {r['rate']:.2f} | {ratio:.2f} | {r['cells_s']:.1f} | {r['startup_s']:.1f} |")
+        cols = f"{r['rate']:.2f} | {ratio:.2f} | {r['cells_s']:.1f} | {r['startup_s']:.1f} | {r['load']:.1f}"
+        print(f"| {r['label']} | {cols} |")
     if not torch.cuda.is_available():
-        print("| Ray, 1 worker per GPU | not measured: no GPU on this machine | | | |")
+        print("| Ray, 1 worker per GPU | not measured: no GPU on this machine | | | | |")
     keys = ("Ray, 1 worker x 1 CPU", "Ray, 2 workers x 1 CPU", "serial, 2 threads")
     ray1, ray2, ser2 = (best[k]["rate"] for k in keys)
     print(f"Ray 2 workers / Ray 1 worker: {ray2 / ray1:.2f}x (target >= 1.6); Ray 2 workers / serial 2 threads: "
