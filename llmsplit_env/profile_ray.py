@@ -38,7 +38,7 @@ import sys
 import time
 
 import llmsplit_env
-from llmsplit_env.profile_builder import Job, Plan, UsageError, WorkersLost, measure_cell, measure_probe
+from llmsplit_env.profile_backends import Job, Plan, UsageError, WorkersLost, measure_cell, measure_probe
 
 MAX_RESTARTS = 3  # per worker; its in-flight cells are retried on the restarted actor
 IN_FLIGHT = 2  # cells queued at each actor
