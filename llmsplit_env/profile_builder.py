@@ -8,6 +8,10 @@ Every argument, and the coverage of the profile it would make, is checked before
 not even imported; the model's L and positions come from its config or GGUF header): a bad one ends the command
 within about a second with one ``error: …`` line naming the flag and what it allows, exit status 2. Ctrl-C ends it
 with one line and exit status 130; the cells finished so far stay in the partial file.
+
+``--ray [ADDRESS]`` measures the cells on Ray workers instead (`llmsplit_env.profile_ray`): a local Ray instance, or
+the cluster at ADDRESS. The driver alone writes the same partial file, so a build resumes with or without ``--ray``,
+and the numbers are the serial build's, bit for bit.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,6 +33,14 @@ import numpy as np
 import llmsplit_env
 from llmsplit_env.files import atomic_write_json
 from llmsplit_env.link import check_bits, check_channel_args, check_nakagami_m, check_threshold_db
+from llmsplit_env.profile_backends import (
+    Job,
+    Plan,
+    SerialBackend,
+    UsageError,
+    WorkersLost,
+    flag_error,
+)
 from llmsplit_env.quality.profile import (
     FORMAT,
     FORMAT_VERSION,
@@ -50,10 +61,6 @@ DEFAULT_LEVELS = {
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16")
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 MAX_SEED = 2**63 - 1
-
-
-class UsageError(ValueError):
-    """A bad command line, found before any work: ``main`` prints it as one ``error:`` line and returns 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--draws-per-forward", type=int, help="channel draws batched per forward (default: 8 on GPU, 1 on CPU)"
     )
     p.add_argument("--fresh", action="store_true", help="ignore an existing partial file and start over")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="measure the cells on Ray workers: a local Ray instance, or the cluster at ADDRESS (needs llmsplit[ray])",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="--ray: number of workers (default: one per GPU, else one per --cpus-per-worker CPUs)",
+    )
+    p.add_argument("--cpus-per-worker", type=int, help="--ray: CPUs (and torch threads) per worker (default: 1)")
     return p
 
 
@@ -97,25 +117,6 @@ def _scheme_params(args) -> dict:
     if args.scheme == "digital":
         return {"m": args.m, "bits": args.bits, "threshold_db": args.threshold_db}
     return {}
-
-
-@dataclass
-class Plan:
-    """A checked command line: what `build_profile` will measure."""
-
-    levels: list[float]
-    params: dict
-    splits: list[int] | None  # None: 1..L once the model is loaded (its config was not readable up front)
-    num_layers: int | None
-    partial_path: Path
-
-
-def _flag(flag: str, check, *args, **kwargs):
-    """``check(*args, **kwargs)``, its ValueError re-raised as a `UsageError` naming ``flag``."""
-    try:
-        return check(*args, **kwargs)
-    except (ValueError, FileNotFoundError) as e:
-        raise UsageError(f"{flag}: {e}") from None
 
 
 def _check_out(out: Path) -> Path:
@@ -140,6 +141,30 @@ def _check_int(flag: str, value: int, lo: int, why: str = "") -> None:
         raise UsageError(f"{flag} must be an integer >= {lo}{why}, got {value}")
 
 
+RAY_MISSING = "--ray needs Ray, which is not installed: pip install llmsplit[ray]"
+
+
+def _check_ray_flags(args: argparse.Namespace) -> None:
+    if args.ray is None:
+        for flag, value in (("--workers", args.workers), ("--cpus-per-worker", args.cpus_per_worker)):
+            if value is not None:
+                raise UsageError(f"{flag} only applies with --ray")
+        return
+    if args.workers is not None:
+        _check_int("--workers", args.workers, 1)
+    if args.cpus_per_worker is not None:
+        _check_int("--cpus-per-worker", args.cpus_per_worker, 1)
+    if re.fullmatch(r"cuda:[0-9]+", args.device):
+        raise UsageError(
+            f"--device {args.device} cannot be used with --ray: each Ray worker gets a GPU of its own; "
+            "use --device cuda (or auto)"
+        )
+    try:
+        import ray  # noqa: F401  (only with --ray: the serial build never needs it)
+    except ImportError:
+        raise UsageError(RAY_MISSING) from None
+
+
 def validate(args: argparse.Namespace) -> Plan:
     """Check every argument, and the coverage of the profile they describe, without loading torch or the model.
 
@@ -153,6 +178,7 @@ def validate(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--num-tokens ({args.num_tokens}) must be a multiple of --window ({args.window})")
     if args.draws_per_forward is not None:
         _check_int("--draws-per-forward", args.draws_per_forward, 1)
+    _check_ray_flags(args)
     why = f" (the probe fits and scores whole --window s of {args.window} tokens)"
     _check_int("--probe-fit-tokens", args.probe_fit_tokens, args.window, why)
     _check_int("--probe-test-tokens", args.probe_test_tokens, args.window, why)
@@ -162,10 +188,10 @@ def validate(args: argparse.Namespace) -> Plan:
     # channel: the checks the channel classes run, flag by flag
     params = _scheme_params(args)
     if "m" in params:
-        _flag("--m", check_nakagami_m, args.m)
+        flag_error("--m", check_nakagami_m, args.m)
     if "bits" in params:
-        _flag("--bits", check_bits, args.bits)
-        _flag("--threshold-db", check_threshold_db, args.threshold_db)
+        flag_error("--bits", check_bits, args.bits)
+        flag_error("--threshold-db", check_threshold_db, args.threshold_db)
     levels = [float(v) for v in (args.levels if args.levels else DEFAULT_LEVELS[args.scheme])]
     if len(levels) < 2:
         raise UsageError(
@@ -175,7 +201,7 @@ def validate(args: argparse.Namespace) -> Plan:
     if any(b <= a for a, b in itertools.pairwise(levels)):
         raise UsageError(f"--levels must be strictly increasing, without repeats, got {levels}")
     for v in levels:
-        _flag("--levels", check_channel_args, args.scheme, v, **params)
+        flag_error("--levels", check_channel_args, args.scheme, v, **params)
     # names
     if args.dtype not in DTYPE_NAMES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {args.dtype!r}")
@@ -185,7 +211,7 @@ def validate(args: argparse.Namespace) -> Plan:
     from llmsplit_env.llm.text import read_text
     from llmsplit_env.model_info import model_info
 
-    _flag("--text", read_text, args.text)
+    flag_error("--text", read_text, args.text)
     try:
         info = model_info(args.model)
     except (FileNotFoundError, ValueError) as e:
@@ -268,115 +294,99 @@ def build_profile(args: argparse.Namespace, command: str) -> dict:
 
     t_start = time.perf_counter()
     plan = validate(args)
-    # Torch comes in only now; the device and dtype are resolved (CUDA present?) before the model loads.
-    from llmsplit_env.channel import make_channel
-    from llmsplit_env.llm import SplitRunner, token_recovery_accuracy
-    from llmsplit_env.llm.model import resolve_device, resolve_dtype
-
-    device = _flag("--device", resolve_device, args.device)
-    if device.type == "cuda" and device.index is None:
-        import torch
-
-        device = torch.device("cuda", torch.cuda.current_device())  # as the loaded parameters will report it
-    dtype = _flag("--dtype", resolve_dtype, args.dtype, device)
     levels, params, partial_path = plan.levels, plan.params, plan.partial_path
+    if args.ray is not None:
+        from llmsplit_env.profile_ray import RayBackend
 
-    def settings_for(splits: list[int]) -> dict:
-        return {
-            "model": str(args.model),
-            "text": str(args.text),
-            "scheme": args.scheme,
-            "scheme_params": params,
-            "num_tokens": args.num_tokens,
-            "window": args.window,
-            "dtype": str(dtype).removeprefix("torch."),
-            "device": str(device),
-            "splits": splits,
-            "levels": levels,
-            "seeds": list(args.seeds),
-            "probe_fit_tokens": args.probe_fit_tokens,
-            "probe_test_tokens": args.probe_test_tokens,
-        }
+        backend = RayBackend(args, plan)  # connects to Ray; the model loads on the workers in load()
+    else:
+        backend = SerialBackend(args, plan)
+    try:
 
-    saved = None
-    if plan.splits is not None and partial_path.is_file() and not args.fresh:
-        saved = load_partial(partial_path, settings_for(plan.splits))  # a bad partial file stops us before the load
-    runner = SplitRunner.from_pretrained(
-        args.model,
-        args.text,
-        num_tokens=args.num_tokens,
-        window=args.window,
-        dtype=dtype,
-        device=str(device),
-        draws_per_forward=args.draws_per_forward,
-    )
-    L = runner.num_layers
-    if plan.num_layers is not None and plan.num_layers != L:
-        raise ValueError(f"model {args.model!r} has {L} layers, its config said {plan.num_layers}")
-    if plan.splits is not None:
-        splits = plan.splits
-    else:  # the model's config was not readable up front (a hub id not in the local cache): check now
-        splits = list(range(1, L + 1)) if args.splits is None else check_splits(args.splits, "--splits", L)
-    need = args.probe_fit_tokens + args.probe_test_tokens
-    extra = runner.extra_ids
-    if extra is None or len(extra) < need:
-        have = 0 if extra is None else len(extra)
-        raise UsageError(
-            f"--text {args.text!r} is too short for the probe: --probe-fit-tokens + --probe-test-tokens = {need} "
-            f"tokens must follow the {args.num_tokens} evaluation tokens, and only {have} do"
+        def settings_for(splits: list[int], device: str, dtype: str) -> dict:
+            return {
+                "model": str(args.model),
+                "text": str(args.text),
+                "scheme": args.scheme,
+                "scheme_params": params,
+                "num_tokens": args.num_tokens,
+                "window": args.window,
+                "dtype": dtype,
+                "device": device,
+                "splits": splits,
+                "levels": levels,
+                "seeds": list(args.seeds),
+                "probe_fit_tokens": args.probe_fit_tokens,
+                "probe_test_tokens": args.probe_test_tokens,
+            }
+
+        saved = None
+        early = plan.splits is not None and backend.device is not None
+        if early and partial_path.is_file() and not args.fresh:
+            # a bad partial file stops us before the model loads
+            saved = load_partial(partial_path, settings_for(plan.splits, backend.device, backend.dtype))
+        backend.load()
+        described = backend.describe()
+        L = backend.num_layers
+        if plan.num_layers is not None and plan.num_layers != L:
+            raise ValueError(f"model {args.model!r} has {L} layers, its config said {plan.num_layers}")
+        if plan.splits is not None:
+            splits = plan.splits
+        else:  # the model's config was not readable up front (a hub id not in the local cache): check now
+            splits = list(range(1, L + 1)) if args.splits is None else check_splits(args.splits, "--splits", L)
+        need = args.probe_fit_tokens + args.probe_test_tokens
+        if backend.extra_tokens < need:
+            raise UsageError(
+                f"--text {args.text!r} is too short for the probe: --probe-fit-tokens + --probe-test-tokens = {need} "
+                f"tokens must follow the {args.num_tokens} evaluation tokens, and only {backend.extra_tokens} do"
+            )
+        settings = settings_for(splits, backend.device, backend.dtype)  # known by now on every backend
+        state = {"settings": settings, "cells": {}, "timings": {"load_s": time.perf_counter() - t_start, "eval_s": 0.0}}
+        if saved is None and partial_path.is_file() and not args.fresh:
+            saved = load_partial(partial_path, settings)
+        if saved is not None:
+            state = saved
+            print(f"resuming {partial_path}: {len(state['cells'])} cells done", file=sys.stderr)
+
+        cells = [(k, i) for k in splits for i in range(len(levels))]
+        todo = [(k, i) for k, i in cells if f"{k},{i}" not in state["cells"]]
+        job = Job(
+            state, partial_path, splits, levels, params, todo, "clean_ppl" not in state, "probe_accuracy" not in state
         )
-    settings = settings_for(splits)
-    state = {"settings": settings, "cells": {}, "timings": {"load_s": time.perf_counter() - t_start, "eval_s": 0.0}}
-    if saved is None and partial_path.is_file() and not args.fresh:
-        saved = load_partial(partial_path, settings)
-    if saved is not None:
-        state = saved
-        print(f"resuming {partial_path}: {len(state['cells'])} cells done", file=sys.stderr)
-
-    if "clean_ppl" not in state:
-        state["clean_ppl"] = runner.clean_perplexity()
-    if "probe_accuracy" not in state:
-        t0 = time.perf_counter()
-        acc = token_recovery_accuracy(
-            runner.model,
-            extra[: args.probe_fit_tokens],
-            extra[args.probe_fit_tokens : need],
-            splits=splits,
-            window=args.window,
-        )
-        state["probe_accuracy"] = acc.tolist()
-        state["timings"]["probe_s"] = time.perf_counter() - t0
-        atomic_write_json(partial_path, state)
-
-    cells = [(k, i) for k in splits for i in range(len(levels))]
-    todo = [(k, i) for k, i in cells if f"{k},{i}" not in state["cells"]]
-    with tqdm(
-        todo, desc=f"profile {args.scheme}", unit="cell", initial=len(cells) - len(todo), total=len(cells)
-    ) as bar:
-        for k, i in bar:
-            t0 = time.perf_counter()
-            ev = runner.evaluate(k, make_channel(args.scheme, levels[i], **params), args.seeds, cached=True)
-            state["timings"]["eval_s"] += time.perf_counter() - t0
-            cell = {"log_ppl": ev.log_ppl.tolist(), "loss_fraction": float(ev.loss_fraction.mean())}
-            state["cells"][f"{k},{i}"] = cell
-            atomic_write_json(partial_path, state)
+        t_cells = time.perf_counter()
+        with tqdm(
+            total=len(cells), desc=f"profile {args.scheme}", unit="cell", initial=len(cells) - len(todo)
+        ) as job.bar:
+            backend.measure(job)
+        cells_wall_s = time.perf_counter() - t_cells
+        extra_metadata = backend.metadata() if hasattr(backend, "metadata") else {}
+    finally:
+        backend.close()
 
     log_ppl = np.array([[state["cells"][f"{k},{i}"]["log_ppl"] for i in range(len(levels))] for k in splits])
     loss = np.array([[state["cells"][f"{k},{i}"]["loss_fraction"] for i in range(len(levels))] for k in splits])
     probe = np.asarray(state["probe_accuracy"])
     leakage = np.where(np.asarray(splits) == L, 0.0, probe)  # at k = L nothing is transmitted
     n_evals = sum(len(args.seeds) for k in splits if k < L) * len(levels)
+    timings = {
+        **state["timings"],
+        "eval_per_draw_s": state["timings"]["eval_s"] / max(n_evals, 1),
+        # this run only: the wall-clock seconds of its cell phase (probe included on Ray) and the cells it measured
+        "cells_wall_s": cells_wall_s,
+        "cells_measured": job.measured,
+    }
     metadata = {
         **settings,
-        **runner.describe(),
+        **described,
         "level_name": LEVEL_NAMES[args.scheme],
         "num_layers": L,
         "leakage_probe": "ridge (lambda=10) from standardised H_k to input-embedding rows, cosine nearest-row "
         "decoding; fitted and scored on disjoint text after the evaluation tokens",
-        "timings": {**state["timings"], "eval_per_draw_s": state["timings"]["eval_s"] / max(n_evals, 1)},
+        "timings": timings,
         "package_version": llmsplit_env.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
+        **extra_metadata,
     }
     data = {
         "format": FORMAT,
@@ -415,8 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # UsageError, ProfileError, FileNotFoundError, CacheError, ...
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except WorkersLost as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     t = data["metadata"]["timings"]
-    print(f"wrote {args.out}: clean PPL {data['clean_ppl']:.3f}, {t['eval_per_draw_s']:.3f} s per draw")
+    on_ray = ""
+    if "ray" in data["metadata"]:
+        r = data["metadata"]["ray"]
+        on_ray = f" (Ray: {r['workers']} workers on {r['nodes']} nodes, {r['worker_restarts']} restarts)"
+    print(f"wrote {args.out}: clean PPL {data['clean_ppl']:.3f}, {t['eval_per_draw_s']:.3f} s per draw{on_ray}")
     return 0
 
 
