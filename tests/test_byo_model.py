@@ -1,5 +1,5 @@
-"""Bring your own model, end to end: build a profile of a GPT-NeoX model (cached suffix), run `LLMSplit-v0` on it,
-train and evaluate agents with train.py / evaluate.py, and draw its split map."""
+"""Bring your own model, end to end: build a profile of a GPT-NeoX model on Ray (cached suffix), run `LLMSplit-v0`
+on it, train and evaluate agents with train.py / evaluate.py, and draw its split map."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def neox_profile(tiny_models, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("byo") / "neox-analog.json"
     args = ["--model", str(tiny_models["gpt_neox"]), "--text", "pydoc", "--scheme", "analog", "--out", str(out),
             "--num-tokens", "64", "--window", "32", "--seeds", "0", "1", "--levels", *LEVELS, "--dtype", "float32",
-            "--device", "cpu", "--probe-fit-tokens", "256", "--probe-test-tokens", "64"]  # fmt: skip
+            "--device", "cpu", "--probe-fit-tokens", "256", "--probe-test-tokens", "64",
+            "--ray", "--workers", "2", "--cpus-per-worker", "1"]  # fmt: skip
     assert build_profile(args) == 0
     return out
 
@@ -38,7 +39,8 @@ def test_env_runs_on_the_profile(neox_profile):
     env = gym.make("LLMSplit-v0", config={"profile": str(neox_profile)})
     u = env.unwrapped
     assert u.num_layers == 3 and u.action_space.n == 3
-    assert u.quality_backend.profile.metadata["split_path"] == "stock forward, hooked at the split"
+    meta = u.quality_backend.profile.metadata
+    assert meta["split_path"] == "stock forward, hooked at the split" and meta["ray"]["workers"] == 2
     obs, _ = env.reset(seed=0)
     total = 0.0
     for t in range(20):
