@@ -208,11 +208,17 @@ def test_sigint_during_train_keeps_saved_agents(small_run, tmp_path):
 
     run = _copy_run(small_run, tmp_path / "run")
     argv = [sys.executable, str(ROOT / "train.py"), "--algo", "ppo", "-f", str(run), *SMALL, "-n", "100000"]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job starts with SIGINT ignored, and a child inherits that: give it the default back, as a
+    # terminal's Ctrl-C would find it.
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     assert proc.stdout.readline().startswith("== ppo")  # training has started
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never leave a training process behind
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "interrupted: stopped; everything saved before the interrupt is kept"
     assert "Traceback" not in err
