@@ -165,12 +165,14 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
 
 from llmsplit_env.config import COMPONENTS, OBS_EXTRAS, PRESETS, default_config, merge_config_kwargs, resolve_config
 from llmsplit_env.dynamics import NOISE_COLUMNS, ChannelDynamics, uniform_from_normals
 from llmsplit_env.factory import make_backend, make_dynamics
 from llmsplit_env.problem import SplitProblem, compile_problem, outcome
 from llmsplit_env.quality.backends import QualityBackend, realised_loss
+from llmsplit_env.registration import with_episode_length
 
 __all__ = ["COMPONENTS", "NORMAL_CHUNK", "OBS_EXTRAS", "PRESETS", "LLMSplitEnv"]
 
@@ -181,6 +183,7 @@ class LLMSplitEnv(gym.Env):
     __doc__ = __doc__
 
     metadata: ClassVar[dict] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    _spec: EnvSpec | None = None
 
     # --- configuration --------------------------------------------------------------------------------------------
 
@@ -259,6 +262,16 @@ class LLMSplitEnv(gym.Env):
         self._last_info: dict = {}
 
     # --- properties -----------------------------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> EnvSpec | None:
+        """The spec `gym.make` gave this env, with ``max_episode_steps`` its true episode length (the env truncates
+        itself, so no `TimeLimit` is registered; wrappers such as sb3-contrib's ``TimeFeatureWrapper`` read this)."""
+        return with_episode_length(self._spec, self.max_episode_steps)
+
+    @spec.setter
+    def spec(self, value: EnvSpec | None) -> None:
+        self._spec = value
 
     @property
     def level(self) -> float:

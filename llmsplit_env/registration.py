@@ -5,6 +5,15 @@ from __future__ import annotations
 ENV_IDS = ("LLMSplit-v0", "LLMSplit-LLM-v0", "LLMSplit-Paper-v0")
 
 
+def with_episode_length(spec, steps: int):
+    """``spec`` (an `EnvSpec` or None) with ``max_episode_steps = steps`` where it has none."""
+    if spec is None or spec.max_episode_steps is not None:
+        return spec
+    import dataclasses
+
+    return dataclasses.replace(spec, max_episode_steps=int(steps))
+
+
 def register_envs() -> None:
     """Register every LLMSplit id with Gymnasium; calling it again is a no-op.
 
@@ -14,7 +23,10 @@ def register_envs() -> None:
     | `LLMSplit-LLM-v0`   | `llm`     | live SmolLM2 (config `llm`) | no                 |
     | `LLMSplit-Paper-v0` | `paper`   | SmolLM2 erasure profile     | yes                |
 
-    Episodes are truncated by the env itself (config ``max_episode_steps``), so no `TimeLimit` is registered.
+    Episodes are truncated by the env itself (config ``max_episode_steps``), so no `TimeLimit` is registered; a made
+    env's ``spec.max_episode_steps`` reports its true length (`with_episode_length`). ``gym.make(id,
+    max_episode_steps=N)`` adds Gymnasium's `TimeLimit`, which can only shorten episodes: set longer ones with the
+    config key (``gym.make(id, config={"max_episode_steps": N})``).
     """
     from gymnasium.envs.registration import register, registry
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.spaces import Box, Discrete, MultiDiscrete
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -33,12 +34,23 @@ from llmsplit_env.env import NORMAL_CHUNK
 from llmsplit_env.factory import make_backend, make_dynamics
 from llmsplit_env.problem import SplitProblem, compile_problem, outcome
 from llmsplit_env.quality.backends import ProfileQuality, realised_loss_batch
+from llmsplit_env.registration import with_episode_length
 
 
 class LLMSplitVectorEnv(VectorEnv):
     """N LLMSplit envs on the profile backend, stepped together (see the module docstring)."""
 
     metadata: ClassVar[dict] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    _spec: EnvSpec | None = None
+
+    @property
+    def spec(self) -> EnvSpec | None:
+        """The spec `gym.make_vec` gave this env, with ``max_episode_steps`` its sub-envs' true episode length."""
+        return with_episode_length(self._spec, self.problem.max_episode_steps)
+
+    @spec.setter
+    def spec(self, value: EnvSpec | None) -> None:
+        self._spec = value
 
     def __init__(
         self,

@@ -504,3 +504,27 @@ def test_runs_on_the_gymnasium_it_was_asked_to():
     if expected is None:
         pytest.skip("LLMSPLIT_EXPECT_GYMNASIUM not set (the venv's own gymnasium is in use)")
     assert gym.__version__ == expected
+
+
+def test_spec_carries_the_true_episode_length():
+    from sb3_contrib.common.wrappers import TimeFeatureWrapper
+
+    env = gym.make("LLMSplit-v0")
+    assert env.spec.max_episode_steps == 50 and TimeFeatureWrapper(env)._max_steps == 50
+    assert gym.make("LLMSplit-v0", config={"max_episode_steps": 7}).spec.max_episode_steps == 7
+    assert gym.make("LLMSplit-Paper-v0").spec.max_episode_steps == 5
+    vec = gym.make_vec("LLMSplit-v0", num_envs=2, vectorization_mode="vector_entry_point", max_episode_steps=9)
+    assert vec.spec.max_episode_steps == 9
+    # gym.make's own max_episode_steps adds a TimeLimit: shorter episodes, and the spec says so
+    short = gym.make("LLMSplit-v0", max_episode_steps=10)
+    assert short.spec.max_episode_steps == 10
+    short.reset(seed=0)
+    lengths, t = [], 0
+    for _ in range(35):
+        *_, term, trunc, _ = short.step(0)
+        t += 1
+        if term or trunc:
+            lengths.append(t)
+            t = 0
+            short.reset()
+    assert lengths == [10, 10, 10]
