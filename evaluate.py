@@ -114,12 +114,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, results, failed)
         print(f"json: {args.json}")
-    if results:
-        write_plots(plots, {k: e for k, e in entries.items() if k in results}, traces)
-        print(f"plots: {plots}/learning_curves.png, {plots}/policy_map.png")
     if not results:
         print(f"error: none of the {len(entries)} agents could be evaluated", file=sys.stderr)
         return 1
+    write_plots(plots, {k: e for k, e in entries.items() if k in results}, traces)
+    print(f"plots: {plots}/learning_curves.png, {plots}/policy_map.png")
     return 0
 
 
@@ -135,7 +134,7 @@ def check_output_folder(folder: Path, flag: str) -> None:
 def check_output_file(path: Path, flag: str) -> None:
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a folder; give a file name")
-    check_output_folder(path.parent if str(path.parent) else Path("."), flag)
+    check_output_folder(path.parent, flag)
 
 
 def write_json(path: Path, results: dict, failed: dict) -> None:

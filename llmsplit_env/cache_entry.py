@@ -136,6 +136,13 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
+def _unwritable(path: Path, what: str, e: OSError) -> CacheError:
+    return CacheError(
+        f"cache entry {path} cannot be {what} ({e.__class__.__name__}: {e.strerror or e}); make its directory "
+        "writable or set LLMSPLIT_CACHE to another directory"
+    )
+
+
 def _warn(path: Path, reason: str) -> None:
     warnings.warn(f"llmsplit cache: rebuilding {path} ({reason})", CacheWarning, stacklevel=3)
 
@@ -204,10 +211,7 @@ def load_file_entry(
     try:
         write_file_entry(path, data, kind, settings)
     except OSError as e:
-        raise CacheError(
-            f"cache entry {path} cannot be written ({e.__class__.__name__}: {e.strerror or e}); make its directory "
-            f"writable or set LLMSPLIT_CACHE to another directory"
-        ) from None
+        raise _unwritable(path, "written", e) from None
     return value
 
 
@@ -279,10 +283,7 @@ def load_dir_entry(root: str | os.PathLike, kind: str, settings: dict, build_int
         atomic_write_json(tmp / DIR_MANIFEST, _manifest(kind, _jsonable(settings), files))
         _place_dir(tmp, root, kind, settings)
     except OSError as e:
-        raise CacheError(
-            f"cache entry {root} cannot be rebuilt ({e.__class__.__name__}: {e.strerror or e}); make its directory "
-            f"writable or set LLMSPLIT_CACHE to another directory"
-        ) from None
+        raise _unwritable(root, "rebuilt", e) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root

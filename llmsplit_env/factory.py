@@ -52,8 +52,7 @@ def make_dynamics(cfg: dict, qb: QualityBackend) -> ChannelDynamics:
         )
     if model == "paper_drift":
         return PaperErasureDrift(**ch["paper_drift"], csi_error=ch["csi_error"])
-    st = ch["static"]
-    check_levels_in_grid(cfg, qb)
+    st = ch["static"]  # its low/high lie in a profile's grid: `compile_problem` checked (`check_levels_in_grid`)
     if isinstance(qb, ProfileQuality):
         grid = (qb.level_lo, qb.level_hi)
     else:

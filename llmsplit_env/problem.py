@@ -279,11 +279,20 @@ class SplitProblem:
             if not self.allowed[k]:
                 continue
             move = k - prev_split
-            level = level_after(move)
-            e_quality, e_ppl = expectations(k, level)
-            o = outcome(k, move, level, e_quality, e_ppl, ppl0, self.airtime(k, level))
-            out[a] = self.score(o)[1]
+            out[a] = self.expected_reward(k, move, level_after(move), expectations, ppl0)
         return out
+
+    def expected_reward(
+        self,
+        k: int,
+        move: int,
+        level: float,
+        expectations: Callable[[int, float], tuple[float, float]],
+        ppl0: float = math.nan,
+    ) -> float:
+        """Expected reward of transmitting at split ``k`` (reached by ``move``) at the true ``level``."""
+        e_quality, e_ppl = expectations(k, level)
+        return self.score(outcome(k, move, level, e_quality, e_ppl, ppl0, self.airtime(k, level)))[1]
 
     # --- copies: the problem is immutable, so a copy is the problem itself (envs are deep-copied to peek ahead) ---
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy as np
 
 from llmsplit_env.factory import make_backend
 from llmsplit_env.files import atomic_write_bytes
-from llmsplit_env.problem import compile_problem, outcome
+from llmsplit_env.problem import compile_problem
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,7 @@ def split_map(profile: str, config: Mapping | None = None) -> SplitMap:
         if not problem.is_allowed(k):
             continue
         for j, x in enumerate(levels.tolist()):
-            e_quality, e_ppl = qb.expectations(k, x)
-            o = outcome(k, 0, x, e_quality, e_ppl, math.nan, problem.airtime(k, x))
-            reward[i, j] = problem.score(o)[1]
+            reward[i, j] = problem.expected_reward(k, 0, x, qb.expectations)
     best = splits[np.argmax(reward, axis=0)]
     return SplitMap(splits, levels, prof.level_name, np.exp(np.asarray(prof.mean_log_ppl)), reward, best)
 
