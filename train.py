@@ -8,6 +8,7 @@ reference) on ``LLMSplit-v0``; TensorBoard runs under ``runs/tb`` (``tensorboard
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-freq", type=int, default=None, help="evaluate every N steps (default: budget / 10)")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default: 10)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="Ray cluster for rllib_ppo's env runners (default: $RAY_ADDRESS, else a local instance)")
     return p  # fmt: skip
 
 
@@ -91,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
         check_agent(algo, check_env, args.env, args.seed,
                     args.n_timesteps if REGISTRY[algo].uses_budget else None, hyperparams.get(algo))  # fmt: skip
     check_env.close()
+    if args.ray_address:
+        if "rllib_ppo" not in args.algo:
+            raise ValueError("--ray-address is for rllib_ppo (its env runners); no rllib_ppo in --algo")
+        os.environ["RAY_ADDRESS"] = args.ray_address  # ray.init() reads it when rllib_ppo starts Ray
     run_dir = Path(args.log_folder) / args.env
     eval_seeds = [1_000_000 + args.seed * 1000 + i for i in range(args.eval_episodes)]
     scorer = OracleNormalizer(make_env(args.env, env_kwargs), eval_seeds)

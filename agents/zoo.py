@@ -6,6 +6,7 @@ the benchmarks). ``REGISTRY`` maps each algo to its `AlgoEntry` (agent class, tr
 | `mbrl`          | `MBRLAgent` (ensemble surrogate + discrete planning)         | its env steps                 |
 | `ppo`, `a2c`, `dqn`, `maskable_ppo` | SB3 / sb3-contrib on the real reward    | their env steps               |
 | `rsm_ppo`       | the paper's RSM-PPO (surrogate fitted on N real steps)      | N                             |
+| `rllib_ppo`     | RLlib PPO with env runners on a Ray cluster (`agents.rllib`) | its env steps                |
 | `threshold`     | SNR-threshold rule fitted on random real steps              | its fitting steps             |
 | `oracle`, `random`, `fixed` | privileged upper bound, lower bound, the best fixed split (or a given one) | 0 |
 """
@@ -209,6 +210,36 @@ def _fit_rsm(job: TrainJob, built: Built) -> int:
     return agent.quality_evals
 
 
+def _build_rllib(job: TrainJob) -> Built:
+    from agents.rllib import RLlibPPOAgent
+
+    hp = load_hyperparams("rllib_ppo", job.env_id, job.hyperparams)
+    steps = _budget(job, hp)
+    hp.pop("n_timesteps", None)
+    agent = RLlibPPOAgent(job.env, env_id=job.env_id, env_kwargs=job.env_kwargs, seed=job.seed,
+                          tensorboard_log=job.tensorboard_log, **hp)  # fmt: skip
+    return Built(agent, steps, hp)
+
+
+def _fit_rllib(job: TrainJob, built: Built) -> int:
+    point = job.point
+    eval_fn = (lambda a: point(a, a.quality_evals)) if point is not None else None
+    built.agent.learn(built.steps, eval_fn=eval_fn, eval_freq=_eval_freq(job, built.steps), eval_at=job.eval_at)
+    return built.agent.quality_evals
+
+
+def _rllib_keys() -> list[str]:
+    from agents.rllib import rllib_hyperparam_keys
+
+    return rllib_hyperparam_keys()
+
+
+def _load_rllib(path: Path, env: gym.Env | None) -> Any:
+    from agents.rllib import RLlibPPOAgent
+
+    return RLlibPPOAgent.load(path, env)
+
+
 def _build_oracle(job: TrainJob) -> Built:
     from agents.baselines import OracleAgent
 
@@ -293,6 +324,8 @@ REGISTRY: dict[str, AlgoEntry] = {
        for a, cls in zip(SB3_ALGOS, ("PPO", "A2C", "DQN", "MaskablePPO"), strict=True)},
     "rsm_ppo": AlgoEntry("agents.rsm", "RSMPPOAgent", _build_rsm, _fit_rsm, "agent.zip",
                          _own_keys("agents.rsm", "RSMPPOAgent"), yaml=True),
+    "rllib_ppo": AlgoEntry("agents.rllib", "RLlibPPOAgent", _build_rllib, _fit_rllib, "agent.zip", _rllib_keys,
+                           yaml=True, load=_load_rllib),
     "oracle": AlgoEntry("agents.baselines", "OracleAgent", _build_oracle, _no_fit, "agent.json", _keys(),
                         uses_budget=False),
     "random": AlgoEntry("agents.baselines", "RandomAgent", _build_random, _no_fit, "agent.json", _keys(),

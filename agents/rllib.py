@@ -1,0 +1,355 @@
+"""RLlib PPO as an LLMSplit agent: trained with env runners on a local or remote Ray cluster, logged into the shared
+TensorBoard tag tree (`agents.logger`), saved as data (weights + JSON) and used like any other agent (``predict``).
+
+Training goes through RLlib's by-id path (``llmsplit_env:<id>`` with the env config as ``env_config``), so each env
+runner makes its own envs; ids with a numpy vector env step it in each runner. Ray is started with ``ray.init()``
+unless it is running already: set ``RAY_ADDRESS`` (or ``train.py --ray-address``) to use a cluster, whose nodes must
+have ``llmsplit_env`` installed.
+
+Tags: ``rollout/ep_rew_mean``, ``rollout/ep_len_mean``, ``reward/<component>`` (mean per-step value over the
+episodes of the iteration), ``model/*`` (RLlib's learner statistics: ``policy_loss``, ``vf_loss``, ``entropy``,
+``mean_kl_loss``, ...), ``cost/quality_evals`` (env steps on a profile env; the live model's evaluations on
+``LLMSplit-LLM-v0``) and ``eval/*`` from the zoo's scorer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.env_util import is_live_config
+from agents.logger import configure_logger
+from llmsplit_env.files import atomic_write_bytes
+
+FORMAT = "llmsplit-rllib-ppo"
+VERSION = 1
+META = "llmsplit.json"
+WEIGHTS = "module.pt"
+
+# name -> (kind, lowest allowed): the hyperparameters this agent takes (besides n_timesteps), checked as data
+HYPERPARAMS: dict[str, tuple[type, float | None]] = {
+    "num_env_runners": (int, 0),
+    "num_envs_per_env_runner": (int, 1),
+    "num_cpus_per_env_runner": (float, 0),
+    "lr": (float, 0),
+    "gamma": (float, 0),
+    "lambda_": (float, 0),
+    "train_batch_size": (int, 1),
+    "minibatch_size": (int, 1),
+    "num_epochs": (int, 1),
+    "entropy_coeff": (float, 0),
+    "clip_param": (float, 0),
+    "vf_loss_coeff": (float, 0),
+    "vf_clip_param": (float, 0),
+    "fcnet_hiddens": (list, None),
+    "fcnet_activation": (str, None),
+}
+ACTIVATIONS = ("tanh", "relu", "swish", "silu", "elu", "linear")
+
+
+def _need_rllib() -> None:
+    try:
+        import ray.rllib  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"rllib_ppo needs RLlib: pip install 'llmsplit[rllib]' ({e})") from None
+
+
+def check_rllib_hyperparams(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """``hp`` checked as plain data of the right kind (``ValueError`` naming the key and what is allowed)."""
+    out: dict[str, Any] = {}
+    for key, value in hp.items():
+        if key not in HYPERPARAMS:
+            raise ValueError(f"rllib_ppo: unknown hyperparameter {key!r}; allowed: {', '.join(HYPERPARAMS)}")
+        kind, lo = HYPERPARAMS[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ValueError(f"rllib_ppo: {key} must be {kind.__name__}, got {value!r}")
+        if lo is not None and value < lo:
+            raise ValueError(f"rllib_ppo: {key} must be >= {lo}, got {value!r}")
+        if key == "fcnet_hiddens" and not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value):
+            raise ValueError(f"rllib_ppo: fcnet_hiddens must be a list of positive ints, got {value!r}")
+        if key == "fcnet_activation" and value not in ACTIVATIONS:
+            raise ValueError(f"rllib_ppo: fcnet_activation must be one of {', '.join(ACTIVATIONS)}, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _module_spec(observation_space: gym.Space, action_space: gym.Space, model_config: Mapping[str, Any]):
+    from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    return RLModuleSpec(module_class=DefaultPPOTorchRLModule, observation_space=observation_space,
+                        action_space=action_space, model_config=dict(model_config))  # fmt: skip
+
+
+def _reward_callback_class():
+    """An RLlib callback that logs, per finished episode, the mean per-step ``info["rewards"]`` components and the
+    live model's evaluations (increments of ``info["quality_evals"]``)."""
+    from ray.rllib.callbacks.callbacks import RLlibCallback
+
+    class RewardComponents(RLlibCallback):
+        def on_episode_end(self, *, episode, metrics_logger, **kwargs) -> None:
+            infos = episode.get_infos()
+            steps = infos[1:]  # the first info is the reset's
+            sums: dict[str, float] = {}
+            for info in steps:
+                for c, v in (info.get("rewards") or {}).items():
+                    sums[c] = sums.get(c, 0.0) + float(v)
+            for c, v in sums.items():
+                metrics_logger.log_value(("llmsplit", "reward", c), v / max(len(steps), 1), reduce="mean")
+            if infos and "quality_evals" in infos[-1]:
+                evals = int(infos[-1]["quality_evals"]) - int(infos[0].get("quality_evals", 0))
+                metrics_logger.log_value(("llmsplit", "quality_evals"), evals, reduce="sum", clear_on_reduce=True)
+
+    return RewardComponents
+
+
+class RLlibPPOAgent:
+    """RLlib PPO (new API stack) on an LLMSplit id.
+
+    :param env: an env of the id (its spaces and config; training makes its own envs in the env runners)
+    :param env_id: the registered id trained on
+    :param env_kwargs: the env's config keys (RLlib's ``env_config``)
+    :param seed: RLlib's seed (env runners seed their envs from it)
+    :param tensorboard_log: TensorBoard root (runs ``RLLIB_PPO_<n>``), or None
+    :param num_env_runners: remote env runners (0: sample in the driver)
+    :param train_batch_size: env steps per training iteration
+    Other parameters are RLlib's PPO settings (``lambda_`` is GAE's lambda), and the MLP of both heads.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        env_id: str = "LLMSplit-v0",
+        env_kwargs: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        tensorboard_log: str | None = None,
+        num_env_runners: int = 2,
+        num_envs_per_env_runner: int = 1,
+        num_cpus_per_env_runner: float = 1.0,
+        lr: float = 3e-4,
+        gamma: float = 0.99,
+        lambda_: float = 0.95,
+        train_batch_size: int = 2000,
+        minibatch_size: int = 250,
+        num_epochs: int = 10,
+        entropy_coeff: float = 0.0,
+        clip_param: float = 0.2,
+        vf_loss_coeff: float = 1.0,
+        vf_clip_param: float = 10.0,
+        fcnet_hiddens: Sequence[int] = (64, 64),
+        fcnet_activation: str = "tanh",
+    ) -> None:
+        _need_rllib()
+        hp = {k: v for k, v in locals().items() if k in HYPERPARAMS}
+        hp["fcnet_hiddens"] = list(fcnet_hiddens)
+        self.hparams = check_rllib_hyperparams(hp)
+        if self.hparams["minibatch_size"] > self.hparams["train_batch_size"]:
+            raise ValueError(
+                f"rllib_ppo: minibatch_size ({minibatch_size}) must be <= train_batch_size ({train_batch_size})"
+            )
+        self.env_id = env_id.split(":", 1)[-1]
+        self.env_kwargs = dict(env_kwargs or {})
+        self.seed = int(seed)
+        self.tensorboard_log = tensorboard_log
+        self.observation_space = env.observation_space
+        self.action_space = env.action_space
+        self.live = is_live_config(getattr(env.unwrapped, "config", None))
+        # PPO's own defaults (separate policy and value encoders) are part of the module's layout, so the saved
+        # model config is the merged one RLlib builds from, not just our keys.
+        self.model_config = dict(self.algorithm_config().model_config)
+        self.module = None  # the trained policy (inference only), set by `learn` or `load`
+        self.num_timesteps = 0
+        self.quality_evals = 0
+
+    def algorithm_config(self):
+        """RLlib's `PPOConfig` this agent trains with (by id, seeded, with the reward-component callback)."""
+        from ray.rllib.algorithms.ppo import PPOConfig
+
+        from llmsplit_env.rllib import vectorize_mode
+
+        h = self.hparams
+        return (
+            PPOConfig()
+            .environment(f"llmsplit_env:{self.env_id}", env_config=dict(self.env_kwargs))
+            .env_runners(num_env_runners=h["num_env_runners"], num_envs_per_env_runner=h["num_envs_per_env_runner"],
+                         num_cpus_per_env_runner=h["num_cpus_per_env_runner"],
+                         gym_env_vectorize_mode=vectorize_mode(self.env_id))
+            .training(lr=h["lr"], gamma=h["gamma"], lambda_=h["lambda_"],
+                      train_batch_size_per_learner=h["train_batch_size"], minibatch_size=h["minibatch_size"],
+                      num_epochs=h["num_epochs"], entropy_coeff=h["entropy_coeff"], clip_param=h["clip_param"],
+                      vf_loss_coeff=h["vf_loss_coeff"], vf_clip_param=h["vf_clip_param"])
+            .rl_module(model_config={"fcnet_hiddens": h["fcnet_hiddens"], "fcnet_activation": h["fcnet_activation"]})
+            .callbacks(_reward_callback_class())
+            .debugging(seed=self.seed)
+        )  # fmt: skip
+
+    def learn(
+        self,
+        total_timesteps: int,
+        eval_fn: Callable[[RLlibPPOAgent], Mapping[str, float]] | None = None,
+        eval_freq: int | None = None,
+        eval_at: Sequence[int] | None = None,
+        tb_log_name: str = "RLLIB_PPO",
+    ) -> RLlibPPOAgent:
+        """Train until ``total_timesteps`` env steps are sampled (whole iterations of ``train_batch_size``).
+
+        ``eval_fn(agent)`` (the zoo's scorer) runs after the iteration in which the real-evaluation count passes
+        each multiple of ``eval_freq`` (or each entry of ``eval_at``), and at the end; its values go to ``eval/*``.
+        """
+        import ray
+
+        if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 1:
+            raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False)  # RAY_ADDRESS, when set, names the cluster
+        logger = configure_logger(self.tensorboard_log, tb_log_name)
+        algo = self.algorithm_config().build_algo()
+        step = eval_freq or total_timesteps
+        marks = sorted(int(x) for x in eval_at) if eval_at else list(range(step, total_timesteps + step, step))
+        try:
+            while self.num_timesteps < total_timesteps:
+                result = algo.train()
+                self.num_timesteps = int(result["num_env_steps_sampled_lifetime"])
+                runners = result.get("env_runners", {})
+                ours = runners.get("llmsplit", {})
+                self.quality_evals += int(ours.get("quality_evals", 0)) if self.live else 0
+                if not self.live:
+                    self.quality_evals = self.num_timesteps
+                if "episode_return_mean" in runners:
+                    logger.record("rollout/ep_rew_mean", float(runners["episode_return_mean"]))
+                    logger.record("rollout/ep_len_mean", float(runners["episode_len_mean"]))
+                for c, v in ours.get("reward", {}).items():
+                    logger.record(f"reward/{c}", float(v))
+                for k, v in result.get("learners", {}).get("default_policy", {}).items():
+                    if isinstance(v, (int, float, np.number)):
+                        logger.record(f"model/{k}", float(v))
+                logger.record("cost/quality_evals", self.quality_evals)
+                done = self.num_timesteps >= total_timesteps
+                if eval_fn is not None and marks and (self.quality_evals >= marks[0] or done):
+                    self.module = self._local_module(algo)
+                    for k, v in eval_fn(self).items():
+                        logger.record(f"eval/{k}", float(v))
+                    logger.record("eval/quality_evals", self.quality_evals)
+                    marks = [m for m in marks if m > self.quality_evals]
+                logger.dump(self.num_timesteps)
+            self.module = self._local_module(algo)
+        finally:
+            algo.stop()
+            logger.close()
+        return self
+
+    def _local_module(self, algo) -> Any:
+        """A driver-side copy of the learner's current module (policy and value heads)."""
+        from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+
+        path = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
+        state = algo.learner_group.get_state(components=path)
+        state = state[COMPONENT_LEARNER][COMPONENT_RL_MODULE][DEFAULT_MODULE_ID]
+        module = _module_spec(self.observation_space, self.action_space, self.model_config).build()
+        # strict: RLModule.set_state would skip keys silently, leaving a layer at its random initialisation
+        module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+        module.eval()
+        return module
+
+    # ------------------------------------------------------------------------------------------ acting
+    def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
+        """SB3-style: ``(actions, None)`` for one observation or a batch (greedy, or sampled with
+        ``deterministic=False``)."""
+        if self.module is None:
+            raise ValueError("this rllib_ppo agent is untrained: call learn() or load a saved one")
+        obs = np.asarray(obs, dtype=np.float32)
+        single = obs.ndim == 1
+        with torch.no_grad():
+            logits = self.module.forward_inference({"obs": torch.as_tensor(obs[None] if single else obs)})
+            logits = logits["action_dist_inputs"]
+            if deterministic:
+                act = logits.argmax(-1)
+            else:
+                act = torch.distributions.Categorical(logits=logits).sample()
+        act = act.numpy()
+        return (int(act[0]) if single else act), state
+
+    # ------------------------------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the policy as a zip of ``llmsplit.json`` (hyperparameters, spaces, env) and ``module.pt`` (weights
+        only), atomically."""
+        from agents.sb3 import describe_space
+
+        if self.module is None:
+            raise ValueError("this rllib_ppo agent is untrained: nothing to save")
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "algo": "rllib_ppo",
+            "env_id": self.env_id,
+            "env_kwargs": json.loads(json.dumps(self.env_kwargs, default=str)),
+            "hyperparams": dict(self.hparams),
+            "model_config": dict(self.model_config),
+            "seed": self.seed,
+            "num_timesteps": int(self.num_timesteps),
+            "quality_evals": int(self.quality_evals),
+            "observation_space": describe_space(self.observation_space),
+            "action_space": describe_space(self.action_space),
+        }
+        weights = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in self.module.state_dict().items()}, weights)
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(META, json.dumps(meta, indent=1))
+            z.writestr(WEIGHTS, weights.getvalue())
+        atomic_write_bytes(path, out.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, env: gym.Env | None = None) -> RLlibPPOAgent:
+        """Read a file `save` wrote (no code runs from it: JSON and ``torch.load(weights_only=True)``). With ``env``,
+        its spaces must be the saved ones."""
+        from agents.sb3 import _space_from, describe_space
+
+        _need_rllib()
+        path = str(path)
+        try:
+            with zipfile.ZipFile(path) as z:
+                meta = json.loads(z.read(META))
+                weights = z.read(WEIGHTS)
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a saved rllib_ppo agent ({type(e).__name__}: {e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a saved rllib_ppo agent (format {meta.get('format')!r})")
+        obs_space = _space_from(meta["observation_space"], path)
+        act_space = _space_from(meta["action_space"], path)
+        if env is not None:
+            for what, space in (("observation_space", env.observation_space), ("action_space", env.action_space)):
+                if describe_space(space) != meta[what]:
+                    raise ValueError(f"the env's {what} differs from the one {path} was saved with")
+
+        class _Spaces:  # what __init__ reads of an env, without making one
+            observation_space, action_space = obs_space, act_space
+            unwrapped = None
+
+        agent = cls(_Spaces(), env_id=meta["env_id"], env_kwargs=meta.get("env_kwargs"), seed=int(meta["seed"]),
+                    **meta["hyperparams"])  # fmt: skip
+        agent.num_timesteps = int(meta.get("num_timesteps", 0))
+        agent.quality_evals = int(meta.get("quality_evals", 0))
+        module = _module_spec(obs_space, act_space, meta["model_config"]).build()
+        try:
+            module.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: the saved weights do not fit the module its model_config builds ({e})") from None
+        module.eval()
+        agent.module = module
+        return agent
+
+
+def rllib_hyperparam_keys() -> list[str]:
+    return [*HYPERPARAMS, "n_timesteps"]
+
