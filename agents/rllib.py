@@ -83,12 +83,12 @@ def check_rllib_hyperparams(hp: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _module_spec(observation_space: gym.Space, action_space: gym.Space, model_config: Mapping[str, Any]):
+def _build_module(observation_space: gym.Space, action_space: gym.Space, model_config: Mapping[str, Any]):
+    """RLlib's default PPO torch module (policy and value heads) for these spaces and model config."""
     from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
-    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    return RLModuleSpec(module_class=DefaultPPOTorchRLModule, observation_space=observation_space,
-                        action_space=action_space, model_config=dict(model_config))  # fmt: skip
+    return DefaultPPOTorchRLModule(observation_space=observation_space, action_space=action_space,
+                                   model_config=dict(model_config), inference_only=False)  # fmt: skip
 
 
 def _reward_callback_class():
@@ -255,7 +255,7 @@ class RLlibPPOAgent:
         path = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
         state = algo.learner_group.get_state(components=path)
         state = state[COMPONENT_LEARNER][COMPONENT_RL_MODULE][DEFAULT_MODULE_ID]
-        module = _module_spec(self.observation_space, self.action_space, self.model_config).build()
+        module = _build_module(self.observation_space, self.action_space, self.model_config)
         # strict: RLModule.set_state would skip keys silently, leaving a layer at its random initialisation
         module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
         module.eval()
@@ -340,7 +340,7 @@ class RLlibPPOAgent:
                     **meta["hyperparams"])  # fmt: skip
         agent.num_timesteps = int(meta.get("num_timesteps", 0))
         agent.quality_evals = int(meta.get("quality_evals", 0))
-        module = _module_spec(obs_space, act_space, meta["model_config"]).build()
+        module = _build_module(obs_space, act_space, meta["model_config"])
         try:
             module.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
         except (RuntimeError, ValueError, KeyError, TypeError) as e:

@@ -186,3 +186,24 @@ def test_a_refused_masked_action_changes_nothing_not_even_pending_autoresets():
     # sub-env 0's pending autoreset ignores its action, even an excluded one; sub-env 1 steps
     _, _, _, truncated, info = vec.step(np.array([4, 0]))
     assert info["_ppl"].tolist() == [False, True] and truncated.tolist() == [False, True]
+
+
+def test_a_constructor_error_leaves_nothing_raised_at_collection():
+    """A vector env whose constructor raised is collected without an error from ``close``/``__del__`` (once reported
+    as an ``AttributeError`` from ``close_extras`` under gymnasium 1.2.2)."""
+    import gc
+    import sys
+
+    seen = []
+    old = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        for mode in ("vector_entry_point", "sync"):
+            with pytest.raises(ValueError, match="reward.bogus"):
+                gym.make_vec("LLMSplit-v0", num_envs=2, vectorization_mode=mode, reward={"bogus": 1})
+        with pytest.raises(ValueError, match="num_envs must be an integer >= 1"):
+            LLMSplitVectorEnv(num_envs=0)
+        gc.collect()
+    finally:
+        sys.unraisablehook = old
+    assert [str(u.exc_value) for u in seen] == []

@@ -218,3 +218,45 @@ def test_bad_hyperparameters_fail_before_any_work(hp, message):
     env = gym.make("LLMSplit-v0")
     with pytest.raises(ValueError, match=message):
         check_agent("rllib_ppo", env, "LLMSplit-v0", hyperparams=hp)
+
+
+def test_train_and_evaluate_on_a_ray_cluster_by_address(tmp_path):
+    """`train.py --algo rllib_ppo --ray-address ADDR` trains with env runners on an existing cluster (a real head node
+    started here), and evaluate.py reads the summary and scores the saved agent."""
+    import subprocess
+    import sys
+
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    try:
+        hp = [f"rllib_ppo.{k}:{v}" for k, v in TINY.items()]
+        cmd = [sys.executable, "train.py", "--algo", "rllib_ppo", "-n", "200", "-f", str(tmp_path), "-tb", "",
+               "--eval-episodes", "2", "--no-progress", "--ray-address", cluster.address, "-params", *hp]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "rllib_ppo" in done.stdout
+        # the env runners ran on the cluster's node, not in a fresh local instance
+        assert "Started a local Ray instance" not in done.stderr
+    finally:
+        cluster.shutdown()
+    summary = json.loads((tmp_path / "LLMSplit-v0" / "summary.json").read_text())
+    entry = summary["agents"]["rllib_ppo_seed0"]
+    assert entry["quality_evals"] == 200 and entry["algo"] == "rllib_ppo"
+
+    import evaluate
+
+    out = tmp_path / "eval.json"
+    assert evaluate.main(["-f", str(tmp_path), "--n-eval-episodes", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    row = result["rllib_ppo_seed0"]
+    assert "error" not in row and np.isfinite(row["normalized_score"])
+
+
+def test_ray_address_without_rllib_ppo_is_refused(tmp_path):
+    import train
+
+    with pytest.raises(ValueError, match="--ray-address is for rllib_ppo"):
+        train.run(train.build_parser().parse_args(["--algo", "oracle", "--ray-address", "auto", "-f", str(tmp_path)]))
