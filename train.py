@@ -60,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-freq", type=int, default=None, help="evaluate every N steps (default: budget / 10)")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default: 10)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--ray-address", metavar="ADDRESS",
-                   help="Ray cluster for rllib_ppo's env runners (default: $RAY_ADDRESS, else a local instance)")
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="Ray cluster for rllib_ppo's env runners (default: $RAY_ADDRESS, else a local instance)",
+    )
     return p  # fmt: skip
 
 

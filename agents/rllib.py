@@ -352,4 +352,3 @@ class RLlibPPOAgent:
 
 def rllib_hyperparam_keys() -> list[str]:
     return [*HYPERPARAMS, "n_timesteps"]
-

@@ -37,7 +37,9 @@ def vectorize_mode(env_id: str) -> str:
     return "vector_entry_point" if spec.vector_entry_point is not None else "sync"
 
 
-def make_rllib_env(env_config: Mapping[str, Any] | None = None, env_id: str | None = None) -> gym.Env | gym.vector.VectorEnv:
+def make_rllib_env(
+    env_config: Mapping[str, Any] | None = None, env_id: str | None = None
+) -> gym.Env | gym.vector.VectorEnv:
     """An LLMSplit env from RLlib's ``env_config`` (an ``EnvContext`` or a plain dict).
 
     With ``num_envs`` in ``env_config`` (RLlib adds it when it wants a vector env), a vector env of that many

@@ -199,7 +199,7 @@ def test_a_constructor_error_leaves_nothing_raised_at_collection():
     sys.unraisablehook = seen.append
     try:
         for mode in ("vector_entry_point", "sync"):
-            with pytest.raises(ValueError, match="reward.bogus"):
+            with pytest.raises(ValueError, match=r"reward\.bogus"):
                 gym.make_vec("LLMSplit-v0", num_envs=2, vectorization_mode=mode, reward={"bogus": 1})
         with pytest.raises(ValueError, match="num_envs must be an integer >= 1"):
             LLMSplitVectorEnv(num_envs=0)

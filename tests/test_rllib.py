@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -12,11 +13,11 @@ import pytest
 
 pytest.importorskip("ray.rllib")
 
-import ray  # noqa: E402
+import ray
 
-from llmsplit_env.env import LLMSplitEnv  # noqa: E402
-from llmsplit_env.rllib import make_rllib_env, register_rllib_envs, vectorize_mode  # noqa: E402
-from llmsplit_env.vector import LLMSplitVectorEnv  # noqa: E402
+from llmsplit_env.env import LLMSplitEnv
+from llmsplit_env.rllib import make_rllib_env, register_rllib_envs, vectorize_mode
+from llmsplit_env.vector import LLMSplitVectorEnv
 
 SWITCHING = {"reward": {"weights": {"switching": 0.3}}}
 
@@ -139,7 +140,7 @@ def trained(local_ray, tmp_path_factory):
 
 
 def test_agent_trains_scores_and_counts_evaluations(trained):
-    record, _, scorer = trained
+    record, _, _ = trained
     assert record.algo == "rllib_ppo" and record.n_timesteps == 400
     assert record.quality_evals == 400  # a profile env: one per env step, two iterations of 200
     assert [p["quality_evals"] for p in record.curve] == [200, 400]  # eval_freq = budget / 10 -> every iteration
@@ -187,15 +188,15 @@ def test_damaged_or_foreign_files_are_refused_by_name(trained, tmp_path):
 
     record, _, _ = trained
     torn = tmp_path / "torn.zip"
-    data = open(record.path, "rb").read()
+    data = Path(record.path).read_bytes()
     torn.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="torn.zip"):
+    with pytest.raises(ValueError, match=r"torn\.zip"):
         load_agent("rllib_ppo", torn)
     foreign = tmp_path / "foreign.zip"
     with zipfile.ZipFile(foreign, "w") as z:
         z.writestr("llmsplit.json", json.dumps({"format": "llmsplit-sb3"}))
         z.writestr("module.pt", b"")
-    with pytest.raises(ValueError, match="foreign.zip is not a saved rllib_ppo agent"):
+    with pytest.raises(ValueError, match=r"foreign\.zip is not a saved rllib_ppo agent"):
         load_agent("rllib_ppo", foreign)
     with pytest.raises(ValueError, match="observation_space differs"):
         load_agent("rllib_ppo", record.path, gym.make("LLMSplit-v0", observation={"extras": ["log_ppl0"]}))
