@@ -3,6 +3,7 @@
 With no arguments: MBRL, PPO and RSM-PPO (plus the oracle, random, best-fixed and SNR-threshold heuristics for
 reference) on ``LLMSplit-v0``; TensorBoard runs under ``runs/tb`` (``tensorboard --logdir runs/tb``), agents under
 ``runs/<env>/<algo>_seed<seed>/``, a summary in ``runs/<env>/summary.json``, and a comparison table at the end.
+``--algo rllib_ppo`` trains RLlib PPO with env runners on a local Ray instance, or the cluster ``--ray-address`` names.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ Laid out like stable-baselines3 (``from agents import MBRLAgent`` as ``from stab
 | `agents.rsm`            | `RSMPPOAgent`: the paper's reward surrogate + PPO                                 |
 | `agents.baselines`      | heuristics and `OracleAgent`                                                      |
 | `agents.sb3`            | SB3 model-free agents from YAML (`make_sb3_agent`), saved/loaded without pickle    |
+| `agents.rllib`          | `RLlibPPOAgent`: RLlib PPO with env runners on a Ray cluster (``llmsplit[rllib]``) |
 | `agents.ensemble`       | `GaussianEnsemble`, `encode_inputs` (the one model-input encoding)                |
 | `agents.planning`       | one-step scores/actions and dynamic programming over splits                       |
 | `agents.evaluation`     | `evaluate_agent`, `normalized_score`, `OracleNormalizer`, `best_fixed_split`      |
@@ -34,6 +35,7 @@ _LAZY = {
     "SNRThresholdAgent": "agents.baselines",
     "BestFixedSplitAgent": "agents.baselines",
     "make_sb3_agent": "agents.sb3",
+    "RLlibPPOAgent": "agents.rllib",
     "GaussianEnsemble": "agents.ensemble",
     "encode_inputs": "agents.ensemble",
     "plan_dp": "agents.planning",
