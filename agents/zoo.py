@@ -408,6 +408,34 @@ def cli_main(build_parser: Callable[[], Any], run: Callable[[Any], int], argv: l
         return 130
 
 
+def parse_key_values(items: list[str] | None, flag: str) -> dict:
+    """``key:value`` pairs (values parsed as YAML; dotted keys nest: ``reward.weights.switching:0.5``)."""
+    import yaml
+
+    out: dict = {}
+    for item in items or []:
+        key, sep, raw = item.partition(":")
+        if not sep or not key:
+            raise ValueError(f"{flag} expects key:value pairs, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"{flag}: cannot parse the value of {key!r}: {raw!r}") from None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{flag}: {key!r} conflicts with an earlier value")
+        node[parts[-1]] = value
+    return out
+
+
+def train_eval_seeds(seed: int, n: int) -> list[int]:
+    """The episodes train.py (and the sweep) score an agent of training seed ``seed`` on."""
+    return [1_000_000 + seed * 1000 + i for i in range(n)]
+
+
 def read_summary(path: str | Path) -> dict:
     """train.py's ``summary.json``, checked: ``ValueError`` naming the file if it is unreadable or malformed."""
     path = Path(path)

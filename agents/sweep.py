@@ -1,0 +1,525 @@
+"""Ray Tune sweeps of agents × seeds × env configs: ``python -m agents.sweep``.
+
+    python -m agents.sweep --algo oracle random fixed ppo --seeds 0 1 2 -n 20000 \\
+        --grid reward.weights.switching:[0.1,0.3] --out runs/sweep
+    python -m agents.sweep ... --ray-address 10.0.0.1:6379     # an existing cluster (default: a local instance)
+
+One Tune trial per (algo, seed, env config). The env configs are the product of the ``--grid KEY:[V1, V2, ...]``
+axes (dotted keys nest, values are YAML, as ``--env-kwargs``), each merged over the fixed ``--env-kwargs``. A trial
+does what ``python train.py --algo ALGO --seed SEED --env-kwargs CONFIG`` does for one agent: `agents.zoo.train_agent`
+(any zoo algo), then the saved agent reloaded and scored by `agents.evaluation.OracleNormalizer` on train.py's
+evaluation episodes (`agents.zoo.train_eval_seeds`), so a row equals train.py's row for the same settings. Learning
+agents report their curve points to Tune as they train; the final report carries the row.
+
+Outputs in ``--out``: ``sweep.md`` and ``sweep.csv`` (one comparison table: a row per trial), ``sweep.png`` (the
+oracle-normalised score per env config and algo, mean over seeds and each seed), ``trials/<trial>.json`` (one per
+finished trial), the agents under ``agents/<trial>/`` (on the node that trained them) and Tune's own experiment
+folders under ``tune/``. Every file is written atomically.
+
+Resuming: the driver writes ``trials/<trial>.json`` as each trial finishes (a Tune callback, so on the driver
+whatever node ran it). A rerun skips every trial whose file is there; the trial's name holds a hash of all its
+settings, so changing ``-n``, a hyperparameter or a config runs new trials instead of reusing old ones. Ctrl-C stops
+Tune (a second Ctrl-C skips its last save), writes the table of what finished and exits with status 130.
+
+Every input is checked before Ray starts: each algo and its hyperparameters and budget (`agents.zoo.check_agent`),
+the env id, every env config (the env is built), the grid, the seeds and the resources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import itertools
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+#: where Ray starts when ``--ray-address`` is not given: a new local instance (Ray's "auto" joins a running one)
+LOCAL = "local"
+OBJECT_STORE_BYTES = 256 * 2**20  # a local instance: trial results are small
+RAY_MISSING = "the sweep needs Ray Tune, which is not installed: pip install 'llmsplit[ray]'"
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+def parse_grid(items: list[str] | None) -> list[tuple[str, list]]:
+    """``--grid KEY:[V1, V2, ...]`` axes as ``[(dotted key, values)]``; ``ValueError`` naming a bad one."""
+    import yaml
+
+    axes: list[tuple[str, list]] = []
+    for item in items or []:
+        key, sep, raw = item.partition(":")
+        if not sep or not key:
+            raise ValueError(f"--grid expects KEY:[V1, V2, ...], got {item!r}")
+        try:
+            values = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"--grid: cannot parse the values of {key!r}: {raw!r}") from None
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"--grid {key}: expects a non-empty YAML list, e.g. {key}:[0.1, 0.3]; got {raw!r}")
+        dumped = [json.dumps(v, sort_keys=True, default=str) for v in values]
+        if len(set(dumped)) < len(dumped):
+            raise ValueError(f"--grid {key}: a value is listed twice in {raw!r}")
+        if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k, _ in axes):
+            raise ValueError(f"--grid {key}: overlaps another --grid key ({', '.join(k for k, _ in axes)})")
+        axes.append((key, values))
+    return axes
+
+
+def _nest(key: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _leaf_keys(d: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in d.items():
+        keys += _leaf_keys(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [prefix + k]
+    return keys
+
+
+def env_configs(env_kwargs: dict, axes: list[tuple[str, list]]) -> list[tuple[str, dict]]:
+    """``[(label, config)]``: every point of the grid merged over ``env_kwargs`` (label ``default`` without a grid)."""
+    fixed = _leaf_keys(env_kwargs)
+    for key, _ in axes:
+        clash = [k for k in fixed if k == key or k.startswith(key + ".") or key.startswith(k + ".")]
+        if clash:
+            raise ValueError(f"--grid {key} is also set by --env-kwargs ({', '.join(clash)}); give it in one place")
+    out = []
+    for point in itertools.product(*(values for _, values in axes)):
+        config = env_kwargs
+        for (key, _), value in zip(axes, point, strict=True):
+            config = _merge(config, _nest(key, value))
+        label = " ".join(f"{key}={json.dumps(v, default=str)}" for (key, _), v in zip(axes, point, strict=True))
+        out.append((label or "default", config))
+    return out
+
+
+def trial_name(spec: dict) -> str:
+    """``<algo>_seed<seed>_<hash of every setting>``: a different setting is a different trial (and result file)."""
+    blob = json.dumps({k: v for k, v in spec.items() if k != "name"}, sort_keys=True, default=str)
+    return f"{spec['algo']}_seed{spec['seed']}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def plan(args: argparse.Namespace) -> list[dict]:
+    """Every trial's spec (JSON-clean dicts, in table order: config, algo, seed), after checking every input."""
+    from agents.env_util import make_env
+    from agents.zoo import REGISTRY, check_agent, parse_key_values
+
+    for flag, values in (("--algo", args.algo), ("--seeds", args.seeds)):
+        twice = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if twice:
+            raise ValueError(f"{flag}: {', '.join(map(str, twice))} given more than once")
+    bad = [s for s in args.seeds if s < 0]
+    if bad:
+        raise ValueError(f"--seeds must be integers >= 0, got {', '.join(map(str, bad))}")
+    for flag, value, lo in (("-n/--n-timesteps", args.n_timesteps, 1), ("--eval-freq", args.eval_freq, 1),
+                            ("--eval-episodes", args.eval_episodes, 1),
+                            ("--max-concurrent-trials", args.max_concurrent_trials, 1)):  # fmt: skip
+        if value is not None and value < lo:
+            raise ValueError(f"{flag} must be an integer >= {lo}, got {value}")
+    if not args.cpus_per_trial > 0:
+        raise ValueError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if args.gpus_per_trial < 0:
+        raise ValueError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    if args.num_cpus is not None and (args.num_cpus < 1 or args.ray_address not in (None, LOCAL)):
+        raise ValueError(
+            f"--num-cpus {args.num_cpus}: only for a local Ray instance (no --ray-address), as an integer >= 1"
+        )
+    hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
+    stray = sorted(set(hyperparams) - set(args.algo))
+    if stray:
+        raise ValueError(f"--hyperparams keys must start with an algo of the sweep ({', '.join(args.algo)}); got "
+                         f"{', '.join(stray)} (write e.g. ppo.learning_rate:0.001)")  # fmt: skip
+    env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
+    configs = env_configs(env_kwargs, parse_grid(args.grid))
+    for label, config in configs:
+        try:
+            env = make_env(args.env, config)  # a bad env id, config key or value
+        except ValueError as e:
+            raise ValueError(f"env config {label}: {e}" if label != "default" else str(e)) from None
+        for algo in args.algo:  # an unknown algo (naming the allowed ones), a bad hyperparameter or budget
+            budget = args.n_timesteps if algo in REGISTRY and REGISTRY[algo].uses_budget else None
+            check_agent(algo, env, args.env, args.seeds[0], budget, hyperparams.get(algo))
+        env.close()
+    specs = []
+    for (label, config), algo, seed in itertools.product(configs, args.algo, args.seeds):
+        spec = {
+            "algo": algo,
+            "env_id": args.env,
+            "env_kwargs": config,
+            "env_config": label,
+            "seed": seed,
+            "n_timesteps": args.n_timesteps if REGISTRY[algo].uses_budget else None,
+            "hyperparams": hyperparams.get(algo),
+            "eval_episodes": args.eval_episodes,
+            "eval_freq": args.eval_freq,
+        }
+        specs.append(spec | {"name": trial_name(spec)})
+    return specs
+
+
+# ------------------------------------------------------------------------------------------------ one trial
+def run_trial(
+    spec: dict,
+    agent_dir: str | Path,
+    tensorboard_log: str | None = None,
+    on_point: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train and score one trial as train.py does one agent; ``on_point`` gets each curve point as it is scored."""
+    from agents.env_util import make_env
+    from agents.evaluation import OracleNormalizer
+    from agents.zoo import load_agent, train_agent, train_eval_seeds
+
+    env_id, env_kwargs = spec["env_id"], spec["env_kwargs"]
+    scorer = OracleNormalizer(make_env(env_id, env_kwargs), train_eval_seeds(spec["seed"], spec["eval_episodes"]))
+
+    def score(agent: Any) -> dict:
+        res = scorer(agent)
+        if on_point is not None:
+            on_point({"mean_reward": float(res["mean_return"]), "normalized_score": float(res["normalized_score"])})
+        return res
+
+    t0 = time.perf_counter()
+    record = train_agent(spec["algo"], env_id, env_kwargs, seed=spec["seed"], n_timesteps=spec["n_timesteps"],
+                         out_dir=agent_dir, tensorboard_log=tensorboard_log, eval_freq=spec["eval_freq"],
+                         scorer=score, hyperparams=spec["hyperparams"])  # fmt: skip
+    # the reloaded agent, so the row scores exactly what evaluate.py would load
+    final = scorer(load_agent(spec["algo"], record.path, make_env(env_id, env_kwargs)))
+    r_random, r_oracle = scorer.reference
+    return {
+        "mean_return": float(final["mean_return"]),
+        "normalized_score": float(final["normalized_score"]),
+        "quality_evals": record.quality_evals,
+        "n_timesteps": record.n_timesteps,
+        "train_s": record.train_s,
+        "wall_s": time.perf_counter() - t0,
+        "R_random": r_random,
+        "R_oracle": r_oracle,
+        "agent_path": record.path,
+        "hyperparams": record.hyperparams,
+        "curve": record.curve,
+        "node": os.uname().nodename,
+    }
+
+
+def _trainable(config: dict) -> None:
+    """The Tune function trainable: one trial, curve points as intermediate reports, the row in the last one."""
+    import torch
+    from ray import tune
+
+    # as many torch threads as CPUs the trial holds (Ray's OMP_NUM_THREADS says the same; be explicit)
+    torch.set_num_threads(max(1, int(config["cpus"])))
+    spec = config["spec"]
+    points = 0
+
+    def on_point(p: dict) -> None:
+        nonlocal points
+        points += 1
+        tune.report({"curve_points": points, **p})
+
+    row = run_trial(spec, Path(config["out"]) / "agents" / spec["name"], config["tensorboard_log"], on_point)
+    scalars = {k: row[k] for k in ("mean_return", "normalized_score", "quality_evals", "n_timesteps", "train_s")}
+    tune.report({**scalars, "curve_points": points, "row": json.dumps(row)})
+
+
+# ------------------------------------------------------------------------------------------------ results
+def _result_path(out: Path, spec: dict) -> Path:
+    return out / "trials" / f"{spec['name']}.json"
+
+
+def read_result(out: Path, spec: dict) -> dict | None:
+    """A finished trial's result, or None; ``ValueError`` naming a damaged or foreign file."""
+    path = _result_path(out, spec)
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a readable trial result ({e}); remove it to rerun that trial") from None
+    if not isinstance(saved, dict) or saved.get("spec") != spec or not isinstance(saved.get("result"), dict):
+        raise ValueError(f"{path} holds another trial's result; remove it to rerun that trial")
+    return saved["result"]
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "failed"
+
+
+def _make_collector(out: Path, specs: dict[str, dict], errors: dict[str, str], total: int, done_before: int):
+    """A Tune callback (on the driver): each finished trial's result file, written as it finishes; one line each."""
+    from ray import tune
+
+    from llmsplit_env.files import atomic_write_json
+
+    class Collector(tune.Callback):
+        finished = done_before
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            spec = specs[trial.config["spec"]["name"]]
+            raw = (trial.last_result or {}).get("row")
+            if raw is None:  # ended without its final report
+                errors[spec["name"]] = "the trial ended without reporting its result"
+                return
+            row = json.loads(raw)
+            atomic_write_json(_result_path(out, spec), {"spec": spec, "result": row})
+            self.finished += 1
+            print(f"[{self.finished}/{total}] {_describe(spec)}: return {row['mean_return']:.2f}, "
+                  f"score {row['normalized_score']:.3f} ({row['wall_s']:.1f} s)", flush=True)  # fmt: skip
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            spec = specs[trial.config["spec"]["name"]]
+            err = trial.get_error()
+            errors[spec["name"]] = _last_line(str(err)) if err is not None else "failed"
+            print(f"[error] {_describe(spec)}: {errors[spec['name']]}", file=sys.stderr, flush=True)
+
+    return Collector()
+
+
+def _describe(spec: dict) -> str:
+    return f"{spec['algo']} seed {spec['seed']} ({spec['env_config']})"
+
+
+COLUMNS = ["env_id", "env_config", "algo", "seed", "status", "mean_return", "normalized_score", "quality_evals",
+           "n_timesteps", "train_s", "R_random", "R_oracle", "trial", "agent_path", "error"]  # fmt: skip
+
+
+def table_rows(specs: list[dict], results: dict[str, dict], errors: dict[str, str]) -> list[dict]:
+    """One row per trial of this sweep, in plan order: ``status`` done, error or not run."""
+    rows = []
+    for spec in specs:
+        row = {k: "" for k in COLUMNS}
+        row |= {"env_id": spec["env_id"], "env_config": spec["env_config"], "algo": spec["algo"],
+                "seed": spec["seed"], "trial": spec["name"]}  # fmt: skip
+        res = results.get(spec["name"])
+        if res is not None:
+            row |= {k: res[k] for k in COLUMNS if k in res} | {"status": "done"}
+        elif spec["name"] in errors:
+            row |= {"status": "error", "error": errors[spec["name"]]}
+        else:
+            row["status"] = "not run"
+        rows.append(row)
+    return rows
+
+
+def write_outputs(out: Path, args: argparse.Namespace, specs: list[dict], rows: list[dict]) -> str:
+    """``sweep.csv``, ``sweep.md`` and ``sweep.png``, atomically; returns the markdown table."""
+    from llmsplit_env.files import atomic_write_bytes
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)  # floats as repr: they read back exactly
+    atomic_write_bytes(out / "sweep.csv", buf.getvalue().encode())
+
+    fixed = " ".join(args.env_kwargs or []) or "none"
+    lines = [
+        f"# sweep on {args.env}: oracle-normalised score of each trained agent on train.py's evaluation episodes "
+        f"({args.eval_episodes} per trial); --env-kwargs: {fixed}",
+        "",
+        "| env config | algo | seed | mean return | norm. score | real evals | steps | train s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r["status"] == "done":
+            cells = (f"{r['mean_return']:.2f}", f"{r['normalized_score']:.3f}", str(r["quality_evals"]),
+                     str(r["n_timesteps"]), f"{r['train_s']:.1f}")  # fmt: skip
+        else:
+            cells = (r["status"] + (f": {r['error']}" if r["error"] else ""), "", "", "", "")
+        lines.append(f"| {r['env_config']} | {r['algo']} | {r['seed']} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    atomic_write_bytes(out / "sweep.md", table.encode())
+    plot(out / "sweep.png", rows, args.env)
+    return table
+
+
+def plot(path: Path, rows: list[dict], env_id: str) -> None:
+    """Oracle-normalised score per env config (groups) and algo (bars: mean over seeds; dots: each seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from llmsplit_env.files import atomic_output
+
+    configs = list(dict.fromkeys(r["env_config"] for r in rows))
+    algos = list(dict.fromkeys(r["algo"] for r in rows))
+    width = 0.8 / len(algos)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 0.5 * len(configs) * len(algos)), 4.5))
+    for j, algo in enumerate(algos):
+        for i, config in enumerate(configs):
+            scores = [r["normalized_score"] for r in rows
+                      if r["algo"] == algo and r["env_config"] == config and r["status"] == "done"]  # fmt: skip
+            x = i + (j - (len(algos) - 1) / 2) * width
+            if scores:
+                ax.bar(x, float(np.mean(scores)), width * 0.9, color=f"C{j % 10}", label=algo if i == 0 else None)
+                ax.scatter([x] * len(scores), scores, s=10, color="k", zorder=3)
+    ax.axhline(1.0, color="k", lw=0.6, ls=":")
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_xticks(range(len(configs)), configs, rotation=15 if len(configs) > 2 else 0, fontsize=8)
+    ax.set_ylabel("oracle-normalised score")
+    ax.set_title(f"{env_id}: mean over seeds (dots: each seed)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ Ray
+def connect_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Connect to Ray: the cluster at ``address``, else a new local instance (``num_cpus`` CPUs; default: all).
+
+    A process already connected (a notebook, the tests) keeps its connection. Returns whether this call started it,
+    i.e. whether the caller shuts it down."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(RAY_MISSING) from None
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    if address in (None, LOCAL):
+        ray.init(address=LOCAL, num_cpus=num_cpus, object_store_memory=OBJECT_STORE_BYTES, **quiet)
+    else:
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"--ray-address {address}: cannot connect to a Ray cluster ({first})") from None
+    return True
+
+
+def _tune(args: argparse.Namespace, out: Path, todo: list[dict], errors: dict, total: int) -> None:
+    """Run ``todo`` as Tune trials (returns when they have all ended, or when Ctrl-C stopped Tune)."""
+    from ray import tune
+
+    # Tune's newer console output prints a banner (and a TensorBoard hint for its own folder) whatever the verbosity;
+    # its classic output prints nothing at verbose=0, and the collector prints a line per trial instead
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    tb = str(Path(args.tensorboard_log).resolve()) if args.tensorboard_log else None
+    trainable = tune.with_resources(_trainable, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    # out is absolute: Tune runs each trial in a working directory of its own
+    space = {"spec": tune.grid_search(todo), "cpus": args.cpus_per_trial, "tensorboard_log": tb, "out": str(out)}
+
+    def name(trial) -> str:
+        return trial.config["spec"]["name"]
+
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=args.max_concurrent_trials,
+            trial_name_creator=name,
+            trial_dirname_creator=name,
+            reuse_actors=True,  # a trial's process is ready for the next one: no second start and import of torch
+        ),
+        run_config=tune.RunConfig(
+            name=time.strftime("sweep-%Y%m%d-%H%M%S"),
+            storage_path=str(out / "tune"),
+            verbose=0,
+            callbacks=[_make_collector(out, {s["name"]: s for s in todo}, errors, total, total - len(todo))],
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    tuner.fit()
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def build_parser() -> argparse.ArgumentParser:
+    from agents.zoo import ALGOS
+
+    p = argparse.ArgumentParser(prog="python -m agents.sweep", description=__doc__.splitlines()[0])
+    p.add_argument("--algo", nargs="+", required=True, metavar="ALGO", help=f"agents (zoo names: {', '.join(ALGOS)})")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED", help="training seeds (default: 0)")
+    p.add_argument("--env", default="LLMSplit-v0", help="environment id (default: LLMSplit-v0)")
+    p.add_argument("--env-kwargs", nargs="*", metavar="KEY:VALUE", help="env config overrides for every trial")
+    p.add_argument("--grid", nargs="*", metavar="KEY:[V1,V2]", help="env config axes (one config per grid point)")
+    p.add_argument("-params", "--hyperparams", nargs="*", metavar="ALGO.KEY:VALUE", help="hyperparameter overrides")
+    p.add_argument("-n", "--n-timesteps", type=int, help="training budget of every learning agent (default: YAML)")
+    p.add_argument("--eval-freq", type=int, help="curve point every N steps (default: budget / 10)")
+    p.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per trial (default: 10)")
+    p.add_argument("--out", default="runs/sweep", help="table, plot, trial results and agents (default: runs/sweep)")
+    p.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard root of the agents' logs (default: off)")
+    p.add_argument("--ray-address", help="Ray cluster, e.g. 10.0.0.1:6379 or auto (default: a new local instance)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (and torch threads) per trial (default: 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (default: 0)")
+    p.add_argument("--max-concurrent-trials", type=int, help="at most N trials at once (default: as CPUs allow)")
+    return p  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agents.zoo import cli_main
+
+    return cli_main(build_parser, run, argv)
+
+
+def check_out(out: Path) -> None:
+    """``ValueError`` now, not after the sweep, if ``--out`` cannot hold the outputs."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot create or write to {parent}")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out).resolve()
+    check_out(out)
+    specs = plan(args)  # every input checked: nothing has started yet
+    results = {s["name"]: r for s in specs if (r := read_result(out, s)) is not None}
+    todo = [s for s in specs if s["name"] not in results]
+    print(f"sweep: {len(specs)} trials ({len(args.algo)} algos x {len(args.seeds)} seeds x "
+          f"{len(specs) // (len(args.algo) * len(args.seeds))} env configs); {len(results)} already done in {out}, "
+          f"{len(todo)} to run", flush=True)  # fmt: skip
+    errors: dict[str, str] = {}
+    if todo:
+        try:
+            import ray.tune  # only the sweep needs Ray: the rest of the package works without it
+        except ImportError:
+            raise ValueError(RAY_MISSING) from None
+        owns = connect_ray(args.ray_address, args.num_cpus)
+        try:
+            _tune(args, out, todo, errors, len(specs))
+        finally:
+            # what finished is on disk (written as each trial ended): the table shows it, even after a Ctrl-C
+            results = {s["name"]: r for s in specs if (r := read_result(out, s)) is not None}
+            table = write_outputs(out, args, specs, table_rows(specs, results, errors))
+            if owns:
+                import ray
+
+                ray.shutdown()
+    else:
+        table = write_outputs(out, args, specs, table_rows(specs, results, errors))
+    print("\n" + table)
+    print(f"table: {out / 'sweep.md'}, {out / 'sweep.csv'}; plot: {out / 'sweep.png'}")
+    if len(results) + len(errors) < len(specs):
+        raise KeyboardInterrupt  # Tune stopped on Ctrl-C: cli_main reports it (status 130); rerun to resume
+    if errors:
+        print(f"{len(errors)} trial(s) failed (listed in the table); rerun the same command to retry them",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
