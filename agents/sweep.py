@@ -28,9 +28,7 @@ the env id, every env config (the env is built), the grid, the seeds and the res
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import itertools
 import json
 import logging
@@ -40,6 +38,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from agents.sweep_results import read_result, result_path, table_rows, write_outputs
 
 #: where Ray starts when ``--ray-address`` is not given: a new local instance (Ray's "auto" joins a running one)
 LOCAL = "local"
@@ -239,24 +239,6 @@ def _trainable(config: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ results
-def _result_path(out: Path, spec: dict) -> Path:
-    return out / "trials" / f"{spec['name']}.json"
-
-
-def read_result(out: Path, spec: dict) -> dict | None:
-    """A finished trial's result, or None; ``ValueError`` naming a damaged or foreign file."""
-    path = _result_path(out, spec)
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a readable trial result ({e}); remove it to rerun that trial") from None
-    if not isinstance(saved, dict) or saved.get("spec") != spec or not isinstance(saved.get("result"), dict):
-        raise ValueError(f"{path} holds another trial's result; remove it to rerun that trial")
-    return saved["result"]
-
-
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "failed"
@@ -278,7 +260,7 @@ def _make_collector(out: Path, specs: dict[str, dict], errors: dict[str, str], t
                 errors[spec["name"]] = "the trial ended without reporting its result"
                 return
             row = json.loads(raw)
-            atomic_write_json(_result_path(out, spec), {"spec": spec, "result": row})
+            atomic_write_json(result_path(out, spec), {"spec": spec, "result": row})
             self.finished += 1
             print(f"[{self.finished}/{total}] {_describe(spec)}: return {row['mean_return']:.2f}, "
                   f"score {row['normalized_score']:.3f} ({row['wall_s']:.1f} s)", flush=True)  # fmt: skip
@@ -292,95 +274,12 @@ def _make_collector(out: Path, specs: dict[str, dict], errors: dict[str, str], t
     return Collector()
 
 
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def _describe(spec: dict) -> str:
     return f"{spec['algo']} seed {spec['seed']} ({spec['env_config']})"
-
-
-COLUMNS = ["env_id", "env_config", "algo", "seed", "status", "mean_return", "normalized_score", "quality_evals",
-           "n_timesteps", "train_s", "R_random", "R_oracle", "trial", "agent_path", "error"]  # fmt: skip
-
-
-def table_rows(specs: list[dict], results: dict[str, dict], errors: dict[str, str]) -> list[dict]:
-    """One row per trial of this sweep, in plan order: ``status`` done, error or not run."""
-    rows = []
-    for spec in specs:
-        row = {k: "" for k in COLUMNS}
-        row |= {"env_id": spec["env_id"], "env_config": spec["env_config"], "algo": spec["algo"],
-                "seed": spec["seed"], "trial": spec["name"]}  # fmt: skip
-        res = results.get(spec["name"])
-        if res is not None:
-            row |= {k: res[k] for k in COLUMNS if k in res} | {"status": "done"}
-        elif spec["name"] in errors:
-            row |= {"status": "error", "error": errors[spec["name"]]}
-        else:
-            row["status"] = "not run"
-        rows.append(row)
-    return rows
-
-
-def write_outputs(out: Path, args: argparse.Namespace, specs: list[dict], rows: list[dict]) -> str:
-    """``sweep.csv``, ``sweep.md`` and ``sweep.png``, atomically; returns the markdown table."""
-    from llmsplit_env.files import atomic_write_bytes
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)  # floats as repr: they read back exactly
-    atomic_write_bytes(out / "sweep.csv", buf.getvalue().encode())
-
-    fixed = " ".join(args.env_kwargs or []) or "none"
-    lines = [
-        f"# sweep on {args.env}: oracle-normalised score of each trained agent on train.py's evaluation episodes "
-        f"({args.eval_episodes} per trial); --env-kwargs: {fixed}",
-        "",
-        "| env config | algo | seed | mean return | norm. score | real evals | steps | train s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        if r["status"] == "done":
-            cells = (f"{r['mean_return']:.2f}", f"{r['normalized_score']:.3f}", str(r["quality_evals"]),
-                     str(r["n_timesteps"]), f"{r['train_s']:.1f}")  # fmt: skip
-        else:
-            cells = (r["status"] + (f": {r['error']}" if r["error"] else ""), "", "", "", "")
-        lines.append(f"| {r['env_config']} | {r['algo']} | {r['seed']} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines) + "\n"
-    atomic_write_bytes(out / "sweep.md", table.encode())
-    plot(out / "sweep.png", rows, args.env)
-    return table
-
-
-def plot(path: Path, rows: list[dict], env_id: str) -> None:
-    """Oracle-normalised score per env config (groups) and algo (bars: mean over seeds; dots: each seed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from llmsplit_env.files import atomic_output
-
-    configs = list(dict.fromkeys(r["env_config"] for r in rows))
-    algos = list(dict.fromkeys(r["algo"] for r in rows))
-    width = 0.8 / len(algos)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 0.5 * len(configs) * len(algos)), 4.5))
-    for j, algo in enumerate(algos):
-        for i, config in enumerate(configs):
-            scores = [r["normalized_score"] for r in rows
-                      if r["algo"] == algo and r["env_config"] == config and r["status"] == "done"]  # fmt: skip
-            x = i + (j - (len(algos) - 1) / 2) * width
-            if scores:
-                ax.bar(x, float(np.mean(scores)), width * 0.9, color=f"C{j % 10}", label=algo if i == 0 else None)
-                ax.scatter([x] * len(scores), scores, s=10, color="k", zorder=3)
-    ax.axhline(1.0, color="k", lw=0.6, ls=":")
-    ax.axhline(0.0, color="k", lw=0.6)
-    ax.set_xticks(range(len(configs)), configs, rotation=15 if len(configs) > 2 else 0, fontsize=8)
-    ax.set_ylabel("oracle-normalised score")
-    ax.set_title(f"{env_id}: mean over seeds (dots: each seed)", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------ Ray
@@ -483,15 +382,23 @@ def check_out(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out).resolve()
+    out = Path(args.out).resolve()  # absolute: Tune runs each trial in a working directory of its own
     check_out(out)
     specs = plan(args)  # every input checked: nothing has started yet
-    results = {s["name"]: r for s in specs if (r := read_result(out, s)) is not None}
-    todo = [s for s in specs if s["name"] not in results]
-    print(f"sweep: {len(specs)} trials ({len(args.algo)} algos x {len(args.seeds)} seeds x "
-          f"{len(specs) // (len(args.algo) * len(args.seeds))} env configs); {len(results)} already done in {out}, "
-          f"{len(todo)} to run", flush=True)  # fmt: skip
     errors: dict[str, str] = {}
+
+    def finished() -> dict[str, dict]:
+        return {s["name"]: r for s in specs if (r := read_result(out, s)) is not None}
+
+    def write() -> str:
+        rows = table_rows(specs, finished(), errors)
+        return write_outputs(out, rows, args.env, args.eval_episodes, args.env_kwargs)
+
+    todo = [s for s in specs if s["name"] not in finished()]
+    n_configs = len(specs) // (len(args.algo) * len(args.seeds))
+    print(f"sweep: {_n(len(specs), 'trial')} ({_n(len(args.algo), 'algo')} x {_n(len(args.seeds), 'seed')} x "
+          f"{_n(n_configs, 'env config')}); {len(specs) - len(todo)} already done in {out}, {len(todo)} to run",
+          flush=True)  # fmt: skip
     if todo:
         try:
             import ray.tune  # only the sweep needs Ray: the rest of the package works without it
@@ -501,19 +408,16 @@ def run(args: argparse.Namespace) -> int:
         try:
             _tune(args, out, todo, errors, len(specs))
         finally:
-            # what finished is on disk (written as each trial ended): the table shows it, even after a Ctrl-C
-            results = {s["name"]: r for s in specs if (r := read_result(out, s)) is not None}
-            table = write_outputs(out, args, specs, table_rows(specs, results, errors))
+            # each finished trial's file was written as it ended: the table shows them, even after a Ctrl-C
+            table = write()
             if owns:
-                import ray
-
                 ray.shutdown()
     else:
-        table = write_outputs(out, args, specs, table_rows(specs, results, errors))
+        table = write()
     print("\n" + table)
     print(f"table: {out / 'sweep.md'}, {out / 'sweep.csv'}; plot: {out / 'sweep.png'}")
-    if len(results) + len(errors) < len(specs):
-        raise KeyboardInterrupt  # Tune stopped on Ctrl-C: cli_main reports it (status 130); rerun to resume
+    if len(finished()) + len(errors) < len(specs):
+        raise KeyboardInterrupt  # Tune stopped on Ctrl-C and returned: cli_main says so (status 130); rerun to resume
     if errors:
         print(f"{len(errors)} trial(s) failed (listed in the table); rerun the same command to retry them",
               file=sys.stderr)  # fmt: skip
