@@ -181,24 +181,18 @@ def run_trial(
     tensorboard_log: str | None = None,
     on_point: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Train and score one trial as train.py does one agent; ``on_point`` gets each curve point as it is scored."""
+    """Train and score one trial as train.py does one agent; ``on_point`` gets each curve point as it is scored
+    (``{quality_evals, mean_reward, normalized_score}``)."""
     from agents.env_util import make_env
     from agents.evaluation import OracleNormalizer
     from agents.zoo import load_agent, train_agent, train_eval_seeds
 
     env_id, env_kwargs = spec["env_id"], spec["env_kwargs"]
     scorer = OracleNormalizer(make_env(env_id, env_kwargs), train_eval_seeds(spec["seed"], spec["eval_episodes"]))
-
-    def score(agent: Any) -> dict:
-        res = scorer(agent)
-        if on_point is not None:
-            on_point({"mean_reward": float(res["mean_return"]), "normalized_score": float(res["normalized_score"])})
-        return res
-
     t0 = time.perf_counter()
     record = train_agent(spec["algo"], env_id, env_kwargs, seed=spec["seed"], n_timesteps=spec["n_timesteps"],
                          out_dir=agent_dir, tensorboard_log=tensorboard_log, eval_freq=spec["eval_freq"],
-                         scorer=score, hyperparams=spec["hyperparams"])  # fmt: skip
+                         scorer=scorer, hyperparams=spec["hyperparams"], on_point=on_point)  # fmt: skip
     # the reloaded agent, so the row scores exactly what evaluate.py would load
     final = scorer(load_agent(spec["algo"], record.path, make_env(env_id, env_kwargs)))
     r_random, r_oracle = scorer.reference
@@ -219,23 +213,17 @@ def run_trial(
 
 
 def _trainable(config: dict) -> None:
-    """The Tune function trainable: one trial, curve points as intermediate reports, the row in the last one."""
+    """The Tune function trainable: one trial; each curve point (``quality_evals``, ``mean_reward``,
+    ``normalized_score``) is an intermediate report, and the last report carries the row."""
     import torch
     from ray import tune
 
     # as many torch threads as CPUs the trial holds (Ray's OMP_NUM_THREADS says the same; be explicit)
     torch.set_num_threads(max(1, int(config["cpus"])))
     spec = config["spec"]
-    points = 0
-
-    def on_point(p: dict) -> None:
-        nonlocal points
-        points += 1
-        tune.report({"curve_points": points, **p})
-
-    row = run_trial(spec, Path(config["out"]) / "agents" / spec["name"], config["tensorboard_log"], on_point)
-    scalars = {k: row[k] for k in ("mean_return", "normalized_score", "quality_evals", "n_timesteps", "train_s")}
-    tune.report({**scalars, "curve_points": points, "row": json.dumps(row)})
+    row = run_trial(spec, Path(config["out"]) / "agents" / spec["name"], config["tensorboard_log"], tune.report)
+    final = {k: row[k] for k in ("mean_return", "normalized_score", "quality_evals", "n_timesteps", "train_s")}
+    tune.report({**final, "row": json.dumps(row)})
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -416,8 +404,11 @@ def run(args: argparse.Namespace) -> int:
         table = write()
     print("\n" + table)
     print(f"table: {out / 'sweep.md'}, {out / 'sweep.csv'}; plot: {out / 'sweep.png'}")
-    if len(finished()) + len(errors) < len(specs):
-        raise KeyboardInterrupt  # Tune stopped on Ctrl-C and returned: cli_main says so (status 130); rerun to resume
+    left = len(specs) - len(finished()) - len(errors)
+    if left:  # Tune stopped on Ctrl-C and returned: cli_main says so (status 130)
+        print(f"{_n(left, 'trial')} not run: rerun the same command to run them (finished trials are skipped)",
+              file=sys.stderr)  # fmt: skip
+        raise KeyboardInterrupt
     if errors:
         print(f"{len(errors)} trial(s) failed (listed in the table); rerun the same command to retry them",
               file=sys.stderr)  # fmt: skip

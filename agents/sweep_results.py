@@ -64,7 +64,7 @@ def write_outputs(out: Path, rows: list[dict], env_id: str, eval_episodes: int, 
         f"# sweep on {env_id}: oracle-normalised score of each trained agent on train.py's evaluation episodes "
         f"({eval_episodes} per trial); --env-kwargs: {fixed}",
         "",
-        "| env config | algo | seed | mean return | norm. score | real evals | steps | train s |",
+        "| env config | algo | seed | mean return | norm. score | real evals | budget | train s |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

@@ -324,12 +324,14 @@ def train_agent(
     progress_bar: bool = False,
     hyperparams: dict | None = None,
     eval_at: list[int] | None = None,
+    on_point: Callable[[dict], None] | None = None,
 ) -> TrainRecord:
     """Build ``algo``, train it on ``env_id`` and save it under ``out_dir``; return the record.
 
     Learning agents are scored by ``scorer`` every ``eval_freq`` steps (default: a tenth of the budget), or, with
     ``eval_at``, whenever their real-evaluation count first reaches each of those numbers (the same schedule for
-    every agent, as the sample-efficiency benchmark needs).
+    every agent, as the sample-efficiency benchmark needs). ``on_point`` gets each curve point as it is scored
+    (`agents.sweep` reports them to Ray Tune).
     """
     entry = _entry(algo)
     if eval_freq is not None and (isinstance(eval_freq, bool) or not isinstance(eval_freq, int) or eval_freq < 1):
@@ -345,6 +347,8 @@ def train_agent(
         res = scorer(agent)
         p = {"mean_reward": float(res["mean_return"]), "normalized_score": float(res["normalized_score"])}
         curve.append({"quality_evals": int(evals), **p})
+        if on_point is not None:
+            on_point(dict(curve[-1]))
         return p
 
     job = TrainJob(algo, env, env_id, env_kwargs, seed, n_timesteps, tensorboard_log, eval_freq, eval_at, progress_bar,

@@ -103,7 +103,14 @@ def test_a_sweep_table_equals_serial_train_agent_runs(swept, tmp_path):
     assert "| reward.weights.switching=0.3 | ppo | 1 |" in "\n".join(md)
     assert "8 trials (4 algos x 1 seed x 2 env configs); 0 already done" in stdout and "[8/8]" in stdout
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
-    assert len(list((out / "tune").iterdir())) == 1  # Tune's own experiment folder
+    # Tune got each curve point as an intermediate report, then the final one
+    [experiment] = (out / "tune").iterdir()
+    ppo = next(r for r in rows if r["algo"] == "ppo")
+    reports = [json.loads(line) for line in (experiment / ppo["trial"] / "result.json").read_text().splitlines()]
+    curve = json.loads((out / "trials" / f"{ppo['trial']}.json").read_text())["result"]["curve"]
+    assert len(curve) == 2 and len(reports) == 3
+    assert [{k: r[k] for k in curve[0]} for r in reports[:-1]] == curve
+    assert reports[-1]["normalized_score"] == float(ppo["normalized_score"]) and "row" in reports[-1]
 
 
 def test_a_rerun_skips_finished_trials_and_runs_only_missing_ones(swept, capsys):
