@@ -137,6 +137,8 @@ def plan(args: argparse.Namespace) -> list[dict]:
         raise ValueError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
     if args.gpus_per_trial < 0:
         raise ValueError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    if args.worker_cpus_per_trial < 0:
+        raise ValueError(f"--worker-cpus-per-trial must be an integer >= 0, got {args.worker_cpus_per_trial}")
     if args.num_cpus is not None and (args.num_cpus < 1 or args.ray_address not in (None, LOCAL)):
         raise ValueError(
             f"--num-cpus {args.num_cpus}: only for a local Ray instance (no --ray-address), as an integer >= 1"
@@ -221,7 +223,9 @@ def _trainable(config: dict) -> None:
     # as many torch threads as CPUs the trial holds (Ray's OMP_NUM_THREADS says the same; be explicit)
     torch.set_num_threads(max(1, int(config["cpus"])))
     spec = config["spec"]
-    row = run_trial(spec, Path(config["out"]) / "agents" / spec["name"], config["tensorboard_log"], tune.report)
+    # a TensorBoard folder per trial: concurrent trials would race for the same auto-numbered run name
+    tb = str(Path(config["tensorboard_log"]) / spec["name"]) if config["tensorboard_log"] else None
+    row = run_trial(spec, Path(config["out"]) / "agents" / spec["name"], tb, tune.report)
     final = {k: row[k] for k in ("mean_return", "normalized_score", "quality_evals", "n_timesteps", "train_s")}
     tune.report({**final, "row": json.dumps(row)})
 
@@ -287,6 +291,8 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> bool:
     if address in (None, LOCAL):
         ray.init(address=LOCAL, num_cpus=num_cpus, object_store_memory=OBJECT_STORE_BYTES, **quiet)
     else:
+        # Ray retries an unreachable cluster for minutes by default; one round (about 40 s) is enough to say so
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "1")
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -303,7 +309,11 @@ def _tune(args: argparse.Namespace, out: Path, todo: list[dict], errors: dict, t
     # its classic output prints nothing at verbose=0, and the collector prints a line per trial instead
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tb = str(Path(args.tensorboard_log).resolve()) if args.tensorboard_log else None
-    trainable = tune.with_resources(_trainable, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    # The trial's own bundle, and one CPU bundle per Ray worker the agent starts itself (Tune schedules a trial's
+    # child tasks and actors inside its placement group, so they need room there, or they would wait for ever).
+    head = {"CPU": args.cpus_per_trial} | ({"GPU": args.gpus_per_trial} if args.gpus_per_trial else {})
+    bundles = [head] + [{"CPU": 1}] * args.worker_cpus_per_trial
+    trainable = tune.with_resources(_trainable, tune.PlacementGroupFactory(bundles))
     # out is absolute: Tune runs each trial in a working directory of its own
     space = {"spec": tune.grid_search(todo), "cpus": args.cpus_per_trial, "tensorboard_log": tb, "out": str(out)}
 
@@ -350,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (and torch threads) per trial (default: 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (default: 0)")
+    p.add_argument(
+        "--worker-cpus-per-trial",
+        type=int,
+        default=0,
+        help="1-CPU bundles per trial for Ray workers the agent starts itself (default: 0)",
+    )
     p.add_argument("--max-concurrent-trials", type=int, help="at most N trials at once (default: as CPUs allow)")
     return p  # fmt: skip
 
