@@ -13,30 +13,9 @@ import os
 import time
 from pathlib import Path
 
-import yaml
+from agents.zoo import parse_key_values
 
 DEFAULT_ALGOS = ["mbrl", "ppo", "rsm_ppo", "oracle", "random", "fixed", "threshold"]
-
-
-def parse_key_values(items: list[str] | None, flag: str) -> dict:
-    """``key:value`` pairs (values parsed as YAML; dotted keys nest: ``reward.weights.switching:0.5``)."""
-    out: dict = {}
-    for item in items or []:
-        key, sep, raw = item.partition(":")
-        if not sep or not key:
-            raise ValueError(f"{flag} expects key:value pairs, got {item!r}")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ValueError(f"{flag}: cannot parse the value of {key!r}: {raw!r}") from None
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"{flag}: {key!r} conflicts with an earlier value")
-        node[parts[-1]] = value
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from agents.env_util import make_env
     from agents.evaluation import OracleNormalizer
-    from agents.zoo import REGISTRY, check_agent, read_summary, train_agent
+    from agents.zoo import REGISTRY, check_agent, read_summary, train_agent, train_eval_seeds
     from llmsplit_env.files import atomic_write_json
 
     env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
@@ -103,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--ray-address is for rllib_ppo (its env runners); no rllib_ppo in --algo")
         os.environ["RAY_ADDRESS"] = args.ray_address  # ray.init() reads it when rllib_ppo starts Ray
     run_dir = Path(args.log_folder) / args.env
-    eval_seeds = [1_000_000 + args.seed * 1000 + i for i in range(args.eval_episodes)]
+    eval_seeds = train_eval_seeds(args.seed, args.eval_episodes)
     scorer = OracleNormalizer(make_env(args.env, env_kwargs), eval_seeds)
     tb = args.tensorboard_log or None
     if tb:

@@ -357,12 +357,14 @@ def train_agent(
     progress_bar: bool = False,
     hyperparams: dict | None = None,
     eval_at: list[int] | None = None,
+    on_point: Callable[[dict], None] | None = None,
 ) -> TrainRecord:
     """Build ``algo``, train it on ``env_id`` and save it under ``out_dir``; return the record.
 
     Learning agents are scored by ``scorer`` every ``eval_freq`` steps (default: a tenth of the budget), or, with
     ``eval_at``, whenever their real-evaluation count first reaches each of those numbers (the same schedule for
-    every agent, as the sample-efficiency benchmark needs).
+    every agent, as the sample-efficiency benchmark needs). ``on_point`` gets each curve point as it is scored
+    (`agents.sweep` reports them to Ray Tune).
     """
     entry = _entry(algo)
     if eval_freq is not None and (isinstance(eval_freq, bool) or not isinstance(eval_freq, int) or eval_freq < 1):
@@ -378,6 +380,8 @@ def train_agent(
         res = scorer(agent)
         p = {"mean_reward": float(res["mean_return"]), "normalized_score": float(res["normalized_score"])}
         curve.append({"quality_evals": int(evals), **p})
+        if on_point is not None:
+            on_point(dict(curve[-1]))
         return p
 
     job = TrainJob(algo, env, env_id, env_kwargs, seed, n_timesteps, tensorboard_log, eval_freq, eval_at, progress_bar,
@@ -439,6 +443,34 @@ def cli_main(build_parser: Callable[[], Any], run: Callable[[Any], int], argv: l
         # every file is written atomically, so what finished before the interrupt is whole and kept
         print("interrupted: stopped; everything saved before the interrupt is kept", file=sys.stderr)
         return 130
+
+
+def parse_key_values(items: list[str] | None, flag: str) -> dict:
+    """``key:value`` pairs (values parsed as YAML; dotted keys nest: ``reward.weights.switching:0.5``)."""
+    import yaml
+
+    out: dict = {}
+    for item in items or []:
+        key, sep, raw = item.partition(":")
+        if not sep or not key:
+            raise ValueError(f"{flag} expects key:value pairs, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"{flag}: cannot parse the value of {key!r}: {raw!r}") from None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{flag}: {key!r} conflicts with an earlier value")
+        node[parts[-1]] = value
+    return out
+
+
+def train_eval_seeds(seed: int, n: int) -> list[int]:
+    """The episodes train.py (and the sweep) score an agent of training seed ``seed`` on."""
+    return [1_000_000 + seed * 1000 + i for i in range(n)]
 
 
 def read_summary(path: str | Path) -> dict:

@@ -1,6 +1,7 @@
 """Real quality evaluations each agent needs to reach 95% of the oracle-normalised score, over several seeds.
 
     python benchmarks/sample_efficiency.py [--seeds 0 1 2 3 4] [--algos mbrl ppo a2c dqn rsm_ppo] [--out DIR]
+    python benchmarks/sample_efficiency.py --ray [ADDRESS]  # the (agent, seed) runs as Ray tasks: same table
     python benchmarks/sample_efficiency.py --paper      # paper reproduction on LLMSplit-Paper-v0
 
 Every agent is scored on the same held-out seeds at the same schedule of real-evaluation counts (``CHECKPOINTS``,
@@ -9,8 +10,13 @@ lucky evaluation does not count. RSM-PPO spends all its real evaluations up fron
 size N (``--rsm-sizes``) and needs the smallest N whose last two evaluations (during its PPO training inside the
 surrogate) both reach the target. A run that never reaches it is censored at its budget: reported as ``>budget``,
 counted as the budget in the IQM (which flatters that agent), and it makes a ratio against it a bound, not a value.
-Results are cached per run in ``--out`` (rerunning resumes), then summarised as the interquartile mean (IQM) over
-seeds with a 95% bootstrap confidence interval, a table, and a plot.
+Results are cached per run in ``--out`` (rerunning resumes; a cached run made with other settings is refused), then
+summarised as the interquartile mean (IQM) over seeds with a 95% bootstrap confidence interval, a table, and a plot.
+
+``--ray [ADDRESS]`` runs the (agent, seed) runs that are not cached yet as Ray tasks (a local instance, or the cluster
+at ADDRESS; ``--cpus-per-job`` CPUs each), collects them with ``ray.wait`` as they finish and writes the same cache
+files from the driver: the runs are seeded, so the table is the serial one, number for number. ``--budget ALGO:N``
+and ``--hyperparams ALGO.KEY:VALUE`` shrink a run (the tests use them).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -51,46 +58,150 @@ def first_reaching(curve: list[dict], target: float) -> int | None:
     return None
 
 
-def run_one(algo: str, seed: int, env_id: str, out: Path, scorer, rsm_sizes: list[int], rsm_steps: int) -> dict:
+def cache_path(out: Path, algo: str, seed: int) -> Path:
+    return out / f"{algo}_seed{seed}.json"
+
+
+def budget_of(args, algo: str) -> int | None:
+    return args.rsm_sizes[-1] if algo == "rsm_ppo" else args.budgets.get(algo, BUDGETS.get(algo))
+
+
+def settings(args, algo: str) -> dict:
+    """What a run is made with: a cached run made with other settings is refused, not mixed in."""
+    s = {"env": args.env, "budget": budget_of(args, algo), "hyperparams": args.hp.get(algo),
+         "eval_episodes": args.eval_episodes}  # fmt: skip
+    return s | ({"rsm_sizes": args.rsm_sizes, "rsm_steps": args.rsm_steps} if algo == "rsm_ppo" else {})
+
+
+def read_cache(out: Path, algo: str, seed: int, want: dict) -> dict | None:
+    path = cache_path(out, algo, seed)
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    if result.get("settings", want) != want:  # runs cached before settings were recorded are taken as they are
+        raise ValueError(f"{path} holds a run made with other settings ({result['settings']}); use another --out")
+    return result
+
+
+def train_one(algo: str, seed: int, args, out: Path, scorer) -> dict:
+    """One (agent, seed) run: its curve at the checkpoints and when it first reached the target (not cached here)."""
     from agents.zoo import train_agent
 
-    cache = out / f"{algo}_seed{seed}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
     t0 = time.perf_counter()
+    hp = args.hp.get(algo)
+    budget = budget_of(args, algo)
     if algo == "rsm_ppo":
         curve = []
-        for n_real in rsm_sizes:
-            rec = train_agent("rsm_ppo", env_id, seed=seed, n_timesteps=rsm_steps, out_dir=out / f"rsm_{seed}_{n_real}",
-                              scorer=scorer, hyperparams={"n_real": n_real})  # fmt: skip
+        for n_real in args.rsm_sizes:
+            rec = train_agent("rsm_ppo", args.env, seed=seed, n_timesteps=args.rsm_steps,
+                              out_dir=out / f"rsm_{seed}_{n_real}", scorer=scorer,
+                              hyperparams={**(hp or {}), "n_real": n_real})  # fmt: skip
             last_two = rec.curve[-2:]
             curve.append({"quality_evals": n_real, "normalized_score": min(p["normalized_score"] for p in last_two)})
             if curve[-1]["normalized_score"] >= TARGET:
                 break
         curve = [*curve, curve[-1]]  # the size that reached it stands for both of its evaluations
-        budget = rsm_sizes[-1]
     else:
-        budget = BUDGETS[algo]
-        rec = train_agent(algo, env_id, seed=seed, n_timesteps=budget, out_dir=out / f"{algo}_{seed}",
-                          eval_at=[c for c in CHECKPOINTS if c <= budget], scorer=scorer)  # fmt: skip
+        rec = train_agent(algo, args.env, seed=seed, n_timesteps=budget, out_dir=out / f"{algo}_{seed}",
+                          eval_at=[c for c in CHECKPOINTS if c <= budget], scorer=scorer, hyperparams=hp)  # fmt: skip
         curve = rec.curve
-    result = {"algo": algo, "seed": seed, "budget": budget, "curve": curve,
-              "evals_to_target": first_reaching(curve, TARGET), "wall_s": time.perf_counter() - t0}  # fmt: skip
+    return {"algo": algo, "seed": seed, "budget": budget, "curve": curve,
+            "evals_to_target": first_reaching(curve, TARGET), "wall_s": time.perf_counter() - t0,
+            "settings": settings(args, algo)}  # fmt: skip
+
+
+def eval_seeds(args) -> list[int]:
+    return [3_000_000 + i for i in range(args.eval_episodes)]
+
+
+def run_serial(args, out: Path, jobs: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
+    """The runs one after another in this process (one scorer, its references computed once)."""
+    from agents.env_util import make_env
+    from agents.evaluation import OracleNormalizer
     from llmsplit_env.files import atomic_write_json
 
-    atomic_write_json(cache, result)
-    return result
+    scorer = OracleNormalizer(make_env(args.env), eval_seeds(args))
+    results = {}
+    for algo, seed in jobs:
+        results[algo, seed] = read_cache(out, algo, seed, settings(args, algo))
+        if results[algo, seed] is None:
+            results[algo, seed] = train_one(algo, seed, args, out, scorer)
+            atomic_write_json(cache_path(out, algo, seed), results[algo, seed])
+    return results
 
 
-def sample_efficiency(args) -> None:
+def _ray_job(algo: str, seed: int, args, out: Path) -> dict:
+    """One run as a Ray task: the scorer rebuilt here (the serial run's env and episodes, so the same numbers)."""
+    import torch
+
     from agents.env_util import make_env
     from agents.evaluation import OracleNormalizer
 
-    out = Path(args.out)
+    torch.set_num_threads(max(1, int(args.cpus_per_job)))
+    return train_one(algo, seed, args, out, OracleNormalizer(make_env(args.env), eval_seeds(args)))
+
+
+def run_on_ray(args, out: Path, jobs: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
+    """The runs not cached yet as Ray tasks (``--cpus-per-job`` CPUs each), collected with ``ray.wait`` as they finish;
+    the driver writes each one's cache file as it arrives, so Ctrl-C keeps the finished ones."""
+    from agents.sweep import connect_ray
+    from llmsplit_env.files import atomic_write_json
+
+    results = {(a, s): read_cache(out, a, s, settings(args, a)) for a, s in jobs}
+    todo = [job for job in jobs if results[job] is None]
+    if not todo:
+        return results
+    owns = connect_ray(args.ray or None)
+    import ray
+
+    task = ray.remote(num_cpus=args.cpus_per_job)(_ray_job)
+    refs = {task.remote(algo, seed, args, out): (algo, seed) for algo, seed in todo}
+    try:
+        while refs:
+            [ref], _ = ray.wait(list(refs), num_returns=1)
+            algo, seed = refs.pop(ref)
+            results[algo, seed] = ray.get(ref)
+            atomic_write_json(cache_path(out, algo, seed), results[algo, seed])
+            print(f"[{len(todo) - len(refs)}/{len(todo)}] {algo} seed {seed} ({results[algo, seed]['wall_s']:.0f} s)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        for ref in refs:  # an error or Ctrl-C: stop what is still running
+            ray.cancel(ref, force=True)
+        if owns:
+            ray.shutdown()
+    return results
+
+
+def check(args) -> None:
+    """Every input, before any run."""
+    from agents.zoo import REGISTRY, parse_key_values
+
+    args.hp = parse_key_values(args.hyperparams, "--hyperparams")
+    args.budgets = parse_key_values(args.budget, "--budget")
+    for algo in args.algos:
+        if algo not in REGISTRY:
+            raise ValueError(f"unknown algo {algo!r}; allowed: {', '.join(REGISTRY)}")
+        b = budget_of(args, algo)
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ValueError(f"{algo}: needs a budget, an integer >= 1 (--budget {algo}:N), got {b!r}")
+    stray = sorted((set(args.hp) | set(args.budgets)) - set(args.algos))
+    if stray:
+        raise ValueError(f"--hyperparams/--budget keys must be algos of --algos ({', '.join(args.algos)}); got "
+                         f"{', '.join(stray)}")  # fmt: skip
+    if args.cpus_per_job is not None and args.ray is None:
+        raise ValueError("--cpus-per-job only applies with --ray")
+    args.cpus_per_job = 1.0 if args.cpus_per_job is None else args.cpus_per_job
+    if not args.cpus_per_job > 0:
+        raise ValueError(f"--cpus-per-job must be > 0, got {args.cpus_per_job}")
+
+
+def sample_efficiency(args) -> None:
+    check(args)
+    out = Path(args.out).resolve()  # absolute: Ray tasks may run in other working directories
     out.mkdir(parents=True, exist_ok=True)
-    scorer = OracleNormalizer(make_env(args.env), [3_000_000 + i for i in range(args.eval_episodes)])
-    results = {a: [run_one(a, s, args.env, out, scorer, args.rsm_sizes, args.rsm_steps) for s in args.seeds]
-               for a in args.algos}  # fmt: skip
+    jobs = [(a, s) for a in args.algos for s in args.seeds]
+    done = run_on_ray(args, out, jobs) if args.ray is not None else run_serial(args, out, jobs)
+    results = {a: [done[a, s] for s in args.seeds] for a in args.algos}
     print(f"# sample efficiency on {args.env}: real quality evaluations to reach {TARGET:.0%} of the oracle-normalised"
           f" score ({len(args.seeds)} seeds, {args.eval_episodes} evaluation episodes; {date.today()})")  # fmt: skip
     print("| agent | per seed | IQM | 95% bootstrap CI | reached |")
@@ -199,7 +310,7 @@ def paper(args) -> None:
           f"surrogate ({live / rec.train_s:.0f}x); the paper reports ≈24 days vs 7.7 min for Llama-2-7B")  # fmt: skip
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="LLMSplit-v0")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -208,10 +319,29 @@ def main() -> None:
     p.add_argument("--rsm-steps", type=int, default=20_000, help="PPO steps inside the surrogate per RSM run")
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--out", default="runs/bench_sample_efficiency")
+    p.add_argument("--budget", nargs="*", metavar="ALGO:N", help="real-evaluation budgets instead of BUDGETS")
+    p.add_argument("-params", "--hyperparams", nargs="*", metavar="ALGO.KEY:VALUE", help="hyperparameter overrides")
     p.add_argument("--paper", action="store_true", help="run the paper reproduction instead")
-    args = p.parse_args()
-    paper(args) if args.paper else sample_efficiency(args)
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the (agent, seed) jobs as Ray tasks: a local Ray instance, or the cluster at ADDRESS",
+    )
+    p.add_argument("--cpus-per-job", type=float, help="--ray: CPUs (and torch threads) per job (default: 1)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agents.zoo import cli_main
+
+    def run(args: argparse.Namespace) -> int:
+        paper(args) if args.paper else sample_efficiency(args)
+        return 0
+
+    return cli_main(build_parser, run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
