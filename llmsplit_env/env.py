@@ -113,12 +113,12 @@ initial split and ``quality_evals``.
 
 ``LLMSplitEnv(config=None, render_mode=None, preset=None, *, problem=None, **config_keys)``; ``config`` is
 deep-merged into ``default_config(preset)``; it may also name ``"preset"`` itself. Top-level keys may also be given as
-keyword arguments (``gym.make(id, reward={...})``, as Gymnasium's and RLlib's ``env_config`` pass them), merged with
-``config`` (a value set differently in both raises ``ValueError`` naming it). Unknown keys, at any
-depth, and bad values raise ``ValueError`` naming the key and what is allowed. ``problem``: a compiled
-`llmsplit_env.problem.SplitProblem` instead of a config (e.g. one with an added reward component; also through
-``gym.make(id, problem=...)`` when it was compiled with that id's preset). Top-level keys (see
-`default_config()` for every nested default):
+keyword arguments (``gym.make(id, reward={...})``, as Gymnasium's and RLlib's ``env_config`` pass them: see
+`llmsplit_env.rllib` for RLlib's two ways of making the env), merged with ``config`` (a value set differently in both
+raises ``ValueError`` naming it). Unknown keys, at any depth, and bad values raise ``ValueError`` naming the key and
+what is allowed. ``problem``: a compiled `llmsplit_env.problem.SplitProblem` instead of a config (e.g. one with an
+added reward component; also through ``gym.make(id, problem=...)`` when it was compiled with that id's preset).
+Top-level keys (see `default_config()` for every nested default):
 
 | key                 | default                 | meaning                                                      |
 |---------------------|-------------------------|--------------------------------------------------------------|
