@@ -29,7 +29,7 @@ def test_load_hyperparams_tables_and_errors():
 
 
 def test_every_algo_file_is_found():
-    assert set(hyperparam_algos()) == {"mbrl", "rsm_ppo", *ALGOS}
+    assert set(hyperparam_algos()) == {"mbrl", "rsm_ppo", "rllib_ppo", *ALGOS}
 
 
 def test_check_hyperparams_names_the_bad_keys_the_algo_and_what_it_takes():
