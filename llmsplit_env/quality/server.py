@@ -60,6 +60,7 @@ NAMESPACE = "llmsplit"  # fixed, so drivers started separately find the same ser
 CONNECT_TIMEOUT_S = 600.0  # an env waits this long for the server to answer (it may still be loading the model)
 BATCHING = ("checked", "trusted", "off")
 DEFAULT_WAIT_S = 0.01  # how long a lone request waits for others: small against a forward (~1 s CPU, ~10 ms GPU)
+_STARTED: dict[str, Any] = {}  # handles of the servers this process started: a named actor dies with its last handle
 CHECK_LEVEL_DB = 10.0  # the start-up check's channel (analog, m = 2): realistic noisy hidden states
 
 
@@ -159,7 +160,7 @@ class QualityServer:
             "spec": self.spec,
             "pid": os.getpid(),
             "node": ray.get_runtime_context().get_node_id(),
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),  # a plain str: torch's TorchVersion would import torch in the env
             "threads": torch.get_num_threads(),
         }
         if self.error is None:
@@ -298,8 +299,8 @@ def start_quality_server(
     ``model``, ``text``, ``num_tokens``, ``window``, ``dtype``, ``device`` are the env config's ``llm`` settings
     (envs check that theirs match). ``device="auto"``: a GPU (``num_gpus=1``) when the cluster has one.
     ``num_cpus``: the actor's CPUs and torch threads. ``max_batch``: requests per forward (default 16 on a GPU, 4 on
-    CPUs, where a batch mostly saves thread contention). ``detached``: outlive this driver (stop it with
-    `stop_quality_server`)."""
+    CPUs, where a batch mostly saves thread contention). The server lives as long as this driver (this module keeps
+    its handle), or until `stop_quality_server`; ``detached``: outlive this driver."""
     ray = _ray()
     if not ray.is_initialized():
         raise RuntimeError("start_quality_server needs Ray: call ray.init(...) first (e.g. ray.init(num_cpus=2))")
@@ -350,6 +351,7 @@ def start_quality_server(
             f"a quality server named {name!r} already runs with other settings ({'; '.join(differ)}); stop it "
             "(stop_quality_server) or pick another name"
         )
+    _STARTED[name] = handle  # kept: the server lives as long as this driver (or longer, detached)
     return handle
 
 
@@ -359,8 +361,10 @@ def stop_quality_server(name: str = "quality") -> bool:
     try:
         handle = ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
+        _STARTED.pop(name, None)
         return False
     ray.kill(handle)
+    _STARTED.pop(name, None)  # only now: dropping the last handle first would let Ray end it under our feet
     return True
 
 
