@@ -178,7 +178,12 @@ class QualityServer:
 
     async def stats(self) -> dict[str, Any]:
         """Requests served, forwards run, their batch sizes and compute seconds (since start or `reset_stats`)."""
-        return {**self.counts, "batch_sizes": dict(sorted(self.batch_sizes.items())), "pid": os.getpid()}
+        return {
+            **self.counts,
+            "batch_sizes": dict(sorted(self.batch_sizes.items())),
+            "pid": os.getpid(),
+            "rss_mib": _rss_mib(),
+        }
 
     async def reset_stats(self) -> None:
         self.counts = {"requests": 0, "forwards": 0, "forward_s": 0.0}
@@ -264,6 +269,15 @@ class QualityServer:
             for i, (_, _, fut, _) in enumerate(take):
                 if not fut.done():  # the caller may have gone
                     fut.set_result((float(ev.log_ppl[i]), float(ev.loss_fraction[i])))
+
+
+def _rss_mib() -> float | None:
+    """This process's resident set size in MiB (None where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return None
 
 
 # --- driver side -------------------------------------------------------------------------------------------------
