@@ -127,6 +127,7 @@ def run_mode(ray, mode: str, args: argparse.Namespace, section: dict) -> dict:
             batch_sizes=stats["batch_sizes"],
             batch_invariant=info["batch_invariant"],
             device=info["describe"]["device"],
+            dtype=info["describe"]["dtype"],
         )
         qs.stop_quality_server(f"bench-{mode}")
     for h in hosts:
@@ -184,10 +185,11 @@ def main() -> int:
 
     base = results[0]
     identical = all(r["episodes"] == base["episodes"] for r in results[1:])
-    dtype = next((r.get("device") for r in results if r.get("device")), section["device"])
+    device = next((r["device"] for r in results if r.get("device")), section["device"])
+    dtype = next((r["dtype"] for r in results if r.get("dtype")), args.dtype)
     day = datetime.date.today().isoformat()
     print(
-        f"# quality_server: {args.envs} envs of LLMSplit-LLM-v0, {args.model} {args.dtype} on {dtype}, "
+        f"# quality_server: {args.envs} envs of LLMSplit-LLM-v0, {args.model} {dtype} on {device}, "
         f"{args.num_tokens} tokens / window {args.window}, {args.steps} lockstep steps over splits {args.splits}, "
         f"{day}, {platform.machine()}, {cpus} CPU cores, torch {torch.__version__}"
     )
