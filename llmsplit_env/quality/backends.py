@@ -318,6 +318,11 @@ class LLMQuality(QualityBackend):
     measured on other text, serves as a *prior* for the expectations and the leakage. A mismatching profile that the
     user configured (``profile_explicit``) raises ``ValueError`` naming each differing field; a mismatching automatic
     default is not attached, and `expectations` raises naming the differing fields.
+
+    ``server="NAME"``: no model here; the evaluations (and the layer count, clean perplexity, probe leakage, channel
+    parameters, ``describe``) come from the shared quality server ``NAME`` (`llmsplit_env.quality.server`), whose
+    settings must equal this backend's. The seed is drawn and the evaluation counted here, as with the own model, and
+    the numbers are the same bit for bit.
     """
 
     def __init__(
