@@ -36,6 +36,7 @@ _DEFAULT_CONFIG: dict[str, Any] = {
         "probe_fit_tokens": 4096,
         "probe_test_tokens": 1024,
         "profile_match": "strict",
+        "server": None,
     },
     "splits": {"min": 1, "max": None, "excluded": [], "ue_max_layers": None},
     "initial_split": "random",
@@ -217,6 +218,17 @@ def _validate(cfg: dict) -> None:
     _choice(cfg, "llm.cached", (True, False))
     _choice(cfg, "llm.leakage", ("auto", "profile", "probe"))
     _choice(cfg, "llm.profile_match", ("strict", "model"))
+    server = llm["server"]
+    if server is not None and (not isinstance(server, str) or not server.strip()):
+        raise ValueError(
+            f"config 'llm.server' must be None (load the model in this process) or the name of a running quality "
+            f"server (a non-empty string; llmsplit_env.quality.server.start_quality_server), got {server!r}"
+        )
+    if server is not None and llm["cached"] is not True:
+        raise ValueError(
+            f"config 'llm.server' = {server!r} evaluates from cached prefixes; llm.cached False needs the model in "
+            "this process (llm.server None)"
+        )
     _num(cfg, "llm.probe_fit_tokens", 1, 10**8, integer=True)
     _num(cfg, "llm.probe_test_tokens", 1, 10**8, integer=True)
     _num(cfg, "splits.min", 1, 10**4, integer=True)

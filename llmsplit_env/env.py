@@ -128,6 +128,8 @@ Top-level keys (see `default_config()` for every nested default):
 | `sample_quality`    | `True`                  | profile: sample log-PPL ~ N(mean, std); `False`: the mean    |
 | `llm`               | SmolLM2, wiki, 2048 tok | live model: `model`, `text`, `num_tokens`, `window`, ...      |
 |                     |                         | and `profile_match` (see Presets)                            |
+| `llm.server`        | `None`                  | `None`: load the model in this env's process; a name: use   |
+|                     |                         | the shared quality server of that name (see below)           |
 | `splits`            | 1..L, none excluded     | `min`, `max`, `excluded`, `ue_max_layers`                    |
 | `initial_split`     | `"random"`              | `"random"`, a split, or a list to draw from                  |
 | `action_mode`       | `"absolute"`            | or `"relative"` (with `max_move`, default 4)                 |
@@ -136,6 +138,17 @@ Top-level keys (see `default_config()` for every nested default):
 | `observation`       | no extras               | `extras`, `trend_smoothing` (0.5)                            |
 | `reward`            | see Rewards             | `weights` of the components                                  |
 | `latency`           | 4 / 0.4 ms per layer    | UE and edge time per layer, bandwidth, tokens, bits, `max_airtime_s` |
+
+## Sharing the live model
+
+``llm.server`` (live backend): ``None`` (default) loads the model in every env's process; ``"NAME"`` sends the
+env's evaluations to the Ray actor ``NAME`` (`llmsplit_env.quality.server`: one per device, started once with
+``start_quality_server(NAME, ...)`` or ``python -m llmsplit_env.quality.server start --name NAME``), which holds
+one model for any number of envs (same process, RLlib env runners, other machines) and batches their concurrent
+requests. Ray must be initialised in the env's process (RLlib's workers are); the env's other ``llm`` settings
+must be the server's (``ValueError`` naming each differing key), ``llm.cached`` must stay True. Rewards, infos and
+``quality_evals`` are the same, bit for bit, as with the model in the process: the server serves one request per
+forward unless batching was checked to be batch-invariant at its start.
 
 ## Presets
 

@@ -274,20 +274,28 @@ class SplitRunner:
         return self._log_ppl(self._nll(logits, self.input_ids))
 
     def _eval_cached(self, split: int, channel: Channel, seeds: list[int]) -> Evaluation:
+        parts = [
+            self.forward_draws(split, [(channel, s) for s in seeds[start : start + self.draws_per_forward]])
+            for start in range(0, len(seeds), self.draws_per_forward)
+        ]
+        return Evaluation(np.concatenate([p.log_ppl for p in parts]), np.concatenate([p.loss_fraction for p in parts]))
+
+    @torch.inference_mode()
+    def forward_draws(self, split: int, draws: Sequence[tuple[Channel, int]]) -> Evaluation:
+        """One batched edge-side forward for several channel draws at ``split``: ``(channel, seed)`` each, the
+        channels may differ (levels of several envs). Every evaluation of the cached path runs through here, so a
+        draw gets the same arithmetic whether it is alone or batched; unchecked and uncounted (callers do both)."""
         h = self.prefixes()[split]
         n_win = h.shape[0]
-        log_ppl, lost = [], []
-        for start in range(0, len(seeds), self.draws_per_forward):
-            group = seeds[start : start + self.draws_per_forward]
-            received = []
-            for s in group:
-                tx = channel.transmit(h, torch.Generator().manual_seed(s))
-                received.append(tx.hidden)
-                lost.append(tx.loss_fraction)
-            ids = self.input_ids.repeat(len(group), 1)
-            logits = self.model.resume(torch.cat(received), split, ids)
-            nll = self._nll(logits, ids)
-            log_ppl += [self._log_ppl(nll[i * n_win : (i + 1) * n_win]) for i in range(len(group))]
+        received, lost = [], []
+        for channel, s in draws:
+            tx = channel.transmit(h, torch.Generator().manual_seed(s))
+            received.append(tx.hidden)
+            lost.append(tx.loss_fraction)
+        ids = self.input_ids.repeat(len(draws), 1)
+        logits = self.model.resume(torch.cat(received), split, ids)
+        nll = self._nll(logits, ids)
+        log_ppl = [self._log_ppl(nll[i * n_win : (i + 1) * n_win]) for i in range(len(draws))]
         return Evaluation(np.asarray(log_ppl), np.asarray(lost))
 
     def _eval_uncached(self, split: int, channel: Channel, seeds: list[int]) -> Evaluation:

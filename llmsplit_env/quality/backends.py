@@ -78,6 +78,29 @@ def realised_loss_batch(p: np.ndarray, z: np.ndarray, n: int) -> np.ndarray:
     return c / n
 
 
+def probe_leakage(runner, fit_tokens: int, test_tokens: int) -> list[float]:
+    """Leakage per split: the inversion probe's token-recovery accuracy on ``runner``'s model, fitted on the text
+    after its evaluation tokens (0 at k = L, where nothing is sent)."""
+    from llmsplit_env.llm import token_recovery_accuracy
+
+    extra = runner.extra_ids
+    window = runner.window
+    fit_tokens = fit_tokens // window * window
+    test_tokens = test_tokens // window * window
+    if extra is None or fit_tokens < window or test_tokens < window or len(extra) < fit_tokens + test_tokens:
+        have = 0 if extra is None else len(extra)
+        raise ValueError(
+            f"the leakage probe needs probe_fit_tokens + probe_test_tokens (>= one window of {window} each) "
+            f"tokens of text after the evaluation tokens; the text has {have}"
+        )
+    acc = token_recovery_accuracy(
+        runner.model, extra[:fit_tokens], extra[fit_tokens : fit_tokens + test_tokens], window=window
+    )
+    leak = [float(v) for v in acc]
+    leak[-1] = 0.0  # nothing is sent at k = L
+    return leak
+
+
 #: metadata fields a live backend compares with its profile (``profile_match="model"`` checks the first four)
 PROFILE_FIELDS = ("model", "num_layers", "scheme", "scheme_params", "text", "num_tokens", "window")
 MODEL_FIELDS = PROFILE_FIELDS[:4]
@@ -295,6 +318,11 @@ class LLMQuality(QualityBackend):
     measured on other text, serves as a *prior* for the expectations and the leakage. A mismatching profile that the
     user configured (``profile_explicit``) raises ``ValueError`` naming each differing field; a mismatching automatic
     default is not attached, and `expectations` raises naming the differing fields.
+
+    ``server="NAME"``: no model here; the evaluations (and the layer count, clean perplexity, probe leakage, channel
+    parameters, ``describe``) come from the shared quality server ``NAME`` (`llmsplit_env.quality.server`), whose
+    settings must equal this backend's. The seed is drawn and the evaluation counted here, as with the own model, and
+    the numbers are the same bit for bit.
     """
 
     def __init__(
@@ -314,22 +342,36 @@ class LLMQuality(QualityBackend):
         cached: bool = True,
         profile_match: str = "strict",
         profile_explicit: bool = True,
+        server: str | None = None,
     ) -> None:
-        from llmsplit_env.channel import make_channel  # torch enters here, not at env import
-        from llmsplit_env.llm import SplitRunner
+        from llmsplit_env.link import check_channel_args  # torch-free
 
-        self._make_channel = make_channel
         self.scheme = scheme
         self.level_name = "rho" if scheme == "erasure" else "snr_db"
         self.channel_params = dict(channel_params or {})
-        make_channel(scheme, 0.1 if scheme == "erasure" else 10.0, **self.channel_params)  # validate early
-        self.runner = SplitRunner.from_pretrained(model, text, num_tokens=num_tokens, window=window, dtype=dtype,
-                                                  device=device)  # fmt: skip
+        check_channel_args(scheme, 0.1 if scheme == "erasure" else 10.0, **self.channel_params)  # validate early
         self.model_name = str(model)
         self.cached = bool(cached)
-        self.num_layers = self.runner.num_layers
-        self.hidden_size = self.runner.hidden_size
-        self.clean_ppl = float(self.runner.clean_perplexity())
+        self.server_name = server
+        self.server = None
+        self.runner = None
+        if server is None:
+            from llmsplit_env.channel import make_channel  # torch enters here, not at env import
+            from llmsplit_env.llm import SplitRunner
+
+            self._make_channel = make_channel
+            self.runner = SplitRunner.from_pretrained(model, text, num_tokens=num_tokens, window=window, dtype=dtype,
+                                                      device=device)  # fmt: skip
+            self.num_layers = self.runner.num_layers
+            self.hidden_size = self.runner.hidden_size
+            self.clean_ppl = float(self.runner.clean_perplexity())
+            scheme_params = make_channel(scheme, 0.1 if scheme == "erasure" else 10.0, **self.channel_params).params()
+        else:
+            # everything but the forward comes from the server: this process loads no model (and no torch)
+            self._connect(server, model, text, num_tokens, window, dtype, device, cached)
+            from llmsplit_env.quality.server import call
+
+            scheme_params = call(self.server, server, "scheme_params", scheme, self.channel_params)
         self.log_clean = math.log(self.clean_ppl)
         self.evaluations = 0
         self.last_seed: int | None = None
@@ -345,8 +387,7 @@ class LLMQuality(QualityBackend):
                 "model": self.model_name,
                 "num_layers": self.num_layers,
                 "scheme": scheme,
-                "scheme_params": dict(make_channel(scheme, 0.1 if scheme == "erasure" else 10.0,
-                                                   **self.channel_params).params()),
+                "scheme_params": dict(scheme_params),
                 "text": str(text),
                 "num_tokens": int(num_tokens),
                 "window": int(window),
@@ -380,25 +421,51 @@ class LLMQuality(QualityBackend):
             self.leakage = self._probe_leakage(probe_fit_tokens, probe_test_tokens)
             self.leakage_source = "probe"
 
-    def _probe_leakage(self, fit_tokens: int, test_tokens: int) -> list[float]:
-        from llmsplit_env.llm import token_recovery_accuracy
+    def _connect(self, server: str, model, text, num_tokens: int, window: int, dtype: str, device: str,
+                 cached: bool) -> None:  # fmt: skip
+        """Attach to the quality server ``server``; the env's ``llm`` settings must be the ones it measures with."""
+        from llmsplit_env.quality.server import connect
 
-        extra = self.runner.extra_ids
-        window = self.runner.window
-        fit_tokens = fit_tokens // window * window
-        test_tokens = test_tokens // window * window
-        if extra is None or fit_tokens < window or test_tokens < window or len(extra) < fit_tokens + test_tokens:
-            have = 0 if extra is None else len(extra)
+        if not cached:
             raise ValueError(
-                f"the leakage probe needs probe_fit_tokens + probe_test_tokens (>= one window of {window} each) "
-                f"tokens of text after the evaluation tokens; the text has {have}"
+                f"config 'llm.server' = {server!r} evaluates from cached prefixes; llm.cached False needs the model "
+                "in this process (set llm.server None)"
             )
-        acc = token_recovery_accuracy(
-            self.runner.model, extra[:fit_tokens], extra[fit_tokens : fit_tokens + test_tokens], window=window
-        )
-        leak = [float(v) for v in acc]
-        leak[-1] = 0.0  # nothing is sent at k = L
-        return leak
+        self.server, info = connect(server)
+        got = info["describe"]
+        spec = info["spec"]
+        alias = {"fp32": "float32", "bf16": "bfloat16"}
+        differ = [
+            f"llm.{key} {mine!r} (server: {theirs!r})"
+            for key, mine, theirs in (
+                ("model", str(model), spec["model"]),
+                ("text", str(text), spec["text"]),
+                ("num_tokens", int(num_tokens), spec["num_tokens"]),
+                ("window", int(window), spec["window"]),
+            )
+            if mine != theirs
+        ]
+        if dtype != "auto" and alias.get(dtype, dtype) != got["dtype"]:
+            differ.append(f"llm.dtype {dtype!r} (server: {got['dtype']!r})")
+        if device != "auto" and str(device).split(":")[0] != got["device"].split(":")[0]:
+            differ.append(f"llm.device {device!r} (server: {got['device']!r})")
+        if differ:
+            raise ValueError(
+                f"config 'llm.server' = {server!r} measures something else than this env's llm settings: "
+                + "; ".join(differ)
+                + "; set those keys to the server's, or start a server with this env's settings"
+            )
+        self.server_info = info
+        self.num_layers = int(info["num_layers"])
+        self.hidden_size = int(info["hidden_size"])
+        self.clean_ppl = float(info["clean_ppl"])
+
+    def _probe_leakage(self, fit_tokens: int, test_tokens: int) -> list[float]:
+        if self.server is not None:
+            from llmsplit_env.quality.server import call
+
+            return list(call(self.server, self.server_name, "probe_leakage", fit_tokens, test_tokens))
+        return probe_leakage(self.runner, fit_tokens, test_tokens)
 
     def sample(self, split: int, level: float, z: float, rng: np.random.Generator) -> tuple[float, float]:
         if split == self.num_layers:
@@ -409,11 +476,17 @@ class LLMQuality(QualityBackend):
             level = min(max(level, 0.0), 1.0)
         else:
             level = min(max(level, -50.0), 100.0)  # the channel's accepted range
-        channel = self._make_channel(self.scheme, level, **self.channel_params)
-        ev = self.runner.evaluate(split, channel, seeds=[seed], cached=self.cached)
+        if self.server is not None:
+            from llmsplit_env.quality.server import call
+
+            x, lost = call(self.server, self.server_name, "evaluate", split, self.scheme, level, self.channel_params,
+                           seed)  # fmt: skip
+        else:
+            channel = self._make_channel(self.scheme, level, **self.channel_params)
+            ev = self.runner.evaluate(split, channel, seeds=[seed], cached=self.cached)
+            x, lost = float(ev.log_ppl[0]), float(ev.loss_fraction[0])
         self.evaluations += 1
-        x = float(ev.log_ppl[0])
-        return (x if x > self.log_clean else self.log_clean), float(ev.loss_fraction[0])
+        return (x if x > self.log_clean else self.log_clean), lost
 
     def _need_profile(self) -> ProfileQuality:
         if self.profile_quality is None:
@@ -442,7 +515,8 @@ class LLMQuality(QualityBackend):
     def describe(self) -> dict:
         return {
             "class": type(self).__name__,
-            **self.runner.describe(),
+            **(self.runner.describe() if self.server is None else self.server_info["describe"]),
+            "server": self.server_name,
             "scheme": self.scheme,
             "channel_params": self.channel_params,
             "leakage": self.leakage_source,

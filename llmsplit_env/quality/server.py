@@ -1,0 +1,504 @@
+"""A shared live-quality server: one Ray actor per device holds the model and serves batched evaluations to any number
+of `LLMSplit-LLM-v0` envs (one process, RLlib env runners, other machines of a Ray cluster).
+
+Start one (the driver, once), then point envs at it by name (config ``llm.server``)::
+
+    import ray
+    from llmsplit_env.quality.server import start_quality_server
+
+    ray.init(num_cpus=2)
+    start_quality_server("quality", num_cpus=2)  # or with the env's llm settings: model=..., text=..., ...
+    env = gym.make("LLMSplit-LLM-v0", llm={"server": "quality"})
+
+or from a shell, detached, on a running cluster: ``python -m llmsplit_env.quality.server start --name quality``.
+
+Design
+------
+- **One actor** (`QualityServer`, an async Ray actor) loads the model once (`SplitRunner.from_pretrained`, the
+  env's own loader), keeps the clean prefixes of every boundary and answers ``evaluate(split, scheme, level, params,
+  seed)`` with ``(log PPL, lost fraction)``. It is named in the namespace `NAMESPACE`, so separate drivers and
+  workers find it with ``ray.get_actor(name, namespace=NAMESPACE)``; `start_quality_server` creates it with
+  ``get_if_exists=True`` (starting it twice returns the first one, after checking it runs the same settings). On a
+  GPU it takes ``num_gpus=1``; on CPUs ``num_cpus`` (and as many torch threads).
+- **Batching**: requests wait in per-split queues. The oldest request's split is served first, with up to
+  ``max_batch`` requests of that split in one edge-side forward (`SplitRunner.forward_draws`: the draws stacked
+  along the batch (window) dimension, the runner's own batched path); a lone request waits at most ``batch_wait_s``
+  for company. While a forward runs (in one worker thread, so the event loop keeps accepting requests), new requests
+  queue up: with envs that step concurrently the next forward takes them all.
+- **Batch invariance**: each draw's noise comes from its own ``torch.Generator().manual_seed(seed)`` over its own
+  copy of the prefix, and every op of the forward is row-independent (linear layers per token, attention per
+  (window, head), norms per token, the NLL summed per window, in float64 per request). So a request's numbers can only
+  depend on its batch through the kernels torch picks for the batch's shape. The server checks that once at start-up
+  (``batching="checked"``, the default): at split ``L − 1`` (one decoder layer, norm and head: every kernel shape
+  of any split, since all layers have the same shapes) it compares a forward of every batch size ``2..max_batch``
+  with single forwards of the same draws, bit for bit, at every position. If any bit differs it serves one request
+  per forward (``batch_invariant`` False in `info` and `stats`), so results never depend on batching. Single forwards
+  are exactly what an env with its own model runs (`SplitRunner.evaluate` → `forward_draws` with one draw), so an env
+  gets the same log-PPL from the server as from its own model (same machine kind; torch's CPU results here do not
+  depend on the thread count). ``batching="trusted"`` skips the check (a GPU user who accepts last-bit
+  differences for throughput), ``"off"`` never batches.
+- **Counting** stays with the env: `LLMQuality.evaluations` counts its own requests exactly as with its own model;
+  the server counts requests, forwards and batch sizes (`stats`).
+
+Needs the optional dependency (``pip install llmsplit[ray]``); the rest of the package never imports Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+NAMESPACE = "llmsplit"  # fixed, so drivers started separately find the same server by name
+CONNECT_TIMEOUT_S = 600.0  # an env waits this long for the server to answer (it may still be loading the model)
+BATCHING = ("checked", "trusted", "off")
+DEFAULT_WAIT_S = 0.01  # how long a lone request waits for others: small against a forward (~1 s CPU, ~10 ms GPU)
+_STARTED: dict[str, Any] = {}  # handles of the servers this process started: a named actor dies with its last handle
+CHECK_LEVEL_DB = 10.0  # the start-up check's channel (analog, m = 2): realistic noisy hidden states
+
+
+def _load_spec(
+    model: str,
+    text: str,
+    num_tokens: int,
+    window: int,
+    dtype: str,
+    device: str,
+) -> dict[str, Any]:
+    return {
+        "model": str(model),
+        "text": str(text),
+        "num_tokens": int(num_tokens),
+        "window": int(window),
+        "dtype": str(dtype),
+        "device": str(device),
+    }
+
+
+class QualityServer:
+    """The Ray actor: the model loaded once, clean prefixes kept, batched evaluations on demand (module docstring).
+
+    Errors while loading are kept and reported by `info` (the client raises them with the config key)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = dict(spec)
+        self.error: tuple[bool, str] | None = None
+        self.runner = None
+        self.batch_invariant: bool | None = None
+        self.check_s = 0.0
+        self.leakage: dict[tuple[int, int], list[float]] = {}
+        self.counts = {"requests": 0, "forwards": 0, "forward_s": 0.0}
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self._pending: dict[int, list[tuple]] = {}  # split -> [(channel, seed, future, arrival)], oldest first
+        self._wake: asyncio.Event | None = None
+        self._batcher: asyncio.Task | None = None
+        # one thread runs every forward: the model is patched during a call (`SplitModel` is not thread-safe)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quality-forward")
+        try:
+            import torch
+
+            torch.set_num_threads(int(spec["threads"]))
+            from llmsplit_env.llm import SplitRunner
+
+            self.runner = SplitRunner.from_pretrained(
+                spec["model"],
+                spec["text"],
+                num_tokens=spec["num_tokens"],
+                window=spec["window"],
+                dtype=spec["dtype"],
+                device=spec["device"],
+            )
+            self.runner.prefixes()  # every boundary, once (or from the node's cache)
+            self.clean_ppl = float(self.runner.clean_perplexity())
+            self.max_batch = int(spec["max_batch"] or (16 if self.runner.device.type == "cuda" else 4))
+            if spec["batching"] == "off":
+                self.batch_invariant = None
+            elif spec["batching"] == "checked":
+                t0 = time.perf_counter()
+                self.batch_invariant = self._check_batching()
+                self.check_s = time.perf_counter() - t0
+        except Exception as e:  # reported by info()
+            self.error = (isinstance(e, (ValueError, OSError)), str(e) or type(e).__name__)
+
+    # --- start-up ------------------------------------------------------------------------------------------------
+
+    def _check_batching(self) -> bool:
+        """True if a forward of every batch size ``2..max_batch`` gives each draw the bits of its single forward."""
+        from llmsplit_env.channel import make_channel
+
+        r = self.runner
+        if r.num_layers < 2 or self.max_batch < 2:
+            return True  # nothing to compare: no split below L, or batches of one
+        split = r.num_layers - 1
+        draws = [(make_channel("analog", CHECK_LEVEL_DB, m=2.0), seed) for seed in range(self.max_batch)]
+        single = [r.forward_draws(split, [d]).log_ppl[0] for d in draws]
+        for n in range(2, self.max_batch + 1):
+            got = r.forward_draws(split, draws[:n]).log_ppl
+            if got.tobytes() != b"".join(v.tobytes() for v in single[:n]):
+                return False
+        return True
+
+    @property
+    def batching(self) -> bool:
+        """Whether requests are batched (checked invariant, or trusted)."""
+        mode = self.spec["batching"]
+        return mode == "trusted" or (mode == "checked" and bool(self.batch_invariant))
+
+    async def info(self) -> dict[str, Any]:
+        import ray
+        import torch
+
+        out: dict[str, Any] = {
+            "error": self.error,
+            "spec": self.spec,
+            "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
+            "torch": str(torch.__version__),  # a plain str: torch's TorchVersion would import torch in the env
+            "threads": torch.get_num_threads(),
+        }
+        if self.error is None:
+            out.update(
+                describe=self.runner.describe(),
+                num_layers=self.runner.num_layers,
+                hidden_size=self.runner.hidden_size,
+                clean_ppl=self.clean_ppl,
+                max_batch=self.max_batch,
+                batching=self.batching,
+                batch_invariant=self.batch_invariant,
+                check_s=self.check_s,
+            )
+        return out
+
+    async def stats(self) -> dict[str, Any]:
+        """Requests served, forwards run, their batch sizes and compute seconds (since start or `reset_stats`)."""
+        return {
+            **self.counts,
+            "batch_sizes": dict(sorted(self.batch_sizes.items())),
+            "pid": os.getpid(),
+            "rss_mib": _rss_mib(),
+        }
+
+    async def reset_stats(self) -> None:
+        self.counts = {"requests": 0, "forwards": 0, "forward_s": 0.0}
+        self.batch_sizes.clear()
+
+    async def scheme_params(self, scheme: str, params: dict) -> dict:
+        """The channel's parameters with defaults filled in, as `make_channel(...).params()` (profile matching)."""
+        from llmsplit_env.channel import make_channel
+
+        return dict(make_channel(scheme, 0.1 if scheme == "erasure" else 10.0, **params).params())
+
+    async def probe_leakage(self, fit_tokens: int, test_tokens: int) -> list[float]:
+        """The inversion probe's token-recovery accuracy per split, fitted on the text after the evaluation tokens
+        (as `LLMQuality` does with its own model; computed once per setting)."""
+        key = (int(fit_tokens), int(test_tokens))
+        if key not in self.leakage:
+            from llmsplit_env.quality.backends import probe_leakage
+
+            loop = asyncio.get_running_loop()
+            self.leakage[key] = await loop.run_in_executor(self._pool, probe_leakage, self.runner, *key)
+        return self.leakage[key]
+
+    # --- evaluations ---------------------------------------------------------------------------------------------
+
+    async def evaluate(self, split: int, scheme: str, level: float, params: dict, seed: int) -> tuple[float, float]:
+        """``(log PPL, lost fraction)`` of one channel draw (``seed``) at ``split`` and ``level``: what
+        ``SplitRunner.evaluate(split, make_channel(scheme, level, **params), [seed])`` gives, batched with others."""
+        from llmsplit_env.channel import make_channel
+
+        if self.error is not None:
+            raise RuntimeError(f"the quality server failed to load its model: {self.error[1]}")
+        split = self.runner._check_split(split)
+        channel = make_channel(scheme, level, **params)  # a bad request fails alone, before it joins a batch
+        self.counts["requests"] += 1
+        loop = asyncio.get_running_loop()
+        if split == self.runner.num_layers:  # nothing crosses the link: the runner's deterministic path
+            ev = await loop.run_in_executor(self._pool, self.runner.evaluate, split, channel, [int(seed)])
+            return float(ev.log_ppl[0]), float(ev.loss_fraction[0])
+        fut = loop.create_future()
+        self._pending.setdefault(split, []).append((channel, int(seed), fut, time.monotonic()))
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        self._wake.set()
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.ensure_future(self._serve())
+        return await fut
+
+    async def _serve(self) -> None:
+        """The batching loop: serve the oldest request's split, with up to ``max_batch`` of its requests."""
+        loop = asyncio.get_running_loop()
+        wait_s = float(self.spec["batch_wait_s"])
+        limit = self.max_batch if self.batching else 1
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            split, queue = min(self._pending.items(), key=lambda item: item[1][0][3])
+            left = queue[0][3] + wait_s - time.monotonic()
+            if len(queue) < limit and left > 0:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=left)
+                continue  # look again: more may have come, of this split or an older one
+            take, rest = queue[:limit], queue[limit:]
+            if rest:
+                self._pending[split] = rest
+            else:
+                del self._pending[split]
+            t0 = time.perf_counter()
+            try:
+                ev = await loop.run_in_executor(
+                    self._pool, self.runner.forward_draws, split, [(ch, seed) for ch, seed, _, _ in take]
+                )
+            except Exception as e:  # every request of the batch gets the error
+                for _, _, fut, _ in take:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            self.counts["forwards"] += 1
+            self.counts["forward_s"] += time.perf_counter() - t0
+            self.batch_sizes[len(take)] += 1
+            for i, (_, _, fut, _) in enumerate(take):
+                if not fut.done():  # the caller may have gone
+                    fut.set_result((float(ev.log_ppl[i]), float(ev.loss_fraction[i])))
+
+
+def _rss_mib() -> float | None:
+    """This process's resident set size in MiB (None where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return None
+
+
+# --- driver side -------------------------------------------------------------------------------------------------
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("the quality server (config 'llm.server') needs Ray: pip install 'llmsplit[ray]'") from None
+    return ray
+
+
+def start_quality_server(
+    name: str = "quality",
+    *,
+    model: str = "smollm2-135m",
+    text: str = "wiki",
+    num_tokens: int = 2048,
+    window: int = 512,
+    dtype: str = "auto",
+    device: str = "auto",
+    num_cpus: int = 1,
+    max_batch: int | None = None,
+    batch_wait_s: float = DEFAULT_WAIT_S,
+    batching: str = "checked",
+    detached: bool = False,
+    timeout_s: float = CONNECT_TIMEOUT_S,
+):
+    """Start the quality server ``name`` on the connected Ray cluster (or return the running one of that name, after
+    checking it has the same settings); wait until its model is loaded; return its actor handle.
+
+    ``model``, ``text``, ``num_tokens``, ``window``, ``dtype``, ``device`` are the env config's ``llm`` settings
+    (envs check that theirs match). ``device="auto"``: a GPU (``num_gpus=1``) when the cluster has one.
+    ``num_cpus``: the actor's CPUs and torch threads. ``max_batch``: requests per forward (default 16 on a GPU, 4 on
+    CPUs, where a batch mostly saves thread contention). The server lives as long as this driver (this module keeps
+    its handle), or until `stop_quality_server`; ``detached``: outlive this driver."""
+    ray = _ray()
+    if not ray.is_initialized():
+        raise RuntimeError("start_quality_server needs Ray: call ray.init(...) first (e.g. ray.init(num_cpus=2))")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if batching not in BATCHING:
+        raise ValueError(f"batching must be one of {', '.join(map(repr, BATCHING))}, got {batching!r}")
+    for key, v, lo in (("num_cpus", num_cpus, 1), ("max_batch", max_batch, 1)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+            raise ValueError(f"{key} must be an integer >= {lo}{' or None' if key == 'max_batch' else ''}, got {v!r}")
+    if isinstance(batch_wait_s, bool) or not isinstance(batch_wait_s, (int, float)) or not 0 <= batch_wait_s <= 10:
+        raise ValueError(f"batch_wait_s must be a number of seconds in [0, 10], got {batch_wait_s!r}")
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if device == "auto":
+        device = "cuda" if gpus else "cpu"
+    elif str(device).startswith("cuda") and not gpus:
+        raise ValueError(f"device {device!r}: the Ray cluster has no GPU")
+    use_gpu = str(device).startswith("cuda")
+    spec = {
+        **_load_spec(model, text, num_tokens, window, dtype, "cuda" if use_gpu else device),
+        "threads": num_cpus,
+        "max_batch": max_batch,
+        "batch_wait_s": float(batch_wait_s),
+        "batching": batching,
+    }
+    handle = (
+        ray.remote(QualityServer)
+        .options(
+            name=name,
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            lifetime="detached" if detached else None,
+            num_cpus=num_cpus,
+            num_gpus=1 if use_gpu else 0,
+            max_concurrency=1000,  # async actor: requests wait in its batching queues, not in Ray's
+        )
+        .remote(spec)
+    )
+    info = ray.get(handle.info.remote(), timeout=timeout_s)
+    if info["error"] is not None:
+        ray.kill(handle)
+        usage, message = info["error"]
+        raise (ValueError if usage else RuntimeError)(f"quality server {name!r}: {message}")
+    if info["spec"] != spec:
+        running = info["spec"]
+        differ = [f"{k}: running {running.get(k)!r}, asked {v!r}" for k, v in spec.items() if running.get(k) != v]
+        raise ValueError(
+            f"a quality server named {name!r} already runs with other settings ({'; '.join(differ)}); stop it "
+            "(stop_quality_server) or pick another name"
+        )
+    _STARTED[name] = handle  # kept: the server lives as long as this driver (or longer, detached)
+    return handle
+
+
+def stop_quality_server(name: str = "quality") -> bool:
+    """Kill the server ``name`` (False if there is none)."""
+    ray = _ray()
+    try:
+        handle = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        _STARTED.pop(name, None)
+        return False
+    ray.kill(handle)
+    _STARTED.pop(name, None)  # only now: dropping the last handle first would let Ray end it under our feet
+    return True
+
+
+def server_stats(name: str = "quality") -> dict[str, Any]:
+    """The server's counters (`QualityServer.stats`)."""
+    ray = _ray()
+    return ray.get(ray.get_actor(name, namespace=NAMESPACE).stats.remote())
+
+
+def _key_error(name: str, what: str) -> str:
+    return f"config 'llm.server' = {name!r}: {what}"
+
+
+def connect(name: str, timeout_s: float = CONNECT_TIMEOUT_S) -> tuple[Any, dict[str, Any]]:
+    """The env side: the handle and `QualityServer.info` of the server ``name``; errors name ``llm.server`` and say
+    what to do."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"config 'llm.server' must be None or a server name (a non-empty string), got {name!r}")
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(_key_error(name, "the quality server needs Ray: pip install 'llmsplit[ray]'")) from None
+    if not ray.is_initialized():
+        raise RuntimeError(
+            _key_error(
+                name,
+                "Ray is not initialised in this process; connect to the cluster that runs the server first "
+                "(ray.init(address='auto') or its address), or set llm.server None to load the model here",
+            )
+        )
+    try:
+        handle = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        try:
+            known = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                           if a.get("namespace") == NAMESPACE)  # fmt: skip
+        except Exception:  # listing is a courtesy
+            known = []
+        raise ValueError(
+            _key_error(
+                name,
+                f"no quality server of that name in Ray namespace {NAMESPACE!r} of this cluster"
+                + (f" (running: {', '.join(known)})" if known else "")
+                + "; start one with llmsplit_env.quality.server.start_quality_server(name, ...) or "
+                f"`python -m llmsplit_env.quality.server start --name {name}`",
+            )
+        ) from None
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    try:
+        info = ray.get(handle.info.remote(), timeout=timeout_s)
+    except GetTimeoutError:
+        why = f"the server did not answer within {timeout_s:.0f} s (still loading, or waiting for a CPU/GPU?)"
+        raise RuntimeError(_key_error(name, why)) from None
+    except RayActorError as e:
+        raise RuntimeError(_key_error(name, f"the server is not reachable ({type(e).__name__}); restart it")) from None
+    if info["error"] is not None:
+        raise RuntimeError(_key_error(name, f"the server failed to load its model: {info['error'][1]}"))
+    return handle, info
+
+
+def call(handle: Any, name: str, method: str, *args: Any) -> Any:
+    """``handle.method(*args)``, waited for; a dead server raises naming ``llm.server``, the server's own
+    ``ValueError`` comes back as a plain ``ValueError``."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    try:
+        return ray.get(getattr(handle, method).remote(*args))
+    except RayActorError as e:
+        raise RuntimeError(_key_error(name, f"the server is not reachable ({type(e).__name__}); restart it")) from None
+    except RayTaskError as e:
+        cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else None
+        if isinstance(cause, ValueError):
+            raise ValueError(str(cause)) from None
+        raise
+
+
+# --- command line ------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llmsplit_env.quality.server start|stop|stats --name NAME [--address ADDR] ...``"""
+    p = argparse.ArgumentParser(prog="python -m llmsplit_env.quality.server", description=main.__doc__)
+    p.add_argument("command", choices=("start", "stop", "stats"))
+    p.add_argument("--name", default="quality")
+    p.add_argument("--address", default="auto", help="Ray cluster address (default: the running one)")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--text", default="wiki")
+    p.add_argument("--num-tokens", type=int, default=2048)
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--num-cpus", type=int, default=1)
+    p.add_argument("--max-batch", type=int, default=None)
+    p.add_argument("--batch-wait-s", type=float, default=DEFAULT_WAIT_S)
+    p.add_argument("--batching", choices=BATCHING, default="checked")
+    a = p.parse_args(argv)
+    ray = _ray()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address=a.address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        if a.command == "start":
+            start_quality_server(
+                a.name, model=a.model, text=a.text, num_tokens=a.num_tokens, window=a.window, dtype=a.dtype,
+                device=a.device, num_cpus=a.num_cpus, max_batch=a.max_batch, batch_wait_s=a.batch_wait_s,
+                batching=a.batching, detached=True,
+            )  # fmt: skip
+            print(f"quality server {a.name!r} running (namespace {NAMESPACE!r}); envs: llm={{'server': {a.name!r}}}")
+        elif a.command == "stop":
+            print(f"stopped {a.name!r}" if stop_quality_server(a.name) else f"no quality server {a.name!r}")
+        else:
+            print(server_stats(a.name))
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
