@@ -10,7 +10,8 @@ from agents.zoo import ALGOS, REGISTRY, load_agent, train_agent
 
 def test_registry_covers_every_algo():
     assert set(ALGOS) == set(REGISTRY) == {
-        "mbrl", "ppo", "a2c", "dqn", "maskable_ppo", "rsm_ppo", "rllib_ppo", "oracle", "random", "fixed", "threshold"}  # fmt: skip
+        "mbrl", "ppo", "a2c", "dqn", "maskable_ppo", "rsm_ppo", "rllib_ppo",
+        "oracle", "random", "fixed", "threshold"}  # fmt: skip
     for algo, entry in REGISTRY.items():
         cls = entry.agent_class()
         assert callable(getattr(cls, "load", None)), algo
