@@ -9,7 +9,6 @@ reference) on ``LLMSplit-v0``; TensorBoard runs under ``runs/tb`` (``tensorboard
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -80,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ray_address:
         if "rllib_ppo" not in args.algo:
             raise ValueError("--ray-address is for rllib_ppo (its env runners); no rllib_ppo in --algo")
-        os.environ["RAY_ADDRESS"] = args.ray_address  # ray.init() reads it when rllib_ppo starts Ray
+        from agents.sweep import connect_ray
+
+        connect_ray(args.ray_address)  # fails fast, naming the flag, when nothing answers there
     run_dir = Path(args.log_folder) / args.env
     eval_seeds = train_eval_seeds(args.seed, args.eval_episodes)
     scorer = OracleNormalizer(make_env(args.env, env_kwargs), eval_seeds)

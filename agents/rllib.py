@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -33,15 +34,17 @@ FORMAT = "llmsplit-rllib-ppo"
 VERSION = 1
 META = "llmsplit.json"
 WEIGHTS = "module.pt"
+REQUIRED_META = ("env_id", "hyperparams", "model_config", "seed", "observation_space", "action_space")
 
-# name -> (kind, lowest allowed): the hyperparameters this agent takes (besides n_timesteps), checked as data
-HYPERPARAMS: dict[str, tuple[type, float | None]] = {
+# name -> (kind, lowest allowed[, highest allowed]): the hyperparameters this agent takes (besides n_timesteps),
+# checked as data
+HYPERPARAMS: dict[str, tuple] = {
     "num_env_runners": (int, 0),
     "num_envs_per_env_runner": (int, 1),
     "num_cpus_per_env_runner": (float, 0),
     "lr": (float, 0),
-    "gamma": (float, 0),
-    "lambda_": (float, 0),
+    "gamma": (float, 0, 1),
+    "lambda_": (float, 0, 1),
     "train_batch_size": (int, 1),
     "minibatch_size": (int, 1),
     "num_epochs": (int, 1),
@@ -68,13 +71,15 @@ def check_rllib_hyperparams(hp: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in hp.items():
         if key not in HYPERPARAMS:
             raise ValueError(f"rllib_ppo: unknown hyperparameter {key!r}; allowed: {', '.join(HYPERPARAMS)}")
-        kind, lo = HYPERPARAMS[key]
+        kind, lo, *hi = HYPERPARAMS[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, bool) or not isinstance(value, kind):
             raise ValueError(f"rllib_ppo: {key} must be {kind.__name__}, got {value!r}")
         if lo is not None and value < lo:
             raise ValueError(f"rllib_ppo: {key} must be >= {lo}, got {value!r}")
+        if hi and value > hi[0]:
+            raise ValueError(f"rllib_ppo: {key} must be <= {hi[0]}, got {value!r}")
         if key == "fcnet_hiddens" and not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value):
             raise ValueError(f"rllib_ppo: fcnet_hiddens must be a list of positive ints, got {value!r}")
         if key == "fcnet_activation" and value not in ACTIVATIONS:
@@ -92,25 +97,31 @@ def _build_module(observation_space: gym.Space, action_space: gym.Space, model_c
 
 
 def _reward_callback_class():
-    """An RLlib callback that logs, per finished episode, the mean per-step ``info["rewards"]`` components and the
-    live model's evaluations (increments of ``info["quality_evals"]``)."""
+    """An RLlib callback that logs, per finished episode, the mean per-step ``info["rewards"]`` components."""
     from ray.rllib.callbacks.callbacks import RLlibCallback
 
     class RewardComponents(RLlibCallback):
         def on_episode_end(self, *, episode, metrics_logger, **kwargs) -> None:
-            infos = episode.get_infos()
-            steps = infos[1:]  # the first info is the reset's
+            # RLlib hands over the episode's last chunk; its first info closes the previous chunk (or is the reset's)
+            steps = episode.get_infos()[1:]
             sums: dict[str, float] = {}
             for info in steps:
                 for c, v in (info.get("rewards") or {}).items():
                     sums[c] = sums.get(c, 0.0) + float(v)
             for c, v in sums.items():
                 metrics_logger.log_value(("llmsplit", "reward", c), v / max(len(steps), 1), reduce="mean")
-            if infos and "quality_evals" in infos[-1]:
-                evals = int(infos[-1]["quality_evals"]) - int(infos[0].get("quality_evals", 0))
-                metrics_logger.log_value(("llmsplit", "quality_evals"), evals, reduce="sum", clear_on_reduce=True)
 
     return RewardComponents
+
+
+def _runner_quality_evals(runner) -> int:
+    """Real evaluations the env runner's envs have run in their lifetime (resets included): the live model's count."""
+    env = getattr(runner, "env", None)
+    if env is None:  # the driver's local runner holds no env when remote runners sample
+        return 0
+    u = env.unwrapped
+    subs = [e.unwrapped for e in u.envs] if hasattr(u, "envs") else [u]
+    return sum(int(getattr(e, "total_quality_evals", 0)) for e in subs)
 
 
 class RLlibPPOAgent:
@@ -203,48 +214,56 @@ class RLlibPPOAgent:
     ) -> RLlibPPOAgent:
         """Train until ``total_timesteps`` env steps are sampled (whole iterations of ``train_batch_size``).
 
-        ``eval_fn(agent)`` (the zoo's scorer) runs after the iteration in which the real-evaluation count passes
-        each multiple of ``eval_freq`` (or each entry of ``eval_at``), and at the end; its values go to ``eval/*``.
+        ``eval_fn(agent)`` (the zoo's scorer) runs after the iteration that passes each multiple of ``eval_freq`` env
+        steps (or, with ``eval_at``, each of those real-evaluation counts), and after the last one; its values go to
+        ``eval/*``. An agent trains once: build a new one to train again.
         """
         import ray
 
         if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 1:
             raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
+        if self.module is not None:
+            raise ValueError("this rllib_ppo agent is trained already; build a new one to train again")
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)  # RAY_ADDRESS, when set, names the cluster
-        logger = configure_logger(self.tensorboard_log, tb_log_name)
-        algo = self.algorithm_config().build_algo()
+        by_evals = bool(eval_at)
         step = eval_freq or total_timesteps
         marks = sorted(int(x) for x in eval_at) if eval_at else list(range(step, total_timesteps + step, step))
+        logger = configure_logger(self.tensorboard_log, tb_log_name)
+        algo = None
         try:
+            algo = self.algorithm_config().build_algo()
             while self.num_timesteps < total_timesteps:
                 result = algo.train()
                 self.num_timesteps = int(result["num_env_steps_sampled_lifetime"])
-                runners = result.get("env_runners", {})
-                ours = runners.get("llmsplit", {})
-                self.quality_evals += int(ours.get("quality_evals", 0)) if self.live else 0
-                if not self.live:
+                if self.live:
+                    counts = algo.env_runner_group.foreach_env_runner(_runner_quality_evals, local_env_runner=True)
+                    self.quality_evals = int(sum(counts))
+                else:  # a profile step stands for one evaluation of the real model
                     self.quality_evals = self.num_timesteps
+                runners = result.get("env_runners", {})
                 if "episode_return_mean" in runners:
                     logger.record("rollout/ep_rew_mean", float(runners["episode_return_mean"]))
                     logger.record("rollout/ep_len_mean", float(runners["episode_len_mean"]))
-                for c, v in ours.get("reward", {}).items():
+                for c, v in runners.get("llmsplit", {}).get("reward", {}).items():
                     logger.record(f"reward/{c}", float(v))
                 for k, v in result.get("learners", {}).get("default_policy", {}).items():
                     if isinstance(v, (int, float, np.number)):
                         logger.record(f"model/{k}", float(v))
                 logger.record("cost/quality_evals", self.quality_evals)
                 done = self.num_timesteps >= total_timesteps
-                if eval_fn is not None and marks and (self.quality_evals >= marks[0] or done):
+                x = self.quality_evals if by_evals else self.num_timesteps
+                if eval_fn is not None and (done or (marks and x >= marks[0])):
                     self.module = self._local_module(algo)
                     for k, v in eval_fn(self).items():
                         logger.record(f"eval/{k}", float(v))
                     logger.record("eval/quality_evals", self.quality_evals)
-                    marks = [m for m in marks if m > self.quality_evals]
+                    marks = [m for m in marks if m > x]
                 logger.dump(self.num_timesteps)
             self.module = self._local_module(algo)
         finally:
-            algo.stop()
+            if algo is not None:
+                algo.stop()
             logger.close()
         return self
 
@@ -292,7 +311,7 @@ class RLlibPPOAgent:
             "version": VERSION,
             "algo": "rllib_ppo",
             "env_id": self.env_id,
-            "env_kwargs": json.loads(json.dumps(self.env_kwargs, default=str)),
+            "env_kwargs": self.env_kwargs,
             "hyperparams": dict(self.hparams),
             "model_config": dict(self.model_config),
             "seed": self.seed,
@@ -301,11 +320,15 @@ class RLlibPPOAgent:
             "observation_space": describe_space(self.observation_space),
             "action_space": describe_space(self.action_space),
         }
+        try:
+            meta_text = json.dumps(meta, indent=1)
+        except TypeError as e:
+            raise ValueError(f"rllib_ppo: env_kwargs must be plain data (JSON) to be saved: {e}") from None
         weights = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in self.module.state_dict().items()}, weights)
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr(META, json.dumps(meta, indent=1))
+            z.writestr(META, meta_text)
             z.writestr(WEIGHTS, weights.getvalue())
         atomic_write_bytes(path, out.getvalue())
 
@@ -324,7 +347,11 @@ class RLlibPPOAgent:
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not a saved rllib_ppo agent ({type(e).__name__}: {e})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a saved rllib_ppo agent (format {meta.get('format')!r})")
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise ValueError(f"{path} is not a saved rllib_ppo agent (format {found!r}, expected {FORMAT!r})")
+        missing = [k for k in REQUIRED_META if k not in meta]
+        if missing:
+            raise ValueError(f"{path}: llmsplit.json lacks {', '.join(missing)}")
         obs_space = _space_from(meta["observation_space"], path)
         act_space = _space_from(meta["action_space"], path)
         if env is not None:
@@ -343,7 +370,7 @@ class RLlibPPOAgent:
         module = _build_module(obs_space, act_space, meta["model_config"])
         try:
             module.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
-        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        except (RuntimeError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
             raise ValueError(f"{path}: the saved weights do not fit the module its model_config builds ({e})") from None
         module.eval()
         agent.module = module

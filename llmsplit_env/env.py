@@ -148,7 +148,8 @@ one model for any number of envs (same process, RLlib env runners, other machine
 requests. Ray must be initialised in the env's process (RLlib's workers are); the env's other ``llm`` settings
 must be the server's (``ValueError`` naming each differing key), ``llm.cached`` must stay True. Rewards, infos and
 ``quality_evals`` are the same, bit for bit, as with the model in the process: the server serves one request per
-forward unless batching was checked to be batch-invariant at its start.
+forward unless batching was checked to be batch-invariant at its start (or its owner started it with
+``batching="trusted"``, accepting last-bit differences).
 
 ## Presets
 

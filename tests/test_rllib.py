@@ -229,8 +229,6 @@ def test_train_and_evaluate_on_a_ray_cluster_by_address(tmp_path):
 
     from ray.cluster_utils import Cluster
 
-    if ray.is_initialized():
-        ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     try:
         hp = [f"rllib_ppo.{k}:{v}" for k, v in TINY.items()]
@@ -261,3 +259,40 @@ def test_ray_address_without_rllib_ppo_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="--ray-address is for rllib_ppo"):
         train.run(train.build_parser().parse_args(["--algo", "oracle", "--ray-address", "auto", "-f", str(tmp_path)]))
+
+
+def test_learn_twice_and_untrained_use_are_refused(trained):
+    from agents.zoo import load_agent
+
+    record, _, _ = trained
+    agent = load_agent("rllib_ppo", record.path)
+    with pytest.raises(ValueError, match="trained already; build a new one"):
+        agent.learn(200)
+    from agents.rllib import RLlibPPOAgent
+
+    fresh = RLlibPPOAgent(gym.make("LLMSplit-v0"), **TINY)
+    with pytest.raises(ValueError, match="untrained"):
+        fresh.predict(np.zeros(fresh.observation_space.shape, dtype=np.float32))
+    with pytest.raises(ValueError, match="untrained: nothing to save"):
+        fresh.save("never-written.zip")
+    assert not Path("never-written.zip").exists()
+
+
+def test_live_env_counts_the_models_evaluations_exactly(local_ray, tiny_llm_section, tmp_path):
+    """On the live env a step at k = L costs nothing and resets cost what they cost: the agent's count is the sum of
+    the env runners' envs' own lifetime counters, whatever RLlib's episode chunking."""
+    from agents.rllib import RLlibPPOAgent
+
+    config = {"llm": {**tiny_llm_section, "profile_match": "model"}, "max_episode_steps": 7}
+    env = gym.make("LLMSplit-LLM-v0", **config)
+    agent = RLlibPPOAgent(env, env_id="LLMSplit-LLM-v0", env_kwargs=config, seed=0, num_env_runners=1,
+                          num_envs_per_env_runner=2, num_cpus_per_env_runner=0.5, train_batch_size=30,
+                          minibatch_size=15, num_epochs=1)  # fmt: skip
+    seen = []
+    agent.learn(60, eval_fn=lambda a: seen.append((a.num_timesteps, a.quality_evals)) or {}, eval_freq=30)
+    # 7-step episodes over 15-step chunks per sub-env: RLlib cuts episodes, the count must not care
+    assert [t for t, _ in seen] == [30, 60]
+    # every evaluation the runner's envs ran: at most one per step plus the resets, and none lost between chunks
+    (_, first), (_, evals) = seen
+    assert 0 < first < evals <= 60 + 2 * (60 // 7 + 2)
+    assert agent.quality_evals == evals
