@@ -56,7 +56,9 @@ def local_ray():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=128 * 2**20)
+        # 4 logical CPUs on a 2-core machine: the module's tiny server (1) and the slow test's real one (2) both fit,
+        # else the real one would wait for ever for the CPUs the tiny one holds
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, object_store_memory=128 * 2**20)
     yield ray
     if started:
         ray.shutdown()
