@@ -300,3 +300,11 @@ def test_real_model_server_equals_own_model(local_ray):
             ray.kill(h)
     finally:
         qs.stop_quality_server("real")
+
+
+def test_a_server_that_cannot_be_placed_fails_naming_what_it_asked_for(local_ray, tiny_llm_section):
+    """More CPUs than the cluster has: a clear error after ``timeout_s``, not a silent wait; nothing is left behind."""
+    with pytest.raises(RuntimeError, match=r"'huge' did not start within 3 s: it asked for 64 CPU\(s\)"):
+        qs.start_quality_server("huge", **server_settings(tiny_llm_section), num_cpus=64, timeout_s=3)
+    with pytest.raises(ValueError):
+        ray.get_actor("huge", namespace=qs.NAMESPACE)

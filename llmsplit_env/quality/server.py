@@ -353,7 +353,17 @@ def start_quality_server(
         )
         .remote(spec)
     )
-    info = ray.get(handle.info.remote(), timeout=timeout_s)
+    try:
+        info = ray.get(handle.info.remote(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        ray.kill(handle)
+        free = ray.available_resources()
+        raise RuntimeError(
+            f"quality server {name!r} did not start within {timeout_s:g} s: it asked for {num_cpus} CPU(s)"
+            + (" and 1 GPU" if use_gpu else "")
+            + f"; the cluster has {free.get('CPU', 0):g} CPU(s) and {free.get('GPU', 0):g} GPU(s) free now "
+            "(other actors may hold them), or loading the model took longer"
+        ) from None
     if info["error"] is not None:
         ray.kill(handle)
         usage, message = info["error"]
