@@ -19,6 +19,8 @@ LONG_MODULES = {
     "agents/ensemble.py": "the probabilistic ensemble: network, standardisers, bootstrapped fit with early stopping",
     "agents/rsm.py": "RSM-PPO as published: its surrogate models, the surrogate-reward env and the agent",
     "llmsplit_env/env.py": "one Gymnasium env class; 150 of its lines are the docstring's tables of spaces and rewards",
+    "llmsplit_env/quality/server.py": "the quality server's actor, its start/connect/call client and CLI; 50 lines of "
+    "design docstring (batching, batch invariance, counting)",
 }
 
 

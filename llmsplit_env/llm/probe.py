@@ -101,3 +101,24 @@ def token_recovery_accuracy(
                 guess = (pred[i : i + 1024] @ emb_unit.T).argmax(dim=1)
                 hits[k] += int((guess == flat[i : i + 1024]).sum())
     return np.asarray([hits[k] / total for k in splits])
+
+
+def probe_leakage(runner, fit_tokens: int, test_tokens: int) -> list[float]:
+    """Leakage per split: the inversion probe's token-recovery accuracy on ``runner``'s model, fitted on the text
+    after its evaluation tokens (0 at k = L, where nothing is sent)."""
+    extra = runner.extra_ids
+    window = runner.window
+    fit_tokens = fit_tokens // window * window
+    test_tokens = test_tokens // window * window
+    if extra is None or fit_tokens < window or test_tokens < window or len(extra) < fit_tokens + test_tokens:
+        have = 0 if extra is None else len(extra)
+        raise ValueError(
+            f"the leakage probe needs probe_fit_tokens + probe_test_tokens (>= one window of {window} each) "
+            f"tokens of text after the evaluation tokens; the text has {have}"
+        )
+    acc = token_recovery_accuracy(
+        runner.model, extra[:fit_tokens], extra[fit_tokens : fit_tokens + test_tokens], window=window
+    )
+    leak = [float(v) for v in acc]
+    leak[-1] = 0.0  # nothing is sent at k = L
+    return leak

@@ -41,7 +41,14 @@ from bisect import bisect_right
 
 import numpy as np
 
-from llmsplit_env.quality.profile import Profile, check_splits, load_profile
+from llmsplit_env.quality.profile import (
+    MODEL_FIELDS,
+    PROFILE_FIELDS,
+    Profile,
+    check_splits,
+    load_profile,
+    profile_mismatches,
+)
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -76,57 +83,6 @@ def realised_loss_batch(p: np.ndarray, z: np.ndarray, n: int) -> np.ndarray:
     c = np.floor(m + np.sqrt(m * (1.0 - p)) * z + 0.5)
     np.clip(c, 0, n, out=c)
     return c / n
-
-
-def probe_leakage(runner, fit_tokens: int, test_tokens: int) -> list[float]:
-    """Leakage per split: the inversion probe's token-recovery accuracy on ``runner``'s model, fitted on the text
-    after its evaluation tokens (0 at k = L, where nothing is sent)."""
-    from llmsplit_env.llm import token_recovery_accuracy
-
-    extra = runner.extra_ids
-    window = runner.window
-    fit_tokens = fit_tokens // window * window
-    test_tokens = test_tokens // window * window
-    if extra is None or fit_tokens < window or test_tokens < window or len(extra) < fit_tokens + test_tokens:
-        have = 0 if extra is None else len(extra)
-        raise ValueError(
-            f"the leakage probe needs probe_fit_tokens + probe_test_tokens (>= one window of {window} each) "
-            f"tokens of text after the evaluation tokens; the text has {have}"
-        )
-    acc = token_recovery_accuracy(
-        runner.model, extra[:fit_tokens], extra[fit_tokens : fit_tokens + test_tokens], window=window
-    )
-    leak = [float(v) for v in acc]
-    leak[-1] = 0.0  # nothing is sent at k = L
-    return leak
-
-
-#: metadata fields a live backend compares with its profile (``profile_match="model"`` checks the first four)
-PROFILE_FIELDS = ("model", "num_layers", "scheme", "scheme_params", "text", "num_tokens", "window")
-MODEL_FIELDS = PROFILE_FIELDS[:4]
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return set(a) == set(b) and all(_same(a[key], b[key]) for key in a)
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return str(a) == str(b)
-
-
-def profile_mismatches(profile: Profile, wanted: dict, fields=PROFILE_FIELDS) -> list[str]:
-    """``"field: profile X, env Y"`` for each of ``fields`` where the profile's metadata differs from ``wanted``."""
-    meta = dict(profile.metadata)
-    have = {
-        "model": meta.get("model"),
-        "num_layers": profile.num_layers,
-        "scheme": profile.scheme,
-        "scheme_params": dict(meta.get("scheme_params", {})),
-        "text": meta.get("text"),
-        "num_tokens": meta.get("num_tokens"),
-        "window": meta.get("window"),
-    }
-    return [f"{f}: profile {have[f]!r}, env {wanted[f]!r}" for f in fields if not _same(have[f], wanted[f])]
 
 
 class QualityBackend(ABC):
@@ -465,6 +421,8 @@ class LLMQuality(QualityBackend):
             from llmsplit_env.quality.server import call
 
             return list(call(self.server, self.server_name, "probe_leakage", fit_tokens, test_tokens))
+        from llmsplit_env.llm.probe import probe_leakage
+
         return probe_leakage(self.runner, fit_tokens, test_tokens)
 
     def sample(self, split: int, level: float, z: float, rng: np.random.Generator) -> tuple[float, float]:

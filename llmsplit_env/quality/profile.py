@@ -19,6 +19,7 @@ A profile is a JSON file written by ``python -m llmsplit_env.profile_builder``. 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -227,3 +228,31 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
     except OSError as e:
         raise ProfileError(f"{path}: cannot be read ({e.__class__.__name__}: {e.strerror or e})") from None
     return profile_from_dict(data, str(path))
+
+
+#: metadata fields a live backend compares with its profile (``profile_match="model"`` checks the first four)
+PROFILE_FIELDS = ("model", "num_layers", "scheme", "scheme_params", "text", "num_tokens", "window")
+MODEL_FIELDS = PROFILE_FIELDS[:4]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return set(a) == set(b) and all(_same(a[key], b[key]) for key in a)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return str(a) == str(b)
+
+
+def profile_mismatches(profile: Profile, wanted: dict, fields=PROFILE_FIELDS) -> list[str]:
+    """``"field: profile X, env Y"`` for each of ``fields`` where the profile's metadata differs from ``wanted``."""
+    meta = dict(profile.metadata)
+    have = {
+        "model": meta.get("model"),
+        "num_layers": profile.num_layers,
+        "scheme": profile.scheme,
+        "scheme_params": dict(meta.get("scheme_params", {})),
+        "text": meta.get("text"),
+        "num_tokens": meta.get("num_tokens"),
+        "window": meta.get("window"),
+    }
+    return [f"{f}: profile {have[f]!r}, env {wanted[f]!r}" for f in fields if not _same(have[f], wanted[f])]

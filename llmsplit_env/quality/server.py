@@ -200,7 +200,7 @@ class QualityServer:
         (as `LLMQuality` does with its own model; computed once per setting)."""
         key = (int(fit_tokens), int(test_tokens))
         if key not in self.leakage:
-            from llmsplit_env.quality.backends import probe_leakage
+            from llmsplit_env.llm.probe import probe_leakage
 
             loop = asyncio.get_running_loop()
             self.leakage[key] = await loop.run_in_executor(self._pool, probe_leakage, self.runner, *key)
