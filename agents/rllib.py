@@ -336,7 +336,7 @@ class RLlibPPOAgent:
     def load(cls, path: str | os.PathLike, env: gym.Env | None = None) -> RLlibPPOAgent:
         """Read a file `save` wrote (no code runs from it: JSON and ``torch.load(weights_only=True)``). With ``env``,
         its spaces must be the saved ones."""
-        from agents.sb3 import _space_from, describe_space
+        from agents.sb3 import _space_from, _SpacesOnlyEnv, describe_space
 
         _need_rllib()
         path = str(path)
@@ -359,12 +359,8 @@ class RLlibPPOAgent:
                 if describe_space(space) != meta[what]:
                     raise ValueError(f"the env's {what} differs from the one {path} was saved with")
 
-        class _Spaces:  # what __init__ reads of an env, without making one
-            observation_space, action_space = obs_space, act_space
-            unwrapped = None
-
-        agent = cls(_Spaces(), env_id=meta["env_id"], env_kwargs=meta.get("env_kwargs"), seed=int(meta["seed"]),
-                    **meta["hyperparams"])  # fmt: skip
+        agent = cls(_SpacesOnlyEnv(obs_space, act_space), env_id=meta["env_id"], env_kwargs=meta.get("env_kwargs"),
+                    seed=int(meta["seed"]), **meta["hyperparams"])  # fmt: skip
         agent.num_timesteps = int(meta.get("num_timesteps", 0))
         agent.quality_evals = int(meta.get("quality_evals", 0))
         module = _build_module(obs_space, act_space, meta["model_config"])

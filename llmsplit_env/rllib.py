@@ -50,10 +50,10 @@ def make_rllib_env(
     named = kwargs.pop(ENV_ID_KEY, None)
     if env_id is not None and named is not None and named != env_id:
         raise ValueError(f"env_config {ENV_ID_KEY!r} is {named!r} but this creator makes {env_id!r}")
-    env_id = env_id or named or "LLMSplit-v0"
-    if not isinstance(env_id, str) or env_id.split(":", 1)[-1] not in ENV_IDS:
-        raise ValueError(f"{ENV_ID_KEY} must be one of {', '.join(ENV_IDS)}, got {env_id!r}")
-    env_id = env_id.split(":", 1)[-1]
+    given = env_id or named or "LLMSplit-v0"
+    env_id = given.split(":", 1)[-1] if isinstance(given, str) else None  # "llmsplit_env:<id>" names the same id
+    if env_id not in ENV_IDS:
+        raise ValueError(f"{ENV_ID_KEY} must be one of {', '.join(ENV_IDS)}, got {given!r}")
     register_envs()
     num_envs = kwargs.pop("num_envs", None)
     if num_envs is None:
