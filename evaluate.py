@@ -37,15 +37,15 @@ def ci95(x: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agents.zoo import cli_main
+    from agents.zoo.registry import cli_main
 
     return cli_main(build_parser, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.env_util import make_env
-    from agents.evaluation import OracleNormalizer, evaluate_agent
-    from agents.zoo import load_agent, read_summary
+    from agents.common.env_util import make_env
+    from agents.common.evaluation import OracleNormalizer, evaluate_agent
+    from agents.zoo.registry import load_agent, read_summary
 
     if args.n_eval_episodes < 2:
         raise ValueError(f"--n-eval-episodes must be >= 2 (for a confidence interval), got {args.n_eval_episodes}")
@@ -138,7 +138,7 @@ def check_output_file(path: Path, flag: str) -> None:
 
 
 def write_json(path: Path, results: dict, failed: dict) -> None:
-    from llmsplit_env.files import atomic_write_json
+    from llmsplit_env.util.files import atomic_write_json
 
     keys = ("mean_return", "ci95", "normalized_score", "mean_ppl", "quality_evals")
     out = {name: {k: r[k] for k in keys} for name, r in results.items()}
@@ -150,7 +150,7 @@ def save_png(fig, path: Path) -> None:
     """Render to memory, then replace the file atomically (a reader never sees half a PNG)."""
     import io
 
-    from llmsplit_env.files import atomic_write_bytes
+    from llmsplit_env.util.files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)

@@ -12,13 +12,13 @@ import argparse
 import time
 from pathlib import Path
 
-from agents.zoo import parse_key_values
+from agents.zoo.args import parse_key_values
 
 DEFAULT_ALGOS = ["mbrl", "ppo", "rsm_ppo", "oracle", "random", "fixed", "threshold"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agents.zoo import ALGOS
+    from agents.zoo.registry import ALGOS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -48,16 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agents.zoo import cli_main
+    from agents.zoo.registry import cli_main
 
     return cli_main(build_parser, run, argv)
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.env_util import make_env
-    from agents.evaluation import OracleNormalizer
-    from agents.zoo import REGISTRY, check_agent, read_summary, train_agent, train_eval_seeds
-    from llmsplit_env.files import atomic_write_json
+    from agents.common.env_util import make_env
+    from agents.common.evaluation import OracleNormalizer
+    from agents.zoo.registry import REGISTRY, check_agent, read_summary, train_agent, train_eval_seeds
+    from llmsplit_env.util.files import atomic_write_json
 
     env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
     hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ray_address:
         if "rllib_ppo" not in args.algo:
             raise ValueError("--ray-address is for rllib_ppo (its env runners); no rllib_ppo in --algo")
-        from agents.sweep import connect_ray
+        from agents.zoo.sweep import connect_ray
 
         connect_ray(args.ray_address)  # fails fast, naming the flag, when nothing answers there
     run_dir = Path(args.log_folder) / args.env
@@ -129,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
 
 def load_for_scoring(record, env_id: str, env_kwargs: dict):
     """Reload the saved agent, so the table scores exactly what evaluate.py will load."""
-    from agents.env_util import make_env
-    from agents.zoo import load_agent
+    from agents.common.env_util import make_env
+    from agents.zoo.registry import load_agent
 
     return load_agent(record.algo, record.path, make_env(env_id, env_kwargs))
 

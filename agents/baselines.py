@@ -12,8 +12,9 @@ for one observation ``[D]`` (action: 0-d array) or a batch ``[N, D]`` (actions `
 | `BestFixedSplitAgent` | learned estimate of the best fixed split, fitted the same way        | its fitting steps |
 | `OracleAgent`         | privileged: true expected rewards, DP over the true future channel   | 0                 |
 
-Heuristics read the observation by name (`agents.env_util.EnvLayout`), never by position. "The best fixed split"
-itself (a privileged reference) is `agents.evaluation.best_fixed_split`; `BestFixedSplitAgent` is its learned estimate.
+Heuristics read the observation by name (`agents.common.env_util.EnvLayout`), never by position. "The best fixed split"
+itself (a privileged reference) is `best_fixed_split` (`agents.common.evaluation`);
+`BestFixedSplitAgent` is its learned estimate.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import gymnasium as gym
 import numpy as np
 
 import llmsplit_env  # noqa: F401  (registers the env ids)
-from agents.env_util import EnvLayout, collect_transitions, env_layout, make_env
-from agents.planning import plan_dp
-from llmsplit_env.files import atomic_write_json
+from agents.common.env_util import EnvLayout, collect_transitions, env_layout, make_env
+from agents.mbrl.planning import plan_dp
+from llmsplit_env.util.files import atomic_write_json
 
 SAVE_FORMAT = "llmsplit-heuristic"
 # 2: the env layout is saved under "layout" with the observation's names (1: "spec", names implied); both load.
@@ -298,7 +299,8 @@ class BestFixedSplitAgent(SNRThresholdAgent):
     """The learned estimate of the best fixed split: the single split with the best mean observed reward on random
     real steps (`SNRThresholdAgent` with one bin; costs its fitting steps).
 
-    The best fixed split itself, the privileged reference measured on the env, is `agents.evaluation.best_fixed_split`.
+    The best fixed split itself, the privileged reference measured on the env, is `best_fixed_split`
+    (`agents.common.evaluation`).
     """
 
     def __init__(self, env: gym.Env | str, split_bandwidth: float = 1.0) -> None:
@@ -312,13 +314,13 @@ class BestFixedSplitAgent(SNRThresholdAgent):
 class OracleAgent(HeuristicAgent):
     """Privileged upper bound: acts on the *true* state of the env it is bound to; ``predict`` ignores ``obs``.
 
-    It must be stepped on that same env (`agents.evaluation.evaluate_agent` re-binds it with ``set_env``; with SB3's
+    It must be stepped on that same env (`evaluate_agent` re-binds it with ``set_env``; with SB3's
     ``evaluate_policy`` pass the env it was built with). A batch of observations is refused.
 
     * No switching cost (weight 0), a negative one, or relative actions: the argmax of ``env.expected_rewards()``
       (which includes the switching term from the current split). Myopic: in the paper env the action's tiny effect
       on the next steps' ρ is ignored.
-    * Switching weight > 0 (absolute actions): exact dynamic programming (`agents.planning.plan_dp`) over the splits
+    * Switching weight > 0 (absolute actions): exact dynamic programming (`plan_dp`) over the splits
       along the *true future* channel of the rest of the episode. The future is peeked by stepping a deep copy of the
       env (the quality backend shared, not copied) with the split held, reading ``expected_rewards()`` without the
       switching term at each step; the channel is exogenous, so the copy sees exactly the levels the env will.

@@ -3,12 +3,12 @@
 1. Collect ``n_real`` real transitions with uniformly random allowed actions (the only real quality evaluations).
 2. Fit the reward surrogate on (observed level, split) → the reward's quality-dependent part: the authors' MLP
    2→128→128→1 with ReLU on raw features (``surrogate="mlp"``), or our `GaussianEnsemble` (``"ensemble"``, its mean).
-   Features (`agents.ensemble.encode_inputs`): ``(level, k)`` for the paper preset (their raw ``(ρ, p)``),
+   Features (`agents.mbrl.ensemble.encode_inputs`): ``(level, k)`` for the paper preset (their raw ``(ρ, p)``),
    ``(observation dims named by obs_dims, k / L)`` otherwise.
 3. Train SB3 PPO for ``total_timesteps`` inside `SurrogateRewardWrapper`: a *profile-backend* copy of the env's
    config (it samples the channel; a profile step costs no real evaluation, and a live-LLM env is never called) whose
    reward is replaced by ``surrogate(features) + the known terms``.
-4. Evaluate on the real reward (`agents.evaluation.evaluate_agent` / `OracleNormalisedEvalCallback` on the real env).
+4. Evaluate on the real reward (`evaluate_agent` / `OracleNormalisedEvalCallback` on the real env).
 
 **Target** (``target``): ``"quality_terms"`` (default, as the authors: their surrogate predicts the perplexity term and
 the load term ``(10 − p)/10`` is computed in closed form): the surrogate learns ``Σ w_c r_c`` over the weighted
@@ -43,11 +43,11 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from torch import nn
 
 import llmsplit_env  # registers the env ids; its LLMSplitEnv is the surrogate phase's env
-from agents.callbacks import RewardComponentCallback
-from agents.ensemble import GaussianEnsemble, encode_inputs
-from agents.env_util import collect_transitions, counts_info, env_layout, make_env
+from agents.common.callbacks import RewardComponentCallback
+from agents.common.env_util import collect_transitions, counts_info, env_layout, make_env
+from agents.mbrl.ensemble import GaussianEnsemble, encode_inputs
 from agents.sb3 import load_sb3_bytes, make_sb3_agent, sb3_bytes
-from llmsplit_env.files import atomic_directory, atomic_output
+from llmsplit_env.util.files import atomic_directory, atomic_output
 
 SURROGATES = ("mlp", "ensemble")
 TARGETS = ("quality_terms", "reward")
@@ -219,7 +219,7 @@ def _surrogate_from_state(state: dict[str, Any]) -> MLPSurrogate | EnsembleSurro
 
 # -------------------------------------------------------------------------------------------- features, env
 class SurrogateFeatures:
-    """Surrogate input ``[obs[obs_dims]..., split feature]`` (`agents.ensemble.encode_inputs` in float64): the split
+    """Surrogate input ``[obs[obs_dims]..., split feature]`` (`encode_inputs` in float64): the split
     raw (``k``, the authors' ``p``) or as a fraction ``k / L``; with ``one_hot``, followed by a one-hot of ``k`` over
     ``1..L`` (not in the paper: lets the model represent jumps between neighbouring splits, such as the lossless
     ``k = L``)."""
@@ -467,7 +467,7 @@ class RSMPPOAgent:
         """Fit the surrogate (first call only) and train PPO for ``total_timesteps`` surrogate steps.
 
         Callbacks run on the PPO model (their ``training_env`` is the surrogate env; evaluate on the real env, e.g.
-        `agents.callbacks.OracleNormalisedEvalCallback`). A `RewardComponentCallback` is added (or, if given, set to
+        `OracleNormalisedEvalCallback`). A `RewardComponentCallback` is added (or, if given, set to
         count the ``n_real`` evaluations only).
         """
         if isinstance(total_timesteps, bool) or int(total_timesteps) != total_timesteps or total_timesteps < 1:

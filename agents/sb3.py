@@ -1,7 +1,7 @@
 """SB3 / sb3-contrib agents: built from zoo-style hyperparameters, saved and loaded without unpickling anything.
 
 ``ALGOS`` maps ``ppo``, ``a2c``, ``dqn``, ``maskable_ppo`` to their classes; `make_sb3_agent` builds a model from a
-zoo section (`agents.hyperparameters.load_hyperparams`), every value checked as data.
+zoo section (`agents.common.hyperparameters.load_hyperparams`), every value checked as data.
 
 A Stable-Baselines3 zip stores parts of the model (spaces, schedules, classes) as cloudpickle, which runs code when
 loaded. `save_sb3` writes SB3's own zip (so SB3 tools can still read it) plus ``llmsplit.json``: the algo, its
@@ -33,9 +33,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.env_util import make_env
-from agents.hyperparameters import as_data, check_data, check_hyperparams, load_hyperparams, parse_policy_kwargs
-from llmsplit_env.files import atomic_write_bytes
+from agents.common.env_util import make_env
+from agents.common.hyperparameters import as_data, check_data, check_hyperparams, load_hyperparams, parse_policy_kwargs
+from llmsplit_env.util.files import atomic_write_bytes
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "maskable_ppo": MaskablePPO}
 # Keys of a zoo section that are not algorithm keyword arguments.
@@ -105,7 +105,7 @@ def make_sb3_agent(
     :param algo: a key of ``ALGOS``
     :param env: a gym env, a VecEnv, or an env id (then ``n_envs`` from the hyperparameters applies)
     :param hyperparams: a zoo section (``n_timesteps``, ``policy``, ``n_envs``, algorithm kwargs); ``None``: from
-        `agents.hyperparameters.load_hyperparams` for ``env_id`` (or the env's spec id). Not modified.
+        `agents.common.hyperparameters.load_hyperparams` for ``env_id`` (or the env's spec id). Not modified.
     :return: the untrained model (train it for ``hyperparams["n_timesteps"]`` steps)
     """
     if algo not in ALGOS:

@@ -47,11 +47,11 @@ def main() -> None:
 
     import torch
 
-    from llmsplit_env.cache_entry import _read_verified, sha256_bytes, verify_dir_entry
     from llmsplit_env.llm import SplitRunner
+    from llmsplit_env.llm.cache_entry import _read_verified, sha256_bytes, verify_dir_entry
     from llmsplit_env.llm.model import _convert_alias, load_causal_lm
+    from llmsplit_env.llm.model_info import alias_gguf
     from llmsplit_env.llm.text import read_text, tokenize_text, tokenizer_key
-    from llmsplit_env.model_info import alias_gguf
 
     t0 = time.perf_counter()
     model_dir = _convert_alias("smollm2-135m")

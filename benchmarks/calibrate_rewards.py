@@ -2,9 +2,9 @@
 
     python benchmarks/calibrate_rewards.py [--episodes 200] [--weights '{"privacy": 0.3}'] [--scan]
 
-Runs, with `agents.evaluation.evaluate_agent` on the same seeds (common random numbers), the oracle
+Runs, with `agents.common.evaluation.evaluate_agent` on the same seeds (common random numbers), the oracle
 (`agents.baselines.OracleAgent`: true expected rewards, dynamic programming over the true future channel when
-switching costs), every fixed split (`agents.evaluation.best_fixed_split`) and the random policy (`RandomAgent`, seed
+switching costs), every fixed split (`best_fixed_split`) and the random policy (`RandomAgent`, seed
 0), and prints:
 
 * the oracle's mean return and its split histogram (how many distinct splits it uses);
@@ -30,8 +30,8 @@ import math
 import numpy as np
 
 from agents.baselines import OracleAgent, RandomAgent
-from agents.env_util import make_env
-from agents.evaluation import best_fixed_split, evaluate_agent
+from agents.common.env_util import make_env
+from agents.common.evaluation import best_fixed_split, evaluate_agent
 
 ENV_ID = "LLMSplit-v0"
 

@@ -17,8 +17,8 @@ from datetime import date
 
 import torch
 
-from llmsplit_env.channel import AnalogChannel
 from llmsplit_env.llm import SplitRunner
+from llmsplit_env.llm.channel import AnalogChannel
 
 
 def flops_per_token(runner: SplitRunner) -> tuple[float, float]:

@@ -2,7 +2,7 @@
 
     python benchmarks/profile_scaling.py [--num-tokens 256] [--window 128] [--levels 0 20] [--seeds 0] [--repeats 1]
 
-Every build is the real command (``python -m llmsplit_env.profile_builder``) in a fresh process, on SmolLM2-135M in
+Every build is the real command (``python -m llmsplit_env.profiling.builder``) in a fresh process, on SmolLM2-135M in
 float32 over the same grid (all 30 splits x the levels x the seeds). The serial builds get their thread count from
 ``OMP_NUM_THREADS``; each Ray worker sets torch to its ``--cpus-per-worker``. Throughput is over the cell phase only
 (``metadata.timings.cells_wall_s`` / ``cells_measured``, written by the builder); start-up (process, imports, Ray,
@@ -34,7 +34,7 @@ def build(label: str, grid: list[str], out: Path, extra: list[str], threads: int
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-m", "llmsplit_env.profile_builder", *grid, "--out", str(out), "--fresh", *extra]
+    cmd = [sys.executable, "-m", "llmsplit_env.profiling.builder", *grid, "--out", str(out), "--fresh", *extra]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -58,8 +58,8 @@ def thread_check(args) -> bool:
     """The clean perplexity and uncached forwards (no stored prefixes) at 1 and at 2 threads: the same bits?"""
     import torch
 
-    from llmsplit_env.channel import AnalogChannel
     from llmsplit_env.llm import SplitRunner
+    from llmsplit_env.llm.channel import AnalogChannel
 
     def load() -> SplitRunner:
         return SplitRunner.from_pretrained(

@@ -85,7 +85,7 @@ def read_cache(out: Path, algo: str, seed: int, want: dict) -> dict | None:
 
 def train_one(algo: str, seed: int, args, out: Path, scorer) -> dict:
     """One (agent, seed) run: its curve at the checkpoints and when it first reached the target (not cached here)."""
-    from agents.zoo import train_agent
+    from agents.zoo.registry import train_agent
 
     t0 = time.perf_counter()
     hp = args.hp.get(algo)
@@ -116,9 +116,9 @@ def eval_seeds(args) -> list[int]:
 
 def run_serial(args, out: Path, jobs: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
     """The runs one after another in this process (one scorer, its references computed once)."""
-    from agents.env_util import make_env
-    from agents.evaluation import OracleNormalizer
-    from llmsplit_env.files import atomic_write_json
+    from agents.common.env_util import make_env
+    from agents.common.evaluation import OracleNormalizer
+    from llmsplit_env.util.files import atomic_write_json
 
     scorer = OracleNormalizer(make_env(args.env), eval_seeds(args))
     results = {}
@@ -134,8 +134,8 @@ def _ray_job(algo: str, seed: int, args, out: Path) -> dict:
     """One run as a Ray task: the scorer rebuilt here (the serial run's env and episodes, so the same numbers)."""
     import torch
 
-    from agents.env_util import make_env
-    from agents.evaluation import OracleNormalizer
+    from agents.common.env_util import make_env
+    from agents.common.evaluation import OracleNormalizer
 
     torch.set_num_threads(max(1, int(args.cpus_per_job)))
     return train_one(algo, seed, args, out, OracleNormalizer(make_env(args.env), eval_seeds(args)))
@@ -144,8 +144,8 @@ def _ray_job(algo: str, seed: int, args, out: Path) -> dict:
 def run_on_ray(args, out: Path, jobs: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
     """The runs not cached yet as Ray tasks (``--cpus-per-job`` CPUs each), collected with ``ray.wait`` as they finish;
     the driver writes each one's cache file as it arrives, so Ctrl-C keeps the finished ones."""
-    from agents.sweep import connect_ray
-    from llmsplit_env.files import atomic_write_json
+    from agents.zoo.sweep import connect_ray
+    from llmsplit_env.util.files import atomic_write_json
 
     results = {(a, s): read_cache(out, a, s, settings(args, a)) for a, s in jobs}
     todo = [job for job in jobs if results[job] is None]
@@ -174,7 +174,8 @@ def run_on_ray(args, out: Path, jobs: list[tuple[str, int]]) -> dict[tuple[str, 
 
 def check(args) -> None:
     """Every input, before any run."""
-    from agents.zoo import REGISTRY, parse_key_values
+    from agents.zoo.args import parse_key_values
+    from agents.zoo.registry import REGISTRY
 
     args.hp = parse_key_values(args.hyperparams, "--hyperparams")
     args.budgets = parse_key_values(args.budget, "--budget")
@@ -238,7 +239,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from llmsplit_env.files import atomic_output
+    from llmsplit_env.util.files import atomic_output
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (algo, runs) in enumerate(results.items()):
@@ -261,11 +262,11 @@ def plot(results: dict, path: Path) -> None:
 def paper(args) -> None:
     """Paper reproduction: the chosen split vs ρ, and surrogate vs extrapolated live-LLM training time."""
     from agents.baselines import OracleAgent
-    from agents.env_util import make_env
-    from agents.evaluation import OracleNormalizer, evaluate_agent
-    from agents.zoo import load_agent, train_agent
-    from llmsplit_env.channel import ErasureChannel
+    from agents.common.env_util import make_env
+    from agents.common.evaluation import OracleNormalizer, evaluate_agent
+    from agents.zoo.registry import load_agent, train_agent
     from llmsplit_env.llm import SplitRunner
+    from llmsplit_env.llm.channel import ErasureChannel
 
     env_id = "LLMSplit-Paper-v0"
     out = Path(args.out) / "paper"
@@ -334,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agents.zoo import cli_main
+    from agents.zoo.registry import cli_main
 
     def run(args: argparse.Namespace) -> int:
         paper(args) if args.paper else sample_efficiency(args)

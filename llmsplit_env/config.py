@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from llmsplit_env.util.mapping import deep_merge
+
 COMPONENTS = ("quality", "ue_compute", "privacy", "switching", "latency", "ppl_gain", "paper_load")
 OBS_EXTRAS = ("distance", "speed", "time", "log_ppl0", "last_quality")
 PRESETS = ("default", "llm", "paper")
@@ -112,22 +114,6 @@ _PRESET_OVERRIDES: dict[str, dict] = {
 }
 
 
-def _deep_merge(base: dict, user: Mapping, path: str = "") -> dict:
-    """``base`` updated with ``user`` recursively; unknown keys (at any depth) raise naming the allowed ones."""
-    if not isinstance(user, Mapping):
-        raise ValueError(f"config{' section ' + repr(path) if path else ''} must be a dict, got {type(user).__name__}")
-    out = dict(base)
-    for key, value in user.items():
-        full = f"{path}.{key}" if path else str(key)
-        if key not in base:
-            raise ValueError(f"unknown config key {full!r}; allowed: {', '.join(sorted(map(str, base)))}")
-        if isinstance(base[key], dict):
-            out[key] = _deep_merge(base[key], value, full)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def _num(cfg: dict, path: str, lo: float, hi: float, *, allow_none: bool = False, integer: bool = False):
     """Fetch ``path`` (dotted) from ``cfg`` and check it is a finite number in [lo, hi]."""
     value = cfg
@@ -156,7 +142,7 @@ def default_config(preset: str = "default") -> dict:
     """The full default configuration of ``preset`` (a fresh copy; edit freely)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
-    return _deep_merge(copy.deepcopy(_DEFAULT_CONFIG), _PRESET_OVERRIDES[preset])
+    return deep_merge(copy.deepcopy(_DEFAULT_CONFIG), _PRESET_OVERRIDES[preset], known_only=True)
 
 
 def resolve_config(config: Mapping | None = None, preset: str | None = None) -> dict:
@@ -170,7 +156,7 @@ def resolve_config(config: Mapping | None = None, preset: str | None = None) -> 
     if preset is not None and cfg_preset is not None and preset != cfg_preset:
         raise ValueError(f"preset given twice and different: argument {preset!r}, config {cfg_preset!r}")
     name = preset or cfg_preset or "default"
-    cfg = _deep_merge(default_config(name), user)
+    cfg = deep_merge(default_config(name), user, known_only=True)
     cfg["preset"] = name
     _validate(cfg)
     return cfg
@@ -182,23 +168,7 @@ def merge_config_kwargs(config: Mapping | None, kwargs: Mapping) -> dict:
     ``ValueError`` naming it; unknown keys are left for `resolve_config` to name."""
     if config is not None and not isinstance(config, Mapping):
         raise ValueError(f"config must be a dict, got {type(config).__name__}")
-    return _merge_both(dict(config or {}), kwargs, "")
-
-
-def _merge_both(a: dict, b: Mapping, path: str) -> dict:
-    out = dict(a)
-    for key, value in b.items():
-        full = f"{path}.{key}" if path else str(key)
-        if key not in out:
-            out[key] = copy.deepcopy(value)
-        elif isinstance(out[key], Mapping) and isinstance(value, Mapping):
-            out[key] = _merge_both(dict(out[key]), value, full)
-        elif out[key] != value:
-            raise ValueError(
-                f"config key {full!r} given twice with different values: {out[key]!r} in config, {value!r} as a "
-                "keyword argument"
-            )
-    return out
+    return deep_merge(dict(config or {}), kwargs, no_conflicts=True)
 
 
 def _validate(cfg: dict) -> None:

@@ -2,7 +2,7 @@
 
 Pluggable, seeded classes in the spirit of mobile-env: a `ChannelDynamics` owns the *true* mean level of the link
 (mean SNR ``γ̄_t`` in dB, or the erasure probability ρ) and the agent's *estimate* of it. The within-step fading
-(Nakagami-m, see `llmsplit_env.channel`) is not simulated here: it is inside the quality backend (the shipped profiles
+(Nakagami-m, see `llm.channel`) is not simulated here: it is inside the quality backend (the shipped profiles
 were measured with it, the live backend draws it); `MobilityChannel.nakagami_m` carries its parameter.
 
 | class               | level   | evolution between steps                                                          |

@@ -1,6 +1,6 @@
 """Closed-form link formulas, torch-free: uplink payload, Shannon airtime and Nakagami-m outage.
 
-Used by the environment (latency component) and by `llmsplit_env.channel` (the digital scheme's outage), so the two
+Used by the environment (latency component) and by `llmsplit_env.llm.channel` (the digital scheme's outage), so the two
 can never disagree. `shannon_airtime` and `nakagami_outage_probability` check their arguments; `airtime_s` is the
 unchecked formula for the env's hot loop, for a float (``math``) or an array (numpy) alike.
 """
@@ -54,7 +54,7 @@ _CHANNEL_CHECKS = {
 
 
 def check_channel_args(scheme: str, level: float, **params) -> tuple[float, dict]:
-    """Validate a channel's level and parameters exactly as its class in `llmsplit_env.channel` does, without torch:
+    """Validate a channel's level and parameters exactly as its class in `llmsplit_env.llm.channel` does, without torch:
     the checked ``(level, params)``, or ``ValueError`` naming the bad one."""
     if scheme not in _CHANNEL_CHECKS:
         raise ValueError(f"unknown channel scheme {scheme!r}; allowed: {', '.join(_CHANNEL_CHECKS)}")

@@ -16,9 +16,9 @@ from agents.baselines import (
     RandomAgent,
     SNRThresholdAgent,
 )
-from agents.evaluation import evaluate_agent
-from agents.hyperparameters import load_hyperparams
-from agents.planning import plan_brute_force
+from agents.common.evaluation import evaluate_agent
+from agents.common.hyperparameters import load_hyperparams
+from agents.mbrl.planning import plan_brute_force
 from agents.sb3 import ALGOS, make_sb3_agent
 
 torch.set_num_threads(1)

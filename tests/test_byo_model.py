@@ -24,7 +24,7 @@ LEVELS = ["-5", "5", "15", "25", "35"]
 
 @pytest.fixture(scope="module")
 def neox_profile(tiny_models, tmp_path_factory) -> Path:
-    from llmsplit_env.profile_builder import main as build_profile
+    from llmsplit_env.profiling.builder import main as build_profile
 
     out = tmp_path_factory.mktemp("byo") / "neox-analog.json"
     args = ["--model", str(tiny_models["gpt_neox"]), "--text", "pydoc", "--scheme", "analog", "--out", str(out),
@@ -51,7 +51,7 @@ def test_env_runs_on_the_profile(neox_profile):
 
 
 def test_train_evaluate_and_split_map(neox_profile, tmp_path, capsys):
-    from llmsplit_env.split_map import main as split_map
+    from llmsplit_env.profiling.split_map import main as split_map
 
     kw = ["--env-kwargs", f"profile:{neox_profile}"]
     assert train.main(["--algo", "oracle", "random", "fixed", "ppo", "-f", str(tmp_path), "-tb", "", "--no-progress",

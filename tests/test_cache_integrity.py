@@ -1,4 +1,4 @@
-"""The user cache verifies itself (`llmsplit_env.cache_entry`): corrupt, truncated, unfinished or stale entries of
+"""The user cache verifies itself (`llmsplit_env.llm.cache_entry`): corrupt, truncated, unfinished or stale entries of
 every kind are rebuilt with a warning naming the path, and give the clean result; an entry that cannot be rebuilt
 raises an error naming it."""
 
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from llmsplit_env.cache_entry import (
+from llmsplit_env.llm import SplitRunner
+from llmsplit_env.llm.cache_entry import (
     DIR_MANIFEST,
     CacheError,
     CacheWarning,
@@ -28,8 +29,7 @@ from llmsplit_env.cache_entry import (
     verify_dir_entry,
     write_file_entry,
 )
-from llmsplit_env.channel import AnalogChannel
-from llmsplit_env.llm import SplitRunner
+from llmsplit_env.llm.channel import AnalogChannel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,7 +159,7 @@ def test_an_entry_that_cannot_be_rebuilt_names_its_path(tiny_models, cache, monk
     def refuse(*_a, **_k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("llmsplit_env.cache_entry.atomic_write_bytes", refuse)
+    monkeypatch.setattr("llmsplit_env.llm.cache_entry.atomic_write_bytes", refuse)
     with pytest.warns(CacheWarning), pytest.raises(CacheError, match=re.escape(str(path))) as err:
         runner(tiny_models["llama"])
     assert "LLMSPLIT_CACHE" in str(err.value)
@@ -269,7 +269,7 @@ def test_an_unfinished_model_conversion_is_never_used(tiny_models, tmp_path):
 _CONCURRENT = r"""
 import sys, time
 from pathlib import Path
-from llmsplit_env.cache_entry import load_dir_entry, load_file_entry
+from llmsplit_env.llm.cache_entry import load_dir_entry, load_file_entry
 
 kind, target = sys.argv[1], Path(sys.argv[2])
 if kind == "file":
@@ -339,8 +339,8 @@ def test_every_torch_load_in_the_repository_uses_weights_only():
 def test_real_converted_model_with_a_flipped_weight_byte_is_reconverted(real_runner, tmp_path, monkeypatch):
     import shutil
 
-    from llmsplit_env._cache import cache_dir
     from llmsplit_env.llm.model import _convert_alias
+    from llmsplit_env.util.cache import cache_dir
 
     converted = _convert_alias("smollm2-135m")  # the session's conversion (verified on the way)
     monkeypatch.setenv("LLMSPLIT_CACHE", str(tmp_path / "cache"))

@@ -1,4 +1,4 @@
-"""Reward-component and real-evaluation tracking, evaluation callbacks (agents.callbacks)."""
+"""Reward-component and real-evaluation tracking, evaluation callbacks (agents.common.callbacks)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from agent_helpers import SMALL, live_env, scalars
 
 import llmsplit_env  # noqa: F401
 from agents.baselines import FixedSplitAgent, SNRThresholdAgent
-from agents.callbacks import OracleNormalisedEvalCallback, RewardComponentCallback, RewardComponentTracker
-from agents.evaluation import evaluate_agent, normalized_score
-from agents.hyperparameters import load_hyperparams
+from agents.common.callbacks import OracleNormalisedEvalCallback, RewardComponentCallback, RewardComponentTracker
+from agents.common.evaluation import evaluate_agent, normalized_score
+from agents.common.hyperparameters import load_hyperparams
 from agents.sb3 import make_sb3_agent
 
 torch.set_num_threads(1)

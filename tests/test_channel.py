@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from llmsplit_env.channel import (
+from llmsplit_env.llm.channel import (
     AnalogChannel,
     DigitalChannel,
     ErasureChannel,

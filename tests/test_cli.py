@@ -177,7 +177,7 @@ def test_train_checks_every_algo_before_training_the_first(tmp_path, capsys, mon
 
 def test_interrupted_retrain_keeps_the_previous_agent(small_run, tmp_path, capsys, monkeypatch):
     """Ctrl-C at the worst point of a save (bytes written, not yet renamed): exit 130, one line, old agent intact."""
-    import llmsplit_env.files as files
+    import llmsplit_env.util.files as files
 
     run = _copy_run(small_run, tmp_path / "run")
     agent = run / "LLMSplit-v0" / "ppo_seed0" / "agent.zip"
@@ -222,14 +222,14 @@ def test_sigint_during_train_keeps_saved_agents(small_run, tmp_path):
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "interrupted: stopped; everything saved before the interrupt is kept"
     assert "Traceback" not in err
-    from agents.zoo import load_agent
+    from agents.zoo.registry import load_agent
 
     for rec in json.loads((run / "LLMSplit-v0" / "summary.json").read_text())["agents"].values():
         load_agent(rec["algo"], rec["path"], None if rec["algo"] == "ppo" else _env())
 
 
 def _env():
-    from agents.env_util import make_env
+    from agents.common.env_util import make_env
 
     return make_env("LLMSplit-v0")
 
@@ -268,12 +268,12 @@ def test_malformed_summary_is_named(tmp_path, capsys, content, needle):
 
 
 def test_evaluate_checks_outputs_before_work(small_run, tmp_path, capsys, monkeypatch):
-    import agents.evaluation
+    import agents.common.evaluation
 
     def never(*_a, **_k):
         raise AssertionError("evaluated before checking its outputs")
 
-    monkeypatch.setattr(agents.evaluation, "evaluate_agent", never)
+    monkeypatch.setattr(agents.common.evaluation, "evaluate_agent", never)
     assert evaluate.main(["-f", str(small_run), "--plots", "/dev/null"]) == 2
     assert "--plots /dev/null exists and is not a folder" in capsys.readouterr().err
     assert evaluate.main(["-f", str(small_run), "--json", str(tmp_path)]) == 2
@@ -281,9 +281,9 @@ def test_evaluate_checks_outputs_before_work(small_run, tmp_path, capsys, monkey
 
 
 def test_ctrl_c_in_evaluate_keeps_finished_results(small_run, tmp_path, capsys, monkeypatch):
-    import agents.evaluation
+    import agents.common.evaluation
 
-    real = agents.evaluation.evaluate_agent
+    real = agents.common.evaluation.evaluate_agent
     calls = []
 
     def second_interrupts(*a, **k):
@@ -292,7 +292,7 @@ def test_ctrl_c_in_evaluate_keeps_finished_results(small_run, tmp_path, capsys, 
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(agents.evaluation, "evaluate_agent", second_interrupts)
+    monkeypatch.setattr(agents.common.evaluation, "evaluate_agent", second_interrupts)
     out = tmp_path / "e.json"
     assert evaluate.main(["-f", str(small_run), "--n-eval-episodes", "2", "--json", str(out),
                           "--plots", str(tmp_path / "p")]) == 130  # fmt: skip
@@ -305,7 +305,7 @@ def test_every_saved_agent_fault_is_an_error_naming_the_file(trained_run, tmp_pa
     """Each algo's saved file, damaged: `load_agent` raises ValueError naming the file (or loads it whole)."""
     import shutil
 
-    from agents.zoo import load_agent
+    from agents.zoo.registry import load_agent
 
     agents = json.loads((trained_run / "LLMSplit-v0" / "summary.json").read_text())["agents"]
     for name, rec in agents.items():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.ensemble import EnsemblePrediction, GaussianEnsemble, encode_inputs
+from agents.mbrl.ensemble import EnsemblePrediction, GaussianEnsemble, encode_inputs
 
 
 @pytest.fixture(autouse=True)

@@ -300,7 +300,7 @@ def test_switching_and_privacy_components():
 
 
 def test_latency_matches_the_channel_formulas():
-    from llmsplit_env.channel import payload_bits, shannon_airtime  # imports torch: test-only
+    from llmsplit_env.llm.channel import payload_bits, shannon_airtime  # imports torch: test-only
 
     env = LLMSplitEnv({"reward": {"weights": {"latency": 1.0}}})
     lat = env.config["latency"]
@@ -323,7 +323,7 @@ def test_static_bounds_on_the_grid_ends_are_accepted():
 
 def test_latency_is_bounded_at_the_cell_edge():
     """Far out of the cell the Shannon airtime explodes (about -200 at -28 dB); it is capped at max_airtime_s."""
-    from llmsplit_env.channel import shannon_airtime  # imports torch: test-only
+    from llmsplit_env.llm.channel import shannon_airtime  # imports torch: test-only
 
     w = {c: 0.0 for c in COMPONENTS} | {"latency": 1.0}
     for cap, want_cap in ((None, 4 * 30 * 0.004), (0.3, 0.3)):

@@ -1,4 +1,4 @@
-"""The one env builder, the env layout read by name, the one random-transition loop (agents.env_util)."""
+"""The one env builder, the env layout read by name, the one random-transition loop (agents.common.env_util)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from agent_helpers import live_env
 
 import llmsplit_env  # noqa: F401
 from agents.baselines import FixedSplitAgent, SNRThresholdAgent
-from agents.env_util import EnvLayout, collect_transitions, env_layout, make_env
+from agents.common.env_util import EnvLayout, collect_transitions, env_layout, make_env
 
 EXTRAS = {"observation": {"extras": ["time"]}}
 
@@ -82,7 +82,7 @@ def test_collect_transitions_is_seeded_and_counts_evaluations():
 
 
 def test_make_env_refuses_mixed_make_arguments_and_config_keys():
-    from agents.env_util import make_env
+    from agents.common.env_util import make_env
 
     with pytest.raises(
         ValueError, match=r"mixes gym.make arguments \['render_mode'\] with config keys \['action_mode'\]"

@@ -1,4 +1,4 @@
-"""Evaluation on fixed seeds, the oracle-normalised score, the best fixed split (agents.evaluation)."""
+"""Evaluation on fixed seeds, the oracle-normalised score, the best fixed split (agents.common.evaluation)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 import llmsplit_env  # noqa: F401
 from agents.baselines import FixedSplitAgent
-from agents.evaluation import best_fixed_split, evaluate_agent, normalized_score
+from agents.common.evaluation import best_fixed_split, evaluate_agent, normalized_score
 
 
 def test_evaluate_agent_with_a_callable_and_normalized_score_errors():

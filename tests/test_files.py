@@ -1,4 +1,4 @@
-"""Atomic writes (`llmsplit_env.files`): all or nothing, and the mode a plain write would give."""
+"""Atomic writes (`llmsplit_env.util.files`): all or nothing, and the mode a plain write would give."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from llmsplit_env.files import atomic_output, atomic_write_bytes, atomic_write_json
+from llmsplit_env.util.files import atomic_output, atomic_write_bytes, atomic_write_json
 
 
 def test_atomic_write_replaces_whole_files_and_keeps_the_old_one_on_error(tmp_path):

@@ -250,7 +250,7 @@ def test_vector_env_matches_golden(case, mode):
 def tiny_live_config(tiny_llm_section, tmp_path_factory):
     """`LLMSplit-LLM-v0` on the tiny random Llama, with an analog profile of the same measurement built by the
     project's profile builder (so ``expected_rewards`` works under ``profile_match="strict"``)."""
-    from llmsplit_env.profile_builder import main as build_profile
+    from llmsplit_env.profiling.builder import main as build_profile
 
     llm = tiny_llm_section
     out = tmp_path_factory.mktemp("golden-profile") / "tiny-analog.json"

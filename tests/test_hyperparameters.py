@@ -1,10 +1,10 @@
-"""The one hyperparameter loader and name check (agents.hyperparameters)."""
+"""The one hyperparameter loader and name check (agents.common.hyperparameters)."""
 
 from __future__ import annotations
 
 import pytest
 
-from agents.hyperparameters import check_hyperparams, hyperparam_algos, load_hyperparams
+from agents.common.hyperparameters import check_hyperparams, hyperparam_algos, load_hyperparams
 from agents.sb3 import ALGOS
 
 

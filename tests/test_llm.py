@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmsplit_env.channel import AnalogChannel, DigitalChannel, ErasureChannel
 from llmsplit_env.llm import SplitRunner, token_recovery_accuracy
+from llmsplit_env.llm.channel import AnalogChannel, DigitalChannel, ErasureChannel
 
 CHANNELS = [AnalogChannel(0.0), DigitalChannel(3.0), ErasureChannel(0.2)]
 

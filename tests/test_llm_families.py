@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from llmsplit_env.channel import make_channel
 from llmsplit_env.llm import LayoutError, SplitRunner, split_model, token_recovery_accuracy
+from llmsplit_env.llm.channel import make_channel
 
 V = 512  # the test tokenizer's vocabulary
 SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4}

@@ -1,4 +1,4 @@
-"""The shared TensorBoard tag tree's logger (agents.logger)."""
+"""The shared TensorBoard tag tree's logger (agents.common.logger)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 from agent_helpers import scalars
 
-from agents.logger import TagTreeLogger, configure_logger
+from agents.common.logger import TagTreeLogger, configure_logger
 
 
 def test_configure_logger_naming_and_mirroring(tmp_path):

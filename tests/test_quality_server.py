@@ -178,8 +178,8 @@ def test_concurrent_requests_from_several_processes_are_batched_and_identical(
 def test_batches_give_the_bits_of_single_forwards(tiny_models):
     """Why batching cannot change a number: the runner's batched forward gives each draw, at every position and batch
     size, exactly its single forward's log-PPL and lost fraction (what the server checks at start-up)."""
-    from llmsplit_env.channel import make_channel
     from llmsplit_env.llm import SplitRunner
+    from llmsplit_env.llm.channel import make_channel
 
     r = SplitRunner.from_pretrained(str(tiny_models["llama"]), "pydoc", num_tokens=64, window=32, dtype="float32")
     draws = [(make_channel("analog", lvl, m=2.0), seed) for lvl, seed in ((0.0, 3), (12.5, 7), (30.0, 3), (5.0, 11))]

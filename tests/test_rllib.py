@@ -129,8 +129,8 @@ TINY = {"num_env_runners": 1, "num_envs_per_env_runner": 2, "num_cpus_per_env_ru
 
 @pytest.fixture(scope="module")
 def trained(local_ray, tmp_path_factory):
-    from agents.evaluation import OracleNormalizer
-    from agents.zoo import train_agent
+    from agents.common.evaluation import OracleNormalizer
+    from agents.zoo.registry import train_agent
 
     out = tmp_path_factory.mktemp("rllib")
     scorer = OracleNormalizer("LLMSplit-v0", [1_000_000, 1_000_001], {"reward": {"weights": {"switching": 0.3}}})
@@ -167,7 +167,7 @@ def test_agent_writes_the_shared_tag_tree(trained):
 
 
 def test_saved_agent_loads_as_data_and_acts_the_same(trained):
-    from agents.zoo import load_agent
+    from agents.zoo.registry import load_agent
 
     record, _, scorer = trained
     env = gym.make("LLMSplit-v0", **SWITCHING)
@@ -184,7 +184,7 @@ def test_saved_agent_loads_as_data_and_acts_the_same(trained):
 
 
 def test_damaged_or_foreign_files_are_refused_by_name(trained, tmp_path):
-    from agents.zoo import load_agent
+    from agents.zoo.registry import load_agent
 
     record, _, _ = trained
     torn = tmp_path / "torn.zip"
@@ -214,7 +214,7 @@ def test_damaged_or_foreign_files_are_refused_by_name(trained, tmp_path):
     ],
 )
 def test_bad_hyperparameters_fail_before_any_work(hp, message):
-    from agents.zoo import check_agent
+    from agents.zoo.registry import check_agent
 
     env = gym.make("LLMSplit-v0")
     with pytest.raises(ValueError, match=message):
@@ -262,13 +262,13 @@ def test_ray_address_without_rllib_ppo_is_refused(tmp_path):
 
 
 def test_learn_twice_and_untrained_use_are_refused(trained):
-    from agents.zoo import load_agent
+    from agents.zoo.registry import load_agent
 
     record, _, _ = trained
     agent = load_agent("rllib_ppo", record.path)
     with pytest.raises(ValueError, match="trained already; build a new one"):
         agent.learn(200)
-    from agents.rllib import RLlibPPOAgent
+    from agents.rllib_ppo import RLlibPPOAgent
 
     fresh = RLlibPPOAgent(gym.make("LLMSplit-v0"), **TINY)
     with pytest.raises(ValueError, match="untrained"):
@@ -281,7 +281,7 @@ def test_learn_twice_and_untrained_use_are_refused(trained):
 def test_live_env_counts_the_models_evaluations_exactly(local_ray, tiny_llm_section, tmp_path):
     """On the live env a step at k = L costs nothing and resets cost what they cost: the agent's count is the sum of
     the env runners' envs' own lifetime counters, whatever RLlib's episode chunking."""
-    from agents.rllib import RLlibPPOAgent
+    from agents.rllib_ppo import RLlibPPOAgent
 
     config = {"llm": {**tiny_llm_section, "profile_match": "model"}, "max_episode_steps": 7}
     env = gym.make("LLMSplit-LLM-v0", **config)

@@ -13,7 +13,7 @@ import torch
 from agent_helpers import CountingProfile
 
 import llmsplit_env  # noqa: F401
-from agents.callbacks import OracleNormalisedEvalCallback, RewardComponentCallback
+from agents.common.callbacks import OracleNormalisedEvalCallback, RewardComponentCallback
 from agents.rsm import (
     MLPSurrogate,
     RSMPPOAgent,

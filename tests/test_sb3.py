@@ -16,7 +16,7 @@ import torch
 from stable_baselines3 import PPO
 
 import llmsplit_env  # noqa: F401
-from agents.hyperparameters import as_data, parse_policy_kwargs
+from agents.common.hyperparameters import as_data, parse_policy_kwargs
 from agents.sb3 import META, load_sb3, make_sb3_agent, save_sb3
 from tests.agent_helpers import SMALL, obs_batch
 

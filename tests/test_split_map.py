@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import llmsplit_env  # noqa: F401
-from llmsplit_env.split_map import main, split_map
+from llmsplit_env.profiling.split_map import main, split_map
 
 
 @pytest.mark.parametrize("profile", ["smollm2-135m-analog", "smollm2-135m-erasure"])

@@ -1,4 +1,4 @@
-"""Ray Tune sweeps (``python -m agents.sweep``) and ``benchmarks/sample_efficiency.py --ray`` on a real local Ray
+"""Ray Tune sweeps (``python -m agents.zoo.sweep``) and ``benchmarks/sample_efficiency.py --ray`` on a real local Ray
 instance (2 CPUs, started once for the module): a sweep's table equals serial `train_agent` runs number for number,
 a rerun skips finished trials, bad input fails before anything starts, and the benchmark prints the serial table.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agents import sweep
+from agents.zoo import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = ["oracle", "random", "fixed", "ppo"]
@@ -62,9 +62,9 @@ def swept(local_ray, tmp_path_factory) -> tuple[Path, str]:
 
 def serial_row(algo: str, seed: int, switching: float, out: Path) -> dict:
     """What train.py does for one agent: train_agent, then the reloaded agent scored on its evaluation episodes."""
-    from agents.env_util import make_env
-    from agents.evaluation import OracleNormalizer
-    from agents.zoo import load_agent, train_agent, train_eval_seeds
+    from agents.common.env_util import make_env
+    from agents.common.evaluation import OracleNormalizer
+    from agents.zoo.registry import load_agent, train_agent, train_eval_seeds
 
     kwargs = {"reward": {"weights": {"switching": switching}}}
     scorer = OracleNormalizer(make_env("LLMSplit-v0", kwargs), train_eval_seeds(seed, EVAL_EPISODES))

@@ -1,11 +1,11 @@
-"""The zoo's registry: every algo has a builder, a loader, a file name and its hyperparameters (agents.zoo)."""
+"""The zoo's registry: every algo has a builder, a loader, a file name and its hyperparameters (agents.zoo.registry)."""
 
 from __future__ import annotations
 
 import pytest
 
-from agents.hyperparameters import HYPERPARAMS_DIR, hyperparam_algos
-from agents.zoo import ALGOS, REGISTRY, load_agent, train_agent
+from agents.common.hyperparameters import HYPERPARAMS_DIR, hyperparam_algos
+from agents.zoo.registry import ALGOS, REGISTRY, load_agent, train_agent
 
 
 def test_registry_covers_every_algo():

@@ -6,8 +6,9 @@ without torch: the profile builder checks its command line before it pays for to
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from llmsplit_env.util.exports import lazy_exports
 
 _LAZY = {
     "LayoutError": "llmsplit_env.llm.model",
@@ -42,11 +43,4 @@ if TYPE_CHECKING:
     from llmsplit_env.llm.text import TEXT_SOURCES, read_text
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'llmsplit_env.llm' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from llmsplit_env._cache import cache_dir
-from llmsplit_env.cache_entry import dir_entry_settings, load_dir_entry, verify_dir_entry
-from llmsplit_env.model_info import MODEL_ALIASES, alias_gguf, check_local_model
+from llmsplit_env.llm.cache_entry import dir_entry_settings, load_dir_entry, verify_dir_entry
+from llmsplit_env.llm.model_info import MODEL_ALIASES, alias_gguf, check_local_model
+from llmsplit_env.util.cache import cache_dir
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
@@ -73,7 +73,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 def _convert_alias(alias: str) -> Path:
     """Dequantise the alias's GGUF once into a safetensors directory in the user cache (0.3 s reloads after).
 
-    The directory is a verified cache entry (`llmsplit_env.cache_entry`): built beside its final place, its manifest
+    The directory is a verified cache entry (`llmsplit_env.llm.cache_entry`): built beside its final place, its manifest
     (size and SHA-256 of every file, and the GGUF it came from) written last, and renamed into place whole. Each use
     re-hashes its files; a missing manifest (an interrupted or older conversion), a changed GGUF, or a corrupt or
     truncated file means the conversion runs again, with a warning naming the directory.

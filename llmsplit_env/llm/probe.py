@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llmsplit_env.channel import Channel
+from llmsplit_env.llm.channel import Channel
 from llmsplit_env.llm.model import SplitModel
 
 

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llmsplit_env._cache import cache_dir
-from llmsplit_env.cache_entry import InvalidEntry, load_file_entry
-from llmsplit_env.channel import Channel
+from llmsplit_env.llm.cache_entry import InvalidEntry, load_file_entry
+from llmsplit_env.llm.channel import Channel
 from llmsplit_env.llm.model import SplitModel, load_causal_lm, resolve_device, resolve_dtype, split_model
 from llmsplit_env.llm.text import tokenize_text, tokenizer_key
+from llmsplit_env.util.cache import cache_dir
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ class SplitRunner:
     def prefixes(self) -> torch.Tensor:
         """Clean hidden states at every boundary: ``[L + 1, windows, window, d]`` (index k = after k layers).
 
-        Kept in the user cache with a manifest (`llmsplit_env.cache_entry`): a corrupt or truncated file is
+        Kept in the user cache with a manifest (`llmsplit_env.llm.cache_entry`): a corrupt or truncated file is
         rebuilt, and only tensors are ever unpickled (``weights_only=True``)."""
         if self._prefixes is not None:
             return self._prefixes
@@ -255,7 +255,9 @@ class SplitRunner:
         """Log-perplexity per seed (one channel draw each) with ``channel`` on the hidden states after ``split``."""
         split = self._check_split(split)
         if channel is not None and not isinstance(channel, Channel):
-            raise ValueError(f"channel must be a llmsplit_env.channel.Channel or None, got {type(channel).__name__}")
+            raise ValueError(
+                f"channel must be a llmsplit_env.llm.channel.Channel or None, got {type(channel).__name__!r}"
+            )
         seeds = [_check_int("seed", s, 0) for s in seeds]
         if not seeds:
             raise ValueError("seeds must name at least one seed")

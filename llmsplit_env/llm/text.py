@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llmsplit_env._cache import cache_dir
-from llmsplit_env.cache_entry import InvalidEntry, load_file_entry
+from llmsplit_env.llm.cache_entry import InvalidEntry, load_file_entry
+from llmsplit_env.util.cache import cache_dir
 
 TEXT_SOURCES = ("wiki", "pydoc")
 
@@ -83,7 +83,7 @@ def read_text(text: str | os.PathLike) -> tuple[str, str]:
 def tokenize_text(text: str | os.PathLike, tokenizer, tokenizer_key: str) -> tuple[str, np.ndarray]:
     """Token ids of a whole text source, cached in the user cache keyed by content and tokenizer.
 
-    The cached ``.npy`` carries a manifest (`llmsplit_env.cache_entry`): a corrupt or truncated file is rebuilt."""
+    The cached ``.npy`` carries a manifest (`llmsplit_env.llm.cache_entry`): a corrupt or truncated file is rebuilt."""
     name, content = read_text(text)
     content_sha = hashlib.sha256(content.encode()).hexdigest()
     key = hashlib.sha256(f"{tokenizer_key}\0{content}".encode()).hexdigest()[:24]

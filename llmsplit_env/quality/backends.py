@@ -312,8 +312,8 @@ class LLMQuality(QualityBackend):
         self.server = None
         self.runner = None
         if server is None:
-            from llmsplit_env.channel import make_channel  # torch enters here, not at env import
             from llmsplit_env.llm import SplitRunner
+            from llmsplit_env.llm.channel import make_channel  # torch enters here, not at env import
 
             self._make_channel = make_channel
             self.runner = SplitRunner.from_pretrained(model, text, num_tokens=num_tokens, window=window, dtype=dtype,
@@ -456,7 +456,7 @@ class LLMQuality(QualityBackend):
             raise ValueError(
                 f"expected rewards of the live backend come from a {self.scheme} profile of the same model "
                 f"({self.model_name!r}) and measurement (llm.profile_match={self.profile_match!r}); {why}. Build one "
-                f"with `python -m llmsplit_env.profile_builder --model {self.model_name} --scheme {self.scheme} "
+                f"with `python -m llmsplit_env.profiling.builder --model {self.model_name} --scheme {self.scheme} "
                 "--out FILE` "
                 "and pass config profile=FILE"
                 + ("" if self.profile_match == "model" else ", or set llm.profile_match='model' to use a profile of "

@@ -131,7 +131,7 @@ class QualityServer:
 
     def _check_batching(self) -> bool:
         """True if a forward of every batch size ``2..max_batch`` gives each draw the bits of its single forward."""
-        from llmsplit_env.channel import make_channel
+        from llmsplit_env.llm.channel import make_channel
 
         r = self.runner
         if r.num_layers < 2 or self.max_batch < 2:
@@ -191,7 +191,7 @@ class QualityServer:
 
     async def scheme_params(self, scheme: str, params: dict) -> dict:
         """The channel's parameters with defaults filled in, as `make_channel(...).params()` (profile matching)."""
-        from llmsplit_env.channel import make_channel
+        from llmsplit_env.llm.channel import make_channel
 
         return dict(make_channel(scheme, 0.1 if scheme == "erasure" else 10.0, **params).params())
 
@@ -211,7 +211,7 @@ class QualityServer:
     async def evaluate(self, split: int, scheme: str, level: float, params: dict, seed: int) -> tuple[float, float]:
         """``(log PPL, lost fraction)`` of one channel draw (``seed``) at ``split`` and ``level``: what
         ``SplitRunner.evaluate(split, make_channel(scheme, level, **params), [seed])`` gives, batched with others."""
-        from llmsplit_env.channel import make_channel
+        from llmsplit_env.llm.channel import make_channel
 
         if self.error is not None:
             raise RuntimeError(f"the quality server failed to load its model: {self.error[1]}")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from agents.baselines import FixedSplitAgent, OracleAgent, RandomAgent
-from agents.env_util import EnvLike, env_layout, lifetime_quality_evals, make_env
+from agents.common.env_util import EnvLike, env_layout, lifetime_quality_evals, make_env
 
 __all__ = [
     "OracleNormalizer",
@@ -66,7 +66,7 @@ def evaluate_agent(
     ``agent_or_predict_fn`` is anything with SB3's ``predict(obs, state, episode_start, deterministic)``
     (``action_masks`` is passed when its ``predict`` accepts it, as in MaskablePPO), or a callable ``obs -> action``.
     Privileged agents (``privileged = True``, e.g. `OracleAgent`) are re-bound with ``set_env(env)`` to the evaluation
-    env, since they read its true state. ``env_id_or_factory`` and ``env_kwargs``: see `agents.env_util.make_env`.
+    env, since they read its true state. ``env_id_or_factory`` and ``env_kwargs``: see `make_env`.
 
     :return: ``mean_return``, ``std_return``, ``returns`` (``[n]``), ``mean_length``, ``mean_ppl`` (over steps),
         ``split_counts`` (``{split: steps}``), ``mean_components`` (per-step means of ``info["rewards"]``),
@@ -183,7 +183,7 @@ class OracleNormalizer:
 
     :param env: env id, factory or instance (an instance is reused for every evaluation)
     :param seeds: evaluation episode seeds
-    :param env_kwargs: see `agents.env_util.make_env`
+    :param env_kwargs: see `agents.common.env_util.make_env`
     """
 
     def __init__(self, env: EnvLike, seeds: Sequence[int], env_kwargs: dict | None = None) -> None:

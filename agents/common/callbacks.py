@@ -1,4 +1,4 @@
-"""Training callbacks of the shared tag tree (`agents.logger`): reward components, the real-evaluation count, and
+"""Training callbacks of the shared tag tree (`agents.common.logger`): reward components, the real-evaluation count, and
 evaluation during training.
 
 * `RewardComponentTracker`: per-episode sums of ``info["rewards"]`` and the real-evaluation count, for any loop
@@ -30,9 +30,9 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
-from agents.env_util import EnvLike, is_live_config
-from agents.evaluation import OracleNormalizer
-from agents.logger import TagTreeLogger
+from agents.common.env_util import EnvLike, is_live_config
+from agents.common.evaluation import OracleNormalizer
+from agents.common.logger import TagTreeLogger
 
 COUNT_MODES = ("auto", "steps", "info", "none")
 

@@ -1,4 +1,4 @@
-"""The profile builder's cells on Ray: ``python -m llmsplit_env.profile_builder … --ray [ADDRESS]``.
+"""The profile builder's cells on Ray: ``python -m llmsplit_env.profiling.builder … --ray [ADDRESS]``.
 
 Needs the optional dependency (``pip install llmsplit[ray]``); this module imports Ray only when a build starts, so
 the package, and the serial build, work without it.
@@ -38,7 +38,7 @@ import sys
 import time
 
 import llmsplit_env
-from llmsplit_env.profile_backends import Job, Plan, UsageError, WorkersLost, measure_cell, measure_probe
+from llmsplit_env.profiling.cells import Job, Plan, UsageError, WorkersLost, measure_cell, measure_probe
 
 MAX_RESTARTS = 3  # per worker; its in-flight cells are retried on the restarted actor
 IN_FLIGHT = 2  # cells queued at each actor

@@ -1,5 +1,5 @@
 """How a profile's cells are measured: the shared cell and probe measurements, the build's state (`Job`), and the
-serial backend. `llmsplit_env.profile_builder` drives a backend; `llmsplit_env.profile_ray` is the other one.
+serial backend. `llmsplit_env.profiling.builder` drives a backend; `llmsplit_env.profiling.ray_runner` is the other one.
 
 Kept apart from the builder so that the Ray backend can use these without importing the builder (no import cycle).
 """
@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmsplit_env.files import atomic_write_json
+from llmsplit_env.util.files import atomic_write_json
 
 
 class UsageError(ValueError):
@@ -45,8 +45,8 @@ def flag_error(flag: str, check, *args, **kwargs):
 def measure_cell(runner, scheme: str, level: float, params: dict, seeds: list[int], split: int) -> tuple[dict, float]:
     """One cell (``split`` at channel ``level``, every seed) as the partial file stores it, and its seconds.
 
-    The serial build and the Ray workers (`llmsplit_env.profile_ray`) both measure with this function."""
-    from llmsplit_env.channel import make_channel
+    The serial build and the Ray workers (`llmsplit_env.profiling.ray_runner`) both measure with this function."""
+    from llmsplit_env.llm.channel import make_channel
 
     t0 = time.perf_counter()
     ev = runner.evaluate(split, make_channel(scheme, level, **params), seeds, cached=True)

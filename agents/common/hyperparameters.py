@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
+HYPERPARAMS_DIR = Path(__file__).resolve().parents[1] / "hyperparams"
 
 
 def hyperparam_algos() -> list[str]:

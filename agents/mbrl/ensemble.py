@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from llmsplit_env.files import atomic_write_bytes
+from llmsplit_env.util.files import atomic_write_bytes
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 SAVE_FORMAT = "llmsplit-gaussian-ensemble"

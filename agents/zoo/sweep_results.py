@@ -1,5 +1,5 @@
-"""What a sweep (`agents.sweep`) writes: one result file per finished trial, and the comparison table (markdown and
-CSV, a row per trial) and plot of a sweep. Every file is written atomically (`llmsplit_env.files`)."""
+"""What a sweep (`agents.zoo.sweep`) writes: one result file per finished trial, and the comparison table (markdown and
+CSV, a row per trial) and plot of a sweep. Every file is written atomically (`llmsplit_env.util.files`)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def table_rows(specs: list[dict], results: dict[str, dict], errors: dict[str, st
 
 def write_outputs(out: Path, rows: list[dict], env_id: str, eval_episodes: int, env_kwargs: list[str] | None) -> str:
     """``sweep.csv``, ``sweep.md`` and ``sweep.png``, atomically; returns the markdown table."""
-    from llmsplit_env.files import atomic_write_bytes
+    from llmsplit_env.util.files import atomic_write_bytes
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
@@ -88,7 +88,7 @@ def plot(path: Path, rows: list[dict], env_id: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from llmsplit_env.files import atomic_output
+    from llmsplit_env.util.files import atomic_output
 
     configs = list(dict.fromkeys(r["env_config"] for r in rows))
     algos = list(dict.fromkeys(r["algo"] for r in rows))

@@ -1,4 +1,4 @@
-"""Build a quality profile of a real split LLM: ``python -m llmsplit_env.profile_builder --scheme analog --out FILE``.
+"""Build a quality profile of a real split LLM: ``python -m llmsplit_env.profiling.builder --scheme analog --out FILE``.
 
 Measures log-perplexity at every split × channel level × seed, plus the clean perplexity and the leakage probe, and
 writes a JSON profile (see `llmsplit_env.quality.profile`). Each finished cell is saved atomically to
@@ -9,7 +9,7 @@ not even imported; the model's L and positions come from its config or GGUF head
 within about a second with one ``error: …`` line naming the flag and what it allows, exit status 2. Ctrl-C ends it
 with one line and exit status 130; the cells finished so far stay in the partial file.
 
-``--ray [ADDRESS]`` measures the cells on Ray workers instead (`llmsplit_env.profile_ray`): a local Ray instance, or
+``--ray [ADDRESS]`` measures the cells on Ray workers instead (`profiling.ray_runner`): a local Ray instance, or
 the cluster at ADDRESS. The driver alone writes the same partial file, so a build resumes with or without ``--ray``,
 and the numbers are the serial build's, bit for bit.
 """
@@ -31,9 +31,8 @@ from pathlib import Path
 import numpy as np
 
 import llmsplit_env
-from llmsplit_env.files import atomic_write_json
 from llmsplit_env.link import check_bits, check_channel_args, check_nakagami_m, check_threshold_db
-from llmsplit_env.profile_backends import (
+from llmsplit_env.profiling.cells import (
     Job,
     Plan,
     SerialBackend,
@@ -49,6 +48,7 @@ from llmsplit_env.quality.profile import (
     check_splits,
     profile_from_dict,
 )
+from llmsplit_env.util.files import atomic_write_json
 
 DEFAULT_LEVELS = {
     "analog": np.round(np.arange(-5.0, 35.0 + 1e-9, 2.5), 6),
@@ -69,7 +69,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m llmsplit_env.profile_builder", description=__doc__.splitlines()[0])
+    p = _Parser(prog="python -m llmsplit_env.profiling.builder", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m", help="alias, local path or hub id (default: smollm2-135m)")
     p.add_argument("--text", default="wiki", help="wiki, pydoc, a file path or literal text (default: wiki)")
     p.add_argument("--scheme", required=True, choices=SCHEMES)
@@ -208,8 +208,8 @@ def validate(args: argparse.Namespace) -> Plan:
     if not _DEVICE.fullmatch(args.device):
         raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {args.device!r}")
     # text and model: cheap look-ups only (the text's length is checked once the tokenizer is loaded)
+    from llmsplit_env.llm.model_info import model_info
     from llmsplit_env.llm.text import read_text
-    from llmsplit_env.model_info import model_info
 
     flag_error("--text", read_text, args.text)
     try:
@@ -296,7 +296,7 @@ def build_profile(args: argparse.Namespace, command: str) -> dict:
     plan = validate(args)
     levels, params, partial_path = plan.levels, plan.params, plan.partial_path
     if args.ray is not None:
-        from llmsplit_env.profile_ray import RayBackend
+        from llmsplit_env.profiling.ray_runner import RayBackend
 
         backend = RayBackend(args, plan)  # connects to Ray; the model loads on the workers in load()
     else:
@@ -414,7 +414,7 @@ def build_profile(args: argparse.Namespace, command: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    command = "python -m llmsplit_env.profile_builder " + shlex.join(argv)
+    command = "python -m llmsplit_env.profiling.builder " + shlex.join(argv)
     partial = args.out.with_name(args.out.name + ".partial.json")
     try:
         data = build_profile(args, command)

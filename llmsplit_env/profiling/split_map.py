@@ -1,6 +1,6 @@
 """A profile's split map: perplexity over split × channel level, and the best split at each level.
 
-``python -m llmsplit_env.split_map PROFILE --out map.png`` (``PROFILE``: a shipped name or a path) plots the mean
+``llmsplit map PROFILE --out map.png`` (``PROFILE``: a shipped name or a path) plots the mean
 perplexity of every measured (split, level) cell, and over it the split that earns the highest expected reward when
 the channel holds still at that level (no switching cost: the split the oracle settles on under a constant channel),
 for the env's reward weights (``--config`` JSON overrides them, as in ``gym.make(id, config=...)``). It prints the
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from llmsplit_env.factory import make_backend
-from llmsplit_env.files import atomic_write_bytes
 from llmsplit_env.problem import compile_problem
+from llmsplit_env.util.files import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def plot_split_map(m: SplitMap, path: str | Path, title: str = "") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m llmsplit_env.split_map", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m llmsplit_env.profiling.split_map", description=__doc__.splitlines()[0])
     p.add_argument("profile", help="a shipped profile name (e.g. smollm2-135m-analog) or a profile JSON path")
     p.add_argument("--out", type=Path, help="PNG to write (default: only print the table)")
     p.add_argument("--config", default="{}", help="env config overrides as JSON, e.g. '{\"reward\": {...}}'")

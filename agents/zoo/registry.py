@@ -6,7 +6,7 @@ the benchmarks). ``REGISTRY`` maps each algo to its `AlgoEntry` (agent class, tr
 | `mbrl`          | `MBRLAgent` (ensemble surrogate + discrete planning)         | its env steps                 |
 | `ppo`, `a2c`, `dqn`, `maskable_ppo` | SB3 / sb3-contrib on the real reward    | their env steps               |
 | `rsm_ppo`       | the paper's RSM-PPO (surrogate fitted on N real steps)      | N                             |
-| `rllib_ppo`     | RLlib PPO with env runners on a Ray cluster (`agents.rllib`) | its env steps                |
+| `rllib_ppo`     | RLlib PPO with env runners on a Ray cluster (`agents.rllib_ppo`) | its env steps                |
 | `threshold`     | SNR-threshold rule fitted on random real steps              | its fitting steps             |
 | `oracle`, `random`, `fixed` | privileged upper bound, lower bound, the best fixed split (or a given one) | 0 |
 """
@@ -24,15 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
-from agents.env_util import make_env
-from agents.hyperparameters import check_hyperparams, load_hyperparams
+from agents.common.env_util import make_env
+from agents.common.hyperparameters import check_hyperparams, load_hyperparams
 
 if TYPE_CHECKING:
-    from agents.evaluation import OracleNormalizer
+    from agents.common.evaluation import OracleNormalizer
 
 SB3_ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo")
 HEURISTICS = ("oracle", "random", "fixed", "threshold")
-# Seeds of the episodes that pick the best fixed split (`agents.evaluation.best_fixed_split`) for `fixed`.
+# Seeds of the episodes that pick the best fixed split (`agents.common.evaluation.best_fixed_split`) for `fixed`.
 BEST_FIXED_EPISODES = 20
 
 
@@ -148,7 +148,7 @@ def _budget(job: TrainJob, hp: dict) -> int:
 
 
 def _build_mbrl(job: TrainJob) -> Built:
-    from agents.mbrl import MBRLAgent, check_budget
+    from agents.mbrl.agent import MBRLAgent, check_budget
 
     hp = load_hyperparams("mbrl", job.env_id, job.hyperparams)
     steps = _budget(job, hp)
@@ -177,7 +177,7 @@ def _build_sb3(job: TrainJob) -> Built:
 
 
 def _fit_sb3(job: TrainJob, built: Built) -> int:
-    from agents.callbacks import CurveCallback, RewardComponentCallback
+    from agents.common.callbacks import CurveCallback, RewardComponentCallback
 
     counter = RewardComponentCallback()
     callbacks = [counter]
@@ -199,7 +199,7 @@ def _build_rsm(job: TrainJob) -> Built:
 
 
 def _fit_rsm(job: TrainJob, built: Built) -> int:
-    from agents.callbacks import CurveCallback
+    from agents.common.callbacks import CurveCallback
 
     agent = built.agent
     # Its whole real-evaluation cost is paid before PPO starts: every curve point sits at n_real.
@@ -211,7 +211,7 @@ def _fit_rsm(job: TrainJob, built: Built) -> int:
 
 
 def _build_rllib(job: TrainJob) -> Built:
-    from agents.rllib import RLlibPPOAgent
+    from agents.rllib_ppo import RLlibPPOAgent
 
     hp = load_hyperparams("rllib_ppo", job.env_id, job.hyperparams)
     steps = _budget(job, hp)
@@ -229,13 +229,13 @@ def _fit_rllib(job: TrainJob, built: Built) -> int:
 
 
 def _rllib_keys() -> list[str]:
-    from agents.rllib import rllib_hyperparam_keys
+    from agents.rllib_ppo import rllib_hyperparam_keys
 
     return rllib_hyperparam_keys()
 
 
 def _load_rllib(path: Path, env: gym.Env | None) -> Any:
-    from agents.rllib import RLlibPPOAgent
+    from agents.rllib_ppo import RLlibPPOAgent
 
     return RLlibPPOAgent.load(path, env)
 
@@ -263,8 +263,8 @@ def _build_fixed(job: TrainJob) -> Built:
 
 def _fit_fixed(job: TrainJob, built: Built) -> int:
     from agents.baselines import FixedSplitAgent
-    from agents.env_util import counts_info
-    from agents.evaluation import best_fixed_split
+    from agents.common.env_util import counts_info
+    from agents.common.evaluation import best_fixed_split
 
     if built.agent is None:  # the best fixed split (privileged, like the oracle: no real evaluations on a profile env)
         seeds = [10_000_000 + job.seed * 1000 + ep for ep in range(BEST_FIXED_EPISODES)]
@@ -317,14 +317,14 @@ def _keys(*names: str) -> Callable[[], list[str]]:
 
 
 REGISTRY: dict[str, AlgoEntry] = {
-    "mbrl": AlgoEntry("agents.mbrl", "MBRLAgent", _build_mbrl, _fit_mbrl, "agent.pt",
-                      _own_keys("agents.mbrl", "MBRLAgent"), yaml=True),
+    "mbrl": AlgoEntry("agents.mbrl.agent", "MBRLAgent", _build_mbrl, _fit_mbrl, "agent.pt",
+                      _own_keys("agents.mbrl.agent", "MBRLAgent"), yaml=True),
     **{a: AlgoEntry("agents.sb3", cls, _build_sb3, _fit_sb3, "agent.zip", _sb3_keys(a), yaml=True,
                     save=_save_sb3, load=_load_sb3(a))
        for a, cls in zip(SB3_ALGOS, ("PPO", "A2C", "DQN", "MaskablePPO"), strict=True)},
     "rsm_ppo": AlgoEntry("agents.rsm", "RSMPPOAgent", _build_rsm, _fit_rsm, "agent.zip",
                          _own_keys("agents.rsm", "RSMPPOAgent"), yaml=True),
-    "rllib_ppo": AlgoEntry("agents.rllib", "RLlibPPOAgent", _build_rllib, _fit_rllib, "agent.zip", _rllib_keys,
+    "rllib_ppo": AlgoEntry("agents.rllib_ppo", "RLlibPPOAgent", _build_rllib, _fit_rllib, "agent.zip", _rllib_keys,
                            yaml=True, load=_load_rllib),
     "oracle": AlgoEntry("agents.baselines", "OracleAgent", _build_oracle, _no_fit, "agent.json", _keys(),
                         uses_budget=False),
@@ -364,7 +364,7 @@ def train_agent(
     Learning agents are scored by ``scorer`` every ``eval_freq`` steps (default: a tenth of the budget), or, with
     ``eval_at``, whenever their real-evaluation count first reaches each of those numbers (the same schedule for
     every agent, as the sample-efficiency benchmark needs). ``on_point`` gets each curve point as it is scored
-    (`agents.sweep` reports them to Ray Tune).
+    (`agents.zoo.sweep` reports them to Ray Tune).
     """
     entry = _entry(algo)
     if eval_freq is not None and (isinstance(eval_freq, bool) or not isinstance(eval_freq, int) or eval_freq < 1):
@@ -443,29 +443,6 @@ def cli_main(build_parser: Callable[[], Any], run: Callable[[Any], int], argv: l
         # every file is written atomically, so what finished before the interrupt is whole and kept
         print("interrupted: stopped; everything saved before the interrupt is kept", file=sys.stderr)
         return 130
-
-
-def parse_key_values(items: list[str] | None, flag: str) -> dict:
-    """``key:value`` pairs (values parsed as YAML; dotted keys nest: ``reward.weights.switching:0.5``)."""
-    import yaml
-
-    out: dict = {}
-    for item in items or []:
-        key, sep, raw = item.partition(":")
-        if not sep or not key:
-            raise ValueError(f"{flag} expects key:value pairs, got {item!r}")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ValueError(f"{flag}: cannot parse the value of {key!r}: {raw!r}") from None
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"{flag}: {key!r} conflicts with an earlier value")
-        node[parts[-1]] = value
-    return out
 
 
 def train_eval_seeds(seed: int, n: int) -> list[int]:

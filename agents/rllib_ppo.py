@@ -1,5 +1,5 @@
 """RLlib PPO as an LLMSplit agent: trained with env runners on a local or remote Ray cluster, logged into the shared
-TensorBoard tag tree (`agents.logger`), saved as data (weights + JSON) and used like any other agent (``predict``).
+TensorBoard tag tree (`common.logger`), saved as data (weights + JSON) and used like any other agent (``predict``).
 
 Training goes through RLlib's by-id path (``llmsplit_env:<id>`` with the env config as ``env_config``), so each env
 runner makes its own envs; ids with a numpy vector env step it in each runner. Ray is started with ``ray.init()``
@@ -26,9 +26,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.env_util import is_live_config
-from agents.logger import configure_logger
-from llmsplit_env.files import atomic_write_bytes
+from agents.common.env_util import is_live_config
+from agents.common.logger import configure_logger
+from llmsplit_env.util.files import atomic_write_bytes
 
 FORMAT = "llmsplit-rllib-ppo"
 VERSION = 1

@@ -1,14 +1,14 @@
 """A short real split-inference demo: SmolLM2-135M split at a few layers over a few channels.
 
-python -m llmsplit_env.demo [--num-tokens 1024] [--text wiki]
+python -m llmsplit_env.llm.demo [--num-tokens 1024] [--text wiki]
 """
 
 from __future__ import annotations
 
 import argparse
 
-from llmsplit_env.channel import AnalogChannel, DigitalChannel, ErasureChannel
 from llmsplit_env.llm import SplitRunner
+from llmsplit_env.llm.channel import AnalogChannel, DigitalChannel, ErasureChannel
 
 
 def main(argv: list[str] | None = None) -> None:

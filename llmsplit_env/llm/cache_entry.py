@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from llmsplit_env.files import atomic_write_bytes, atomic_write_json
+from llmsplit_env.util.files import atomic_write_bytes, atomic_write_json
 
 T = TypeVar("T")
 

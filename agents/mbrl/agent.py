@@ -11,8 +11,8 @@ The loop (one real quality evaluation per env step):
    this step's transmission yields.
 3. **Planning**, native to discrete splits: predicted rewards of every split at the observed channel; for
    ``horizon > 1``, ``n_rollouts`` channel trajectories sampled from the dynamics ensemble give a ``[N, H, K]`` reward
-   table, and dynamic programming over splits (`agents.planning.plan_dp`) maximises it minus the switching cost that
-   couples the steps. Exploration while learning: the first step's rewards are `agents.planning.one_step_scores` of
+   table, and dynamic programming over splits (`planning.plan_dp`) maximises it minus the switching cost that
+   couples the steps. Exploration while learning: the first step's rewards are `agents.mbrl.planning.one_step_scores` of
    the elite members' predictions: an optimism bonus ``beta`` × their spread (``planner="ucb"``) or one member per
    decision (``planner="thompson"``). ``predict(deterministic=True)`` plans on the elite mean (``"greedy"``).
 
@@ -36,12 +36,12 @@ import torch
 from tqdm import tqdm
 
 import llmsplit_env  # noqa: F401  (registers the env ids for MBRLAgent("LLMSplit-v0"))
-from agents.callbacks import RewardComponentTracker
-from agents.ensemble import GaussianEnsemble, encode_inputs
-from agents.env_util import EnvLayout, counts_info, env_layout, make_env
-from agents.logger import configure_logger
-from agents.planning import one_step_scores, plan_dp
-from llmsplit_env.files import atomic_write_bytes
+from agents.common.callbacks import RewardComponentTracker
+from agents.common.env_util import EnvLayout, counts_info, env_layout, make_env
+from agents.common.logger import configure_logger
+from agents.mbrl.ensemble import GaussianEnsemble, encode_inputs
+from agents.mbrl.planning import one_step_scores, plan_dp
+from llmsplit_env.util.files import atomic_write_bytes
 
 ACTION_DEPENDENT = ("packet_loss", "prev_split", "last_quality")
 # Inputs of the dynamics model only: they say where the channel goes, not what this step's transmission yields.

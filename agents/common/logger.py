@@ -10,7 +10,8 @@ Tag tree (the same for SB3 agents, RSM-PPO and the MBRL agent, so runs compare s
 | ``cost/quality_evals`` | real quality evaluations spent by training so far                                    |
 | ``eval/*``             | ``mean_reward``, ``normalized_score``, ``quality_evals`` on fixed held-out seeds     |
 
-The ``reward/*`` and ``cost/*`` tags come from `agents.callbacks`, the ``eval/*`` ones from its evaluation callbacks.
+The ``reward/*`` and ``cost/*`` tags come from `agents.common.callbacks`, the ``eval/*`` ones from its evaluation
+callbacks.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmsplit_env._cache import cache_dir
+from llmsplit_env.util.cache import cache_dir
 
 #: built-in model aliases: name -> (pip package holding a GGUF file, file name)
 MODEL_ALIASES: dict[str, tuple[str, str]] = {

@@ -1,13 +1,13 @@
-"""Ray Tune sweeps of agents × seeds × env configs: ``python -m agents.sweep``.
+"""Ray Tune sweeps of agents × seeds × env configs: ``python -m agents.zoo.sweep``.
 
-    python -m agents.sweep --algo oracle random fixed ppo --seeds 0 1 2 -n 20000 \\
+    python -m agents.zoo.sweep --algo oracle random fixed ppo --seeds 0 1 2 -n 20000 \\
         --grid reward.weights.switching:[0.1,0.3] --out runs/sweep
-    python -m agents.sweep ... --ray-address 10.0.0.1:6379     # an existing cluster (default: a local instance)
+    python -m agents.zoo.sweep ... --ray-address 10.0.0.1:6379     # an existing cluster (default: a local instance)
 
 One Tune trial per (algo, seed, env config). The env configs are the product of the ``--grid KEY:[V1, V2, ...]``
 axes (dotted keys nest, values are YAML, as ``--env-kwargs``), each merged over the fixed ``--env-kwargs``. A trial
 does what ``python train.py --algo ALGO --seed SEED --env-kwargs CONFIG`` does for one agent: `agents.zoo.train_agent`
-(any zoo algo), then the saved agent reloaded and scored by `agents.evaluation.OracleNormalizer` on train.py's
+(any zoo algo), then the saved agent reloaded and scored by `agents.common.evaluation.OracleNormalizer` on train.py's
 evaluation episodes (`agents.zoo.train_eval_seeds`), so a row equals train.py's row for the same settings. Learning
 agents report their curve points to Tune as they train; the final report carries the row.
 
@@ -37,9 +37,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from agents.sweep_results import read_result, result_path, table_rows, write_outputs
+from agents.zoo.args import parse_grid
+from agents.zoo.sweep_results import read_result, result_path, table_rows, write_outputs
+from llmsplit_env.util.mapping import deep_merge, leaf_keys, nest
 
 #: where Ray starts when ``--ray-address`` is not given: a new local instance (Ray's "auto" joins a running one)
 LOCAL = "local"
@@ -48,54 +49,9 @@ RAY_MISSING = "the sweep needs Ray Tune, which is not installed: pip install 'll
 
 
 # ------------------------------------------------------------------------------------------------ the plan
-def parse_grid(items: list[str] | None) -> list[tuple[str, list]]:
-    """``--grid KEY:[V1, V2, ...]`` axes as ``[(dotted key, values)]``; ``ValueError`` naming a bad one."""
-    import yaml
-
-    axes: list[tuple[str, list]] = []
-    for item in items or []:
-        key, sep, raw = item.partition(":")
-        if not sep or not key:
-            raise ValueError(f"--grid expects KEY:[V1, V2, ...], got {item!r}")
-        try:
-            values = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ValueError(f"--grid: cannot parse the values of {key!r}: {raw!r}") from None
-        if not isinstance(values, list) or not values:
-            raise ValueError(f"--grid {key}: expects a non-empty YAML list, e.g. {key}:[0.1, 0.3]; got {raw!r}")
-        dumped = [json.dumps(v, sort_keys=True, default=str) for v in values]
-        if len(set(dumped)) < len(dumped):
-            raise ValueError(f"--grid {key}: a value is listed twice in {raw!r}")
-        if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k, _ in axes):
-            raise ValueError(f"--grid {key}: overlaps another --grid key ({', '.join(k for k, _ in axes)})")
-        axes.append((key, values))
-    return axes
-
-
-def _nest(key: str, value: Any) -> dict:
-    out: Any = value
-    for part in reversed(key.split(".")):
-        out = {part: out}
-    return out
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _leaf_keys(d: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k, v in d.items():
-        keys += _leaf_keys(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [prefix + k]
-    return keys
-
-
 def env_configs(env_kwargs: dict, axes: list[tuple[str, list]]) -> list[tuple[str, dict]]:
     """``[(label, config)]``: every point of the grid merged over ``env_kwargs`` (label ``default`` without a grid)."""
-    fixed = _leaf_keys(env_kwargs)
+    fixed = leaf_keys(env_kwargs)
     for key, _ in axes:
         clash = [k for k in fixed if k == key or k.startswith(key + ".") or key.startswith(k + ".")]
         if clash:
@@ -104,7 +60,7 @@ def env_configs(env_kwargs: dict, axes: list[tuple[str, list]]) -> list[tuple[st
     for point in itertools.product(*(values for _, values in axes)):
         config = env_kwargs
         for (key, _), value in zip(axes, point, strict=True):
-            config = _merge(config, _nest(key, value))
+            config = deep_merge(config, nest(key, value))
         label = " ".join(f"{key}={json.dumps(v, default=str)}" for (key, _), v in zip(axes, point, strict=True))
         out.append((label or "default", config))
     return out
@@ -118,8 +74,9 @@ def trial_name(spec: dict) -> str:
 
 def plan(args: argparse.Namespace) -> list[dict]:
     """Every trial's spec (JSON-clean dicts, in table order: config, algo, seed), after checking every input."""
-    from agents.env_util import make_env
-    from agents.zoo import REGISTRY, check_agent, parse_key_values
+    from agents.common.env_util import make_env
+    from agents.zoo.args import parse_key_values
+    from agents.zoo.registry import REGISTRY, check_agent
 
     for flag, values in (("--algo", args.algo), ("--seeds", args.seeds)):
         twice = sorted({v for v in values if values.count(v) > 1}, key=str)
@@ -185,9 +142,9 @@ def run_trial(
 ) -> dict:
     """Train and score one trial as train.py does one agent; ``on_point`` gets each curve point as it is scored
     (``{quality_evals, mean_reward, normalized_score}``)."""
-    from agents.env_util import make_env
-    from agents.evaluation import OracleNormalizer
-    from agents.zoo import load_agent, train_agent, train_eval_seeds
+    from agents.common.env_util import make_env
+    from agents.common.evaluation import OracleNormalizer
+    from agents.zoo.registry import load_agent, train_agent, train_eval_seeds
 
     env_id, env_kwargs = spec["env_id"], spec["env_kwargs"]
     scorer = OracleNormalizer(make_env(env_id, env_kwargs), train_eval_seeds(spec["seed"], spec["eval_episodes"]))
@@ -240,7 +197,7 @@ def _make_collector(out: Path, specs: dict[str, dict], errors: dict[str, str], t
     """A Tune callback (on the driver): each finished trial's result file, written as it finishes; one line each."""
     from ray import tune
 
-    from llmsplit_env.files import atomic_write_json
+    from llmsplit_env.util.files import atomic_write_json
 
     class Collector(tune.Callback):
         finished = done_before
@@ -342,9 +299,9 @@ def _tune(args: argparse.Namespace, out: Path, todo: list[dict], errors: dict, t
 
 # ------------------------------------------------------------------------------------------------ CLI
 def build_parser() -> argparse.ArgumentParser:
-    from agents.zoo import ALGOS
+    from agents.zoo.registry import ALGOS
 
-    p = argparse.ArgumentParser(prog="python -m agents.sweep", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m agents.zoo.sweep", description=__doc__.splitlines()[0])
     p.add_argument("--algo", nargs="+", required=True, metavar="ALGO", help=f"agents (zoo names: {', '.join(ALGOS)})")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED", help="training seeds (default: 0)")
     p.add_argument("--env", default="LLMSplit-v0", help="environment id (default: LLMSplit-v0)")
@@ -371,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agents.zoo import cli_main
+    from agents.zoo.registry import cli_main
 
     return cli_main(build_parser, run, argv)
 

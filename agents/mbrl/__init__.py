@@ -1,0 +1,1 @@
+"""Model-based RL: a probabilistic ensemble (`ensemble`), planning over splits (`planning`) and the agent (`agent`)."""
