@@ -25,14 +25,7 @@ import zlib
 from datetime import date
 from pathlib import Path
 
-
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from timing import best
 
 
 def main() -> None:
@@ -48,13 +41,13 @@ def main() -> None:
     import torch
 
     from llmsplit_env.llm import SplitRunner
-    from llmsplit_env.llm.cache_entry import _read_verified, sha256_bytes, verify_dir_entry
-    from llmsplit_env.llm.model import _convert_alias, load_causal_lm
+    from llmsplit_env.llm.cache_entry import read_verified, sha256_bytes, verify_dir_entry
+    from llmsplit_env.llm.model import convert_alias, load_causal_lm
     from llmsplit_env.llm.model_info import alias_gguf
     from llmsplit_env.llm.text import read_text, tokenize_text, tokenizer_key
 
     t0 = time.perf_counter()
-    model_dir = _convert_alias("smollm2-135m")
+    model_dir = convert_alias("smollm2-135m")
     convert_s = time.perf_counter() - t0
     gguf = alias_gguf("smollm2-135m")
     settings = {"alias": "smollm2-135m", "gguf": gguf.name, "gguf_size": gguf.stat().st_size, "dtype": "float32"}
@@ -114,7 +107,7 @@ def main() -> None:
     }
 
     def verified_prefix_read():
-        data, reason = _read_verified(pre_path, "prefixes", manifest_settings)
+        data, reason = read_verified(pre_path, "prefixes", manifest_settings)
         assert data is not None, reason
         torch.load(io.BytesIO(data), weights_only=True)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from datetime import date
 
 import torch
+from timing import best
 
 
 def build(family: str, layers: int, hidden: int):
@@ -39,16 +39,6 @@ def build(family: str, layers: int, hidden: int):
     return lm.eval().requires_grad_(False)
 
 
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-@torch.inference_mode()
 def main() -> None:
     from llmsplit_env.llm import split_model
 

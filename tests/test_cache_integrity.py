@@ -339,15 +339,15 @@ def test_every_torch_load_in_the_repository_uses_weights_only():
 def test_real_converted_model_with_a_flipped_weight_byte_is_reconverted(real_runner, tmp_path, monkeypatch):
     import shutil
 
-    from llmsplit_env.llm.model import _convert_alias
+    from llmsplit_env.llm.model import convert_alias
     from llmsplit_env.util.cache import cache_dir
 
-    converted = _convert_alias("smollm2-135m")  # the session's conversion (verified on the way)
+    converted = convert_alias("smollm2-135m")  # the session's conversion (verified on the way)
     monkeypatch.setenv("LLMSPLIT_CACHE", str(tmp_path / "cache"))
     root = cache_dir("models") / "smollm2-135m"
     shutil.copytree(converted, root)
     clean_hash = sha256_file(root / "model.safetensors")
     flip_byte(root / "model.safetensors")
     with pytest.warns(CacheWarning, match=re.escape(str(root))):
-        assert _convert_alias("smollm2-135m") == root
+        assert convert_alias("smollm2-135m") == root
     assert sha256_file(root / "model.safetensors") == clean_hash  # the conversion is deterministic

@@ -158,7 +158,7 @@ def write_file_entry(path: str | os.PathLike, data: bytes, kind: str, settings: 
     atomic_write_json(manifest_path(path), _manifest(kind, _jsonable(settings), {path.name: record}))
 
 
-def _read_verified(path: Path, kind: str, settings: dict) -> tuple[bytes | None, str]:
+def read_verified(path: Path, kind: str, settings: dict) -> tuple[bytes | None, str]:
     """The entry's bytes if they match its manifest, else ``(None, reason)`` (reason ``""``: no entry at all)."""
     if not path.exists():
         return None, ""
@@ -195,10 +195,10 @@ def load_file_entry(
     not the entry it expects (an older format, another shape).
     """
     path = Path(path)
-    data, reason = _read_verified(path, kind, settings)
+    data, reason = read_verified(path, kind, settings)
     if data is None and reason:  # maybe another process is between writing the file and writing its manifest
         time.sleep(0.05)
-        data, reason = _read_verified(path, kind, settings)
+        data, reason = read_verified(path, kind, settings)
     if data is not None:
         try:
             return decode(data)

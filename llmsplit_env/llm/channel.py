@@ -113,10 +113,9 @@ class Channel(ABC):
         return f"{type(self).__name__}({args})"
 
 
-class AnalogChannel(Channel):
-    """Power-normalised uncoded (analog) transmission over Nakagami-m block fading with AWGN."""
+class FadingChannel(Channel, ABC):
+    """A channel set by its mean SNR ``γ̄`` (dB) over Nakagami-m block fading (one gain per token)."""
 
-    scheme = "analog"
     level_name = "snr_db"
 
     def __init__(self, snr_db: float, m: float = 2.0) -> None:
@@ -126,6 +125,12 @@ class AnalogChannel(Channel):
     @property
     def level(self) -> float:
         return self.snr_db
+
+
+class AnalogChannel(FadingChannel):
+    """Power-normalised uncoded (analog) transmission over Nakagami-m block fading with AWGN."""
+
+    scheme = "analog"
 
     def params(self) -> dict[str, float]:
         return {"m": self.m}
@@ -147,24 +152,18 @@ class AnalogChannel(Channel):
         return 0.0
 
 
-class DigitalChannel(Channel):
+class DigitalChannel(FadingChannel):
     """Per-token b-bit quantisation; a packet in outage (``γ̄·g`` under the threshold) arrives as zeros.
 
     The default threshold, ``10·log10(2² − 1) ≈ 4.77 dB``, is the Shannon threshold of a 2 bit/s/Hz link.
     """
 
     scheme = "digital"
-    level_name = "snr_db"
 
     def __init__(self, snr_db: float, m: float = 2.0, bits: int = 8, threshold_db: float = 10 * math.log10(3.0)):
-        self.snr_db = check_snr_db(snr_db)
-        self.m = check_nakagami_m(m)
+        super().__init__(snr_db, m)
         self.bits = check_bits(bits)
         self.threshold_db = check_threshold_db(threshold_db)
-
-    @property
-    def level(self) -> float:
-        return self.snr_db
 
     def params(self) -> dict[str, float]:
         return {"m": self.m, "bits": self.bits, "threshold_db": self.threshold_db}

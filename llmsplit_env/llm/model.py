@@ -70,7 +70,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return DTYPES[dtype]
 
 
-def _convert_alias(alias: str) -> Path:
+def convert_alias(alias: str) -> Path:
     """Dequantise the alias's GGUF once into a safetensors directory in the user cache (0.3 s reloads after).
 
     The directory is a verified cache entry (`llmsplit_env.llm.cache_entry`): built beside its final place, its manifest
@@ -110,7 +110,7 @@ def resolve_model_path(model: str | os.PathLike) -> str:
     """The alias's converted cache directory, an existing local directory, or the string as a hub id."""
     model = str(model)
     if model in MODEL_ALIASES:
-        return str(_convert_alias(model))
+        return str(convert_alias(model))
     check_local_model(model)  # a missing local path raises here; a hub id passes
     return model
 

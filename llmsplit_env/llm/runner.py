@@ -245,7 +245,8 @@ class SplitRunner:
         self._prefixes = load_file_entry(self._prefix_path(ident), "prefixes", settings, build, decode)
         return self._prefixes
 
-    def _check_split(self, split) -> int:
+    def check_split(self, split) -> int:
+        """``split`` as an int in ``1..L``; ``ValueError`` naming it otherwise."""
         return _check_int("split", split, 1, self.num_layers)
 
     @torch.inference_mode()
@@ -253,7 +254,7 @@ class SplitRunner:
         self, split: int, channel: Channel | None = None, seeds: Sequence[int] = (0,), cached: bool = True
     ) -> Evaluation:
         """Log-perplexity per seed (one channel draw each) with ``channel`` on the hidden states after ``split``."""
-        split = self._check_split(split)
+        split = self.check_split(split)
         if channel is not None and not isinstance(channel, Channel):
             raise ValueError(
                 f"channel must be a llmsplit_env.llm.channel.Channel or None, got {type(channel).__name__!r}"
