@@ -11,7 +11,8 @@ from llmsplit_env.dynamics import (
     PaperErasureDrift,
     StaticChannel,
 )
-from llmsplit_env.quality.backends import LLMQuality, ProfileQuality, QualityBackend
+from llmsplit_env.quality.backends import ProfileQuality, QualityBackend
+from llmsplit_env.quality.live import LLMQuality
 
 
 def make_backend(cfg: dict) -> QualityBackend:

@@ -1,6 +1,7 @@
 """Quality of a split: measured profiles, and the env's quality backends (profile-interpolated or the live model)."""
 
-from llmsplit_env.quality.backends import LLMQuality, ProfileQuality, QualityBackend, floored_lognormal_expectations
+from llmsplit_env.quality.backends import ProfileQuality, QualityBackend, floored_lognormal_expectations
+from llmsplit_env.quality.live import LLMQuality
 from llmsplit_env.quality.profile import (
     Profile,
     ProfileError,
