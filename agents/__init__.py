@@ -15,6 +15,8 @@ Laid out like stable-baselines3 (``from agents import MBRLAgent`` as ``from stab
 | `agents.common.callbacks`      | reward-component / real-evaluation tracking and evaluation callbacks              |
 | `agents.common.logger`         | `TagTreeLogger`, `configure_logger`: the one TensorBoard tag tree                 |
 | `agents.common.env_util`       | `make_env`, `EnvLayout` / `env_layout`, `collect_transitions`                     |
+| `agents.common.protocol`       | `Agent`: the one agent protocol (learn, predict, save, load, quality_evals)       |
+| `agents.common.save_util`      | saving and loading helpers (spaces, zip/dir parts, weights) and `predict_actions` |
 | `agents.common.hyperparameters`| `load_hyperparams`, `check_hyperparams` (``agents/hyperparams/<algo>.yml``)       |
 | `agents.zoo.registry`            | the registry: train, save and load any agent by name                              |
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 from llmsplit_env.util.exports import lazy_exports
 
 _LAZY = {
+    "Agent": "agents.common.protocol",
     "MBRLAgent": "agents.mbrl.agent",
     "RSMPPOAgent": "agents.rsm",
     "OracleAgent": "agents.baselines",

@@ -1,8 +1,9 @@
 """Baselines for LLMSplit: heuristics and the privileged oracle (SB3 model-free agents: `agents.sb3`).
 
-Heuristics share SB3's surface: ``predict(obs, state=None, episode_start=None, deterministic=True) -> (action, state)``
-for one observation ``[D]`` (action: 0-d array) or a batch ``[N, D]`` (actions ``[N]``), ``save(path)`` /
-``load(path, env=None)`` (JSON), and ``quality_evals`` (real quality evaluations spent fitting them).
+Heuristics implement the agent protocol (`agents.common.protocol.Agent`) on SB3's surface: ``predict(obs, state=None,
+episode_start=None, deterministic=True) -> (action, state)`` for one observation ``[D]`` (a numpy integer) or a batch
+``[N, D]`` (actions ``[N]``), ``learn(total_timesteps)`` (the threshold rules' fit; nothing for the others),
+``save(path)`` / ``load(path, env=None)`` (JSON), and ``quality_evals`` (real quality evaluations spent fitting them).
 
 | agent                 | rule                                                                 | quality_evals     |
 |-----------------------|----------------------------------------------------------------------|-------------------|
@@ -30,6 +31,7 @@ import numpy as np
 
 import llmsplit_env  # noqa: F401  (registers the env ids)
 from agents.common.env_util import EnvLayout, collect_transitions, env_layout, make_env
+from agents.common.save_util import not_a_saved, predict_actions, require_saved
 from agents.mbrl.planning import plan_dp
 from llmsplit_env.util.files import atomic_write_json
 
@@ -72,29 +74,28 @@ class HeuristicAgent:
         deterministic: bool = True,
         action_masks: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Any]:
-        """Action for one observation ``[D]`` (0-d array) or a batch ``[N, D]`` (``[N]``); ``state`` is passed through.
+        """Action for one observation ``[D]`` (a numpy integer) or a batch ``[N, D]`` (``[N]``); ``state`` is passed
+        through.
 
         :param action_masks: ``[n_actions]`` or ``[N, n_actions]`` booleans (``True`` = allowed); the env's masks if
             ``None``
         """
-        obs = np.asarray(observation, dtype=np.float64)
-        d = self.layout.obs_dim
-        if obs.ndim not in (1, 2) or obs.shape[-1] != d:
-            raise ValueError(f"observation must have shape [{d}] or [N, {d}], got {obs.shape}")
-        single = obs.ndim == 1
-        batch = obs.reshape(-1, obs.shape[-1])
-        masks = None
-        if action_masks is not None:
-            masks = np.broadcast_to(np.asarray(action_masks, dtype=bool), (len(batch), self.layout.n_actions))
-        actions = self._act(batch, masks)
-        return (actions[0] if single else actions), state
+        lay = self.layout
+        actions = predict_actions(observation, self._act, obs_dim=lay.obs_dim, dtype=np.float64,
+                                  action_masks=action_masks, n_actions=lay.n_actions)  # fmt: skip
+        return actions, state
+
+    def learn(self, total_timesteps: int = 0, callback: Any = None) -> HeuristicAgent:
+        """Nothing to learn: a fixed rule (the `Agent` protocol's ``learn``; `SNRThresholdAgent` fits its rule)."""
+        return self
 
     # --- persistence ----------------------------------------------------------------------------------------
-    def _params(self) -> dict[str, Any]:
+    def get_params(self) -> dict[str, Any]:
+        """The rule's parameters as JSON data (what `save` writes)."""
         return {}
 
-    def _set_params(self, params: dict[str, Any]) -> None:
-        pass
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Set the rule's parameters from `get_params`'s data."""
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the rule as JSON (class, env layout, parameters, ``quality_evals``)."""
@@ -106,7 +107,7 @@ class HeuristicAgent:
             "class": type(self).__name__,
             "layout": self.layout.to_json(),
             "quality_evals": int(self.quality_evals),
-            "params": self._params(),
+            "params": self.get_params(),
         }
         atomic_write_json(path, data)
 
@@ -114,7 +115,11 @@ class HeuristicAgent:
     def load(cls, path: str | os.PathLike, env: gym.Env | str | None = None) -> HeuristicAgent:
         """Rebuild an agent saved with ``save``; ``env`` (optional, required by the oracle) is checked against the
         saved env description."""
-        data = json.loads(Path(path).read_text())
+        path = require_saved(path, f"{cls.__name__} agent", kind="file")
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise not_a_saved(path, "LLMSplit heuristic agent", e) from None
         if not isinstance(data, dict) or data.get("format") != SAVE_FORMAT:
             raise ValueError(f"{path} is not a saved LLMSplit heuristic agent")
         if data.get("version") not in (1, SAVE_VERSION):
@@ -138,11 +143,11 @@ class HeuristicAgent:
                 agent.layout = lay
             agent.env = env
         agent.quality_evals = int(data["quality_evals"])
-        agent._set_params(data["params"])
+        agent.set_params(data["params"])
         return agent
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._params().items())})"
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
 
 class FixedSplitAgent(HeuristicAgent):
@@ -150,16 +155,16 @@ class FixedSplitAgent(HeuristicAgent):
 
     def __init__(self, env: gym.Env | str, split: int) -> None:
         super().__init__(env)
-        self._set_params({"split": split})
+        self.set_params({"split": split})
 
-    def _set_params(self, params: dict[str, Any]) -> None:
+    def set_params(self, params: dict[str, Any]) -> None:
         split = params["split"]
         allowed = list(self.layout.allowed_splits)
         if isinstance(split, bool) or int(split) != split or int(split) not in allowed:
             raise ValueError(f"split must be one of the allowed splits {allowed}, got {split!r}")
         self.split = int(split)
 
-    def _params(self) -> dict[str, Any]:
+    def get_params(self) -> dict[str, Any]:
         return {"split": self.split}
 
     def _act(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
@@ -188,10 +193,10 @@ class RandomAgent(HeuristicAgent):
             out[i] = allowed[self.rng.integers(len(allowed))]
         return out
 
-    def _params(self) -> dict[str, Any]:
+    def get_params(self) -> dict[str, Any]:
         return {"seed": self.seed, "rng_state": self.rng.bit_generator.state}
 
-    def _set_params(self, params: dict[str, Any]) -> None:
+    def set_params(self, params: dict[str, Any]) -> None:
         self.seed = int(params["seed"])
         self.rng = np.random.default_rng(self.seed)
         if "rng_state" in params:
@@ -221,6 +226,10 @@ class SNRThresholdAgent(HeuristicAgent):
         self.split_bandwidth = float(split_bandwidth)
         self.thresholds: list[float] = []
         self.bin_splits: list[int] = []
+
+    def learn(self, total_timesteps: int, callback: Any = None, seed: int = 0) -> SNRThresholdAgent:
+        """`fit` on ``total_timesteps`` real steps (the `Agent` protocol's ``learn``; ``callback`` is not called)."""
+        return self.fit(total_timesteps, seed)
 
     def fit(self, num_steps: int, seed: int = 0) -> SNRThresholdAgent:
         """Collect ``num_steps`` random real transitions on the bound env and fit the rule (adds to
@@ -280,7 +289,7 @@ class SNRThresholdAgent(HeuristicAgent):
             raise ValueError(f"the rule's split is masked out by action_masks (splits {self.bin_splits})")
         return actions
 
-    def _params(self) -> dict[str, Any]:
+    def get_params(self) -> dict[str, Any]:
         return {
             "n_bins": self.n_bins,
             "split_bandwidth": self.split_bandwidth,
@@ -288,7 +297,7 @@ class SNRThresholdAgent(HeuristicAgent):
             "bin_splits": self.bin_splits,
         }
 
-    def _set_params(self, params: dict[str, Any]) -> None:
+    def set_params(self, params: dict[str, Any]) -> None:
         self.n_bins = params["n_bins"]
         self.split_bandwidth = float(params["split_bandwidth"])
         self.thresholds = [float(t) for t in params["thresholds"]]
@@ -345,10 +354,10 @@ class OracleAgent(HeuristicAgent):
             raise ValueError("OracleAgent.set_env: the env's actions differ from the oracle's")
         self.env, self.layout, self._cache = env, lay, None
 
-    def _params(self) -> dict[str, Any]:
+    def get_params(self) -> dict[str, Any]:
         return {"lookahead": self.lookahead}
 
-    def _set_params(self, params: dict[str, Any]) -> None:
+    def set_params(self, params: dict[str, Any]) -> None:
         if self.env is None:
             raise ValueError("OracleAgent.load needs env= (the oracle acts on the env's true state)")
         self.lookahead = bool(params.get("lookahead", True))

@@ -14,11 +14,8 @@ episodes of the iteration), ``model/*`` (RLlib's learner statistics: ``policy_lo
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import pickle
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,12 +25,27 @@ import torch
 
 from agents.common.env_util import is_live_config
 from agents.common.logger import configure_logger
-from llmsplit_env.util.files import atomic_write_bytes
+from agents.common.save_util import (
+    SpacesOnlyEnv,
+    check_format,
+    check_spaces,
+    describe_space,
+    load_weights,
+    not_a_saved,
+    predict_actions,
+    read_files,
+    read_json,
+    require_saved,
+    space_from,
+    weights_bytes,
+    write_files,
+)
 
 FORMAT = "llmsplit-rllib-ppo"
 VERSION = 1
 META = "llmsplit.json"
 WEIGHTS = "module.pt"
+WHAT = "rllib_ppo agent"
 REQUIRED_META = ("env_id", "hyperparams", "model_config", "seed", "observation_space", "action_space")
 
 # name -> (kind, lowest allowed[, highest allowed]): the hyperparameters this agent takes (besides n_timesteps),
@@ -207,6 +219,7 @@ class RLlibPPOAgent:
     def learn(
         self,
         total_timesteps: int,
+        callback: Callable[[dict[str, Any]], bool | None] | None = None,
         eval_fn: Callable[[RLlibPPOAgent], Mapping[str, float]] | None = None,
         eval_freq: int | None = None,
         eval_at: Sequence[int] | None = None,
@@ -216,7 +229,8 @@ class RLlibPPOAgent:
 
         ``eval_fn(agent)`` (the zoo's scorer) runs after the iteration that passes each multiple of ``eval_freq`` env
         steps (or, with ``eval_at``, each of those real-evaluation counts), and after the last one; its values go to
-        ``eval/*``. An agent trains once: build a new one to train again.
+        ``eval/*``. ``callback(locals())`` is called after every iteration (``result``: RLlib's); returning ``False``
+        stops. An agent trains once: build a new one to train again.
         """
         import ray
 
@@ -260,6 +274,8 @@ class RLlibPPOAgent:
                     logger.record("eval/quality_evals", self.quality_evals)
                     marks = [m for m in marks if m > x]
                 logger.dump(self.num_timesteps)
+                if callback is not None and callback(locals()) is False:
+                    break
             self.module = self._local_module(algo)
         finally:
             if algo is not None:
@@ -281,29 +297,26 @@ class RLlibPPOAgent:
         return module
 
     # ------------------------------------------------------------------------------------------ acting
-    def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
-        """SB3-style: ``(actions, None)`` for one observation or a batch (greedy, or sampled with
-        ``deterministic=False``)."""
+    def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
+        """SB3-style: ``(action(s), state)`` for one observation (an ``int``) or a batch (``[N]``): greedy, or sampled
+        with ``deterministic=False``."""
         if self.module is None:
             raise ValueError("this rllib_ppo agent is untrained: call learn() or load a saved one")
-        obs = np.asarray(obs, dtype=np.float32)
-        single = obs.ndim == 1
-        with torch.no_grad():
-            logits = self.module.forward_inference({"obs": torch.as_tensor(obs[None] if single else obs)})
-            logits = logits["action_dist_inputs"]
-            if deterministic:
-                act = logits.argmax(-1)
-            else:
-                act = torch.distributions.Categorical(logits=logits).sample()
-        act = act.numpy()
-        return (int(act[0]) if single else act), state
+
+        def act(batch: np.ndarray, masks: None) -> np.ndarray:
+            with torch.no_grad():
+                logits = self.module.forward_inference({"obs": torch.as_tensor(batch)})["action_dist_inputs"]
+                if deterministic:
+                    return logits.argmax(-1).numpy()
+                return torch.distributions.Categorical(logits=logits).sample().numpy()
+
+        actions = predict_actions(observation, act)
+        return (int(actions) if actions.ndim == 0 else actions), state
 
     # ------------------------------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> None:
         """Write the policy as a zip of ``llmsplit.json`` (hyperparameters, spaces, env) and ``module.pt`` (weights
         only), atomically."""
-        from agents.sb3 import describe_space
-
         if self.module is None:
             raise ValueError("this rllib_ppo agent is untrained: nothing to save")
         meta = {
@@ -324,49 +337,38 @@ class RLlibPPOAgent:
             meta_text = json.dumps(meta, indent=1)
         except TypeError as e:
             raise ValueError(f"rllib_ppo: env_kwargs must be plain data (JSON) to be saved: {e}") from None
-        weights = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in self.module.state_dict().items()}, weights)
-        out = io.BytesIO()
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr(META, meta_text)
-            z.writestr(WEIGHTS, weights.getvalue())
-        atomic_write_bytes(path, out.getvalue())
+        weights = weights_bytes({k: v.detach().cpu() for k, v in self.module.state_dict().items()})
+        write_files(path, {META: meta_text.encode(), WEIGHTS: weights}, as_zip=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env | None = None) -> RLlibPPOAgent:
         """Read a file `save` wrote (no code runs from it: JSON and ``torch.load(weights_only=True)``). With ``env``,
         its spaces must be the saved ones."""
-        from agents.sb3 import _space_from, _SpacesOnlyEnv, describe_space
-
         _need_rllib()
-        path = str(path)
+        path = str(require_saved(path, "rllib_ppo agent"))
+        read = read_files(path, WHAT, directories=False)
+        meta = read_json(read, META, path, WHAT)
+        check_format(meta, FORMAT, None, path, WHAT)
         try:
-            with zipfile.ZipFile(path) as z:
-                meta = json.loads(z.read(META))
-                weights = z.read(WEIGHTS)
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not a saved rllib_ppo agent ({type(e).__name__}: {e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise ValueError(f"{path} is not a saved rllib_ppo agent (format {found!r}, expected {FORMAT!r})")
+            weights = read(WEIGHTS)
+        except KeyError as e:
+            raise not_a_saved(path, WHAT, e) from None
         missing = [k for k in REQUIRED_META if k not in meta]
         if missing:
             raise ValueError(f"{path}: llmsplit.json lacks {', '.join(missing)}")
-        obs_space = _space_from(meta["observation_space"], path)
-        act_space = _space_from(meta["action_space"], path)
+        obs_space = space_from(meta["observation_space"], path)
+        act_space = space_from(meta["action_space"], path)
         if env is not None:
-            for what, space in (("observation_space", env.observation_space), ("action_space", env.action_space)):
-                if describe_space(space) != meta[what]:
-                    raise ValueError(f"the env's {what} differs from the one {path} was saved with")
-
-        agent = cls(_SpacesOnlyEnv(obs_space, act_space), env_id=meta["env_id"], env_kwargs=meta.get("env_kwargs"),
+            check_spaces(env, meta, path)
+        agent = cls(SpacesOnlyEnv(obs_space, act_space), env_id=meta["env_id"], env_kwargs=meta.get("env_kwargs"),
                     seed=int(meta["seed"]), **meta["hyperparams"])  # fmt: skip
         agent.num_timesteps = int(meta.get("num_timesteps", 0))
         agent.quality_evals = int(meta.get("quality_evals", 0))
         module = _build_module(obs_space, act_space, meta["model_config"])
+        state = load_weights(weights, f"{path}: {WEIGHTS}")
         try:
-            module.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
-        except (RuntimeError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
+            module.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: the saved weights do not fit the module its model_config builds ({e})") from None
         module.eval()
         agent.module = module

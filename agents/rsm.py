@@ -27,11 +27,9 @@ agent), ``cost/quality_evals`` (constant ``n_real``), and ``eval/*`` from an eva
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +43,17 @@ from torch import nn
 import llmsplit_env  # registers the env ids; its LLMSplitEnv is the surrogate phase's env
 from agents.common.callbacks import RewardComponentCallback
 from agents.common.env_util import collect_transitions, counts_info, env_layout, make_env
+from agents.common.save_util import (
+    check_format,
+    load_weights,
+    read_files,
+    read_json,
+    require_saved,
+    weights_bytes,
+    write_files,
+)
 from agents.mbrl.ensemble import GaussianEnsemble, encode_inputs
 from agents.sb3 import load_sb3_bytes, make_sb3_agent, sb3_bytes
-from llmsplit_env.util.files import atomic_directory, atomic_output
 
 SURROGATES = ("mlp", "ensemble")
 TARGETS = ("quality_terms", "reward")
@@ -101,9 +107,10 @@ class MLPSurrogate:
                     m.weight.uniform_(-bound, bound, generator=self._gen)
                     m.bias.uniform_(-bound, bound, generator=self._gen)
         self._np_layers: list[tuple[np.ndarray, np.ndarray]] = []
-        self._sync_numpy()
+        self.sync_numpy()
 
-    def _sync_numpy(self) -> None:
+    def sync_numpy(self) -> None:
+        """Refresh the numpy copy of the weights that `predict` runs on (after changing ``net``'s weights)."""
         self._np_layers = [
             (m.weight.detach().double().numpy().T.copy(), m.bias.detach().double().numpy().copy())
             for m in self.net
@@ -145,7 +152,7 @@ class MLPSurrogate:
                     break
         if best_state is not None:
             self.net.load_state_dict(best_state)
-        self._sync_numpy()
+        self.sync_numpy()
         with torch.no_grad():
             train_mse = float(((self.net(X[tr]) - y[tr]) ** 2).mean())
         return {
@@ -171,7 +178,7 @@ class MLPSurrogate:
     def from_state_dict(cls, state: dict[str, Any]) -> MLPSurrogate:
         model = cls(**state["hparams"])
         model.net.load_state_dict(state["net"])
-        model._sync_numpy()
+        model.sync_numpy()
         return model
 
 
@@ -539,30 +546,18 @@ class RSMPPOAgent:
         ``path``, or into one zip archive if ``path`` ends with ``.zip``."""
         if self.surrogate is None or self.ppo is None:
             raise ValueError("nothing to save: train the agent first (learn)")
-        path = Path(path)
-        sur_buf = io.BytesIO()
-        torch.save(self.surrogate.state_dict(), sur_buf)
         files = {
             "ppo.zip": sb3_bytes(self.ppo, "ppo", self._ppo_hyperparams(), self.seed),
-            "surrogate.pt": sur_buf.getvalue(),
+            "surrogate.pt": weights_bytes(self.surrogate.state_dict()),
             "rsm.json": json.dumps(self._meta(), indent=1).encode(),
         }
-        if path.suffix == ".zip":
-            with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-                for name, data in files.items():
-                    z.writestr(name, data)
-        else:
-            with atomic_directory(path) as tmp:
-                for name, data in files.items():
-                    (tmp / name).write_bytes(data)
+        write_files(path, files)
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env | str | None = None) -> RSMPPOAgent:
         """Rebuild an agent saved with ``save`` (directory or zip). ``env``: the real env for further collection
         (default: a profile-backend env of the saved config)."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no saved RSM-PPO agent at {str(path)!r}")
+        path = require_saved(path, "RSM-PPO agent")
         try:
             return cls._load(path, env)
         except ValueError:
@@ -572,22 +567,9 @@ class RSMPPOAgent:
 
     @classmethod
     def _load(cls, path: Path, env: gym.Env | str | None) -> RSMPPOAgent:
-        if path.is_dir():
-            read: Callable[[str], bytes] = lambda name: (path / name).read_bytes()
-        elif path.is_file() and zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                blobs = {n: z.read(n) for n in z.namelist()}
-            read = lambda name: blobs[name]
-        else:
-            raise ValueError(f"{path} is neither a saved RSM-PPO directory nor a zip archive")
-        try:
-            meta = json.loads(read("rsm.json").decode("utf-8"))
-        except (KeyError, FileNotFoundError):
-            raise ValueError(f"{path} holds no rsm.json: not a saved RSM-PPO agent") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path} is not a readable saved RSM-PPO agent (rsm.json: {e})") from None
-        if meta.get("format") != SAVE_FORMAT or meta.get("version") != SAVE_VERSION:
-            raise ValueError(f"{path}: not a saved RSM-PPO agent of version {SAVE_VERSION}")
+        read = read_files(path, "RSM-PPO")
+        meta = read_json(read, "rsm.json", path, "RSM-PPO agent")
+        check_format(meta, SAVE_FORMAT, (SAVE_VERSION,), path, "RSM-PPO agent")
         real_env = env if env is not None else make_surrogate_env(meta["config"])
         f = meta["features"]
         agent = cls(
@@ -604,10 +586,7 @@ class RSMPPOAgent:
         )
         if agent.features.to_json() != f or list(agent.learned) != meta["learned"]:
             raise ValueError(f"the env differs from the one {path} was saved with (features or reward terms)")
-        try:
-            state = torch.load(io.BytesIO(read("surrogate.pt")), map_location="cpu", weights_only=True)
-        except Exception as e:  # weights_only refuses anything but tensors and plain containers
-            raise ValueError(f"{path}: surrogate.pt refused or unreadable ({type(e).__name__}: {e})") from None
+        state = load_weights(read("surrogate.pt"), f"{path}: surrogate.pt")
         agent.surrogate = _surrogate_from_state(state)
         agent.fit_stats = dict(meta["fit_stats"])
         agent.quality_evals = int(meta["quality_evals"])

@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
-import torch
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -35,6 +33,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.env_util import make_env
 from agents.common.hyperparameters import as_data, check_data, check_hyperparams, load_hyperparams, parse_policy_kwargs
+from agents.common.save_util import SpacesOnlyEnv, check_spaces, describe_space, load_weights, space_from
 from llmsplit_env.util.files import atomic_write_bytes
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "maskable_ppo": MaskablePPO}
@@ -140,20 +139,12 @@ def make_sb3_agent(
             env = make_vec_env(env, n_envs=n_envs, seed=seed)
         else:
             env = make_env(env)
-    return cls(policy, env, seed=seed, tensorboard_log=tensorboard_log, verbose=verbose, **hp)
+    model = cls(policy, env, seed=seed, tensorboard_log=tensorboard_log, verbose=verbose, **hp)
+    model.quality_evals = 0  # the `Agent` protocol's count (kept by `RewardComponentCallback` while it learns)
+    return model
 
 
 # ------------------------------------------------------------------------------------------------ saving, loading
-def describe_space(space: gym.Space) -> dict[str, Any]:
-    """A space as plain data (type, shape, dtype; bounds or n), to check an env against a saved agent."""
-    if isinstance(space, gym.spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    if isinstance(space, gym.spaces.Box):
-        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
-                "low": np.asarray(space.low).tolist(), "high": np.asarray(space.high).tolist()}  # fmt: skip
-    raise ValueError(f"unsupported space {space}")
-
-
 def save_sb3(model: Any, path: str | os.PathLike, algo: str, hyperparams: Mapping[str, Any], seed: int = 0) -> None:
     """Write ``model`` as SB3's zip plus ``llmsplit.json``, atomically (an interrupted save keeps the old file).
 
@@ -171,6 +162,7 @@ def sb3_bytes(model: Any, algo: str, hyperparams: Mapping[str, Any], seed: int =
         "hyperparams": as_data(dict(hyperparams)),
         "seed": int(seed),
         "num_timesteps": int(model.num_timesteps),
+        "quality_evals": int(getattr(model, "quality_evals", 0)),
         "observation_space": describe_space(model.observation_space),
         "action_space": describe_space(model.action_space),
     }
@@ -231,13 +223,6 @@ def _read_meta(path: str, z: zipfile.ZipFile) -> dict[str, Any]:
     return meta
 
 
-def _load_weights(path: str, z: zipfile.ZipFile, name: str) -> Any:
-    try:
-        return torch.load(io.BytesIO(z.read(name)), map_location="cpu", weights_only=True)
-    except Exception as e:  # a crafted pickle is refused by weights_only; a truncated one fails to parse
-        raise ValueError(f"{path}: {name} refused or unreadable ({type(e).__name__}: {e})") from None
-
-
 def load_sb3(path: str | os.PathLike, env: gym.Env | None = None, algo: str | None = None, device: str = "cpu"):
     """Rebuild an agent saved by `save_sb3`. ``env``: the env to attach, whose spaces must be the saved ones (default:
     none; the model then only predicts). ``algo``: refuse a file of another algo."""
@@ -259,19 +244,17 @@ def load_sb3_bytes(data: bytes, path: str, env: gym.Env | None = None, algo: str
                 raise ValueError(f"{path}: unknown algo {saved_algo!r}; allowed: {', '.join(ALGOS)}")
             if algo is not None and saved_algo != algo:
                 raise ValueError(f"{path} holds a {saved_algo} agent, not {algo}")
-            policy_state = _load_weights(path, z, "policy.pth")
-            has_optim = "policy.optimizer.pth" in z.namelist()
-            optim_state = _load_weights(path, z, "policy.optimizer.pth") if has_optim else None
+            policy_state = load_weights(z.read("policy.pth"), f"{path}: policy.pth")
+            optim = "policy.optimizer.pth"
+            optim_state = load_weights(z.read(optim), f"{path}: {optim}") if optim in z.namelist() else None
     except zipfile.BadZipFile as e:
         raise ValueError(f"{path} is a damaged zip archive ({e})") from None
     hp = meta.get("hyperparams")
     if not isinstance(hp, dict):
         raise ValueError(f"{path}: {META} has no hyperparams table")
     if env is None:
-        env = _SpacesOnlyEnv(_space_from(meta["observation_space"], path), _space_from(meta["action_space"], path))
-    for what, space in (("observation_space", env.observation_space), ("action_space", env.action_space)):
-        if describe_space(space) != meta.get(what):
-            raise ValueError(f"the env's {what} differs from the one {path} was saved with")
+        env = SpacesOnlyEnv(space_from(meta["observation_space"], path), space_from(meta["action_space"], path))
+    check_spaces(env, meta, path)
     try:
         model = make_sb3_agent(saved_algo, env, {**hp, "device": device}, seed=int(meta.get("seed", 0)))
     except ValueError as e:
@@ -284,27 +267,5 @@ def load_sb3_bytes(data: bytes, path: str, env: gym.Env | None = None, algo: str
         msg = f"{path}: the saved weights do not fit the {saved_algo} model its hyperparameters build ({e})"
         raise ValueError(msg) from None
     model.num_timesteps = int(meta.get("num_timesteps", 0))
+    model.quality_evals = int(meta.get("quality_evals", 0))  # files from before it was saved: 0
     return model
-
-
-def _space_from(d: Any, path: str) -> gym.Space:
-    if isinstance(d, dict) and d.get("type") == "Discrete":
-        return gym.spaces.Discrete(int(d["n"]), start=int(d.get("start", 0)))
-    if isinstance(d, dict) and d.get("type") == "Box":
-        return gym.spaces.Box(np.array(d["low"], dtype=d["dtype"]), np.array(d["high"], dtype=d["dtype"]),
-                              dtype=np.dtype(d["dtype"]))  # fmt: skip
-    raise ValueError(f"{path}: unreadable space description {d!r}")
-
-
-class _SpacesOnlyEnv(gym.Env):
-    """Stands in for the env when a model is loaded only to predict: SB3 needs the spaces, nothing steps it."""
-
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space) -> None:
-        self.observation_space = observation_space
-        self.action_space = action_space
-
-    def reset(self, *, seed=None, options=None):
-        raise RuntimeError("this agent was loaded without an env: pass env= to load it for training")
-
-    def step(self, action):
-        raise RuntimeError("this agent was loaded without an env: pass env= to load it for training")

@@ -75,7 +75,7 @@ def test_training_is_deterministic_for_a_seed():
 def test_warm_up_tries_every_split_equally():
     agent = MBRLAgent("LLMSplit-v0", seed=1, warmup_steps=60)
     agent.learn(60)
-    counts = np.bincount(agent._data["split"], minlength=31)[1:]
+    counts = np.bincount(agent.data["split"], minlength=31)[1:]
     assert counts.min() == counts.max() == 2
     assert agent.reward_model is not None  # fitted once the warm-up ends
 
@@ -84,7 +84,7 @@ def test_masks_are_respected():
     env = gym.make("LLMSplit-v0", config={"splits": {"excluded": [1, 30]}})
     agent = MBRLAgent(env, seed=0, warmup_steps=60, max_epochs=30)
     agent.learn(100)
-    assert not {1, 30} & set(agent._data["split"])
+    assert not {1, 30} & set(agent.data["split"])
     res = evaluate_agent(agent, env, [4])
     assert res["split_counts"].get(1, 0) == 0 and res["split_counts"].get(30, 0) == 0
     assert sum(res["split_counts"].values()) == 50

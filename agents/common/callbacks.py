@@ -159,9 +159,11 @@ class RewardComponentCallback(BaseCallback):
         return self.tracker.quality_evals
 
     def _init_callback(self) -> None:
-        # Private attribute on purpose: `set_logger` would also flag the logger as custom, changing how later
-        # learn() calls name their TensorBoard runs.
-        self.model._logger = TagTreeLogger.wrap(self.model.logger)
+        logger = self.model.logger
+        if type(logger) is Logger:  # SB3's own, made for this learn() call: mirror in place (`set_logger` would flag
+            TagTreeLogger.adopt(logger)  # it as custom, changing how later learn() calls name their TensorBoard runs)
+        elif not isinstance(logger, TagTreeLogger):  # a logger the user set (custom already)
+            self.model.set_logger(TagTreeLogger.wrap(logger))
         mode = self.count if self.count != "auto" else _detect_count_mode(self.training_env)
         if self.tracker is None or self.tracker.count != mode:
             self.tracker = RewardComponentTracker(mode, self.initial_evals)
@@ -180,7 +182,9 @@ class RewardComponentCallback(BaseCallback):
         if tr.update(infos, dones):
             for c, v in tr.window_means().items():
                 self.logger.record(f"reward/{c}", v)
-        self.logger.record("cost/quality_evals", self._evals())
+        evals = self._evals()
+        self.logger.record("cost/quality_evals", evals)
+        self.model.quality_evals = evals  # the `Agent` protocol's count on the SB3 model
         return True
 
 

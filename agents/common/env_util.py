@@ -22,8 +22,8 @@ import llmsplit_env  # noqa: F401  (registers the env ids)
 from llmsplit_env.problem import BASE_OBSERVATION
 
 EnvLike = str | Callable[..., gym.Env] | gym.Env
-# The observation of envs saved before the layout carried names (the extras then followed these four).
-_REQUIRED = ("splits", "allowed_splits", "num_layers", "action_masks", "config", "observation_names", "reward_weights")
+# What `env_layout` reads of an LLMSplitEnv (its compiled `SplitProblem` publishes the layout).
+_REQUIRED = ("problem", "action_masks", "config")
 
 
 def make_env(env_or_id: EnvLike, env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
@@ -130,23 +130,24 @@ class EnvLayout:
 
 
 def env_layout(env: gym.Env) -> EnvLayout:
-    """The `EnvLayout` of an `LLMSplitEnv` (or a wrapper of one); ``ValueError`` for any other env."""
+    """The `EnvLayout` of an `LLMSplitEnv` (or a wrapper of one): what its compiled problem publishes
+    (``env.unwrapped.problem.describe()``), its action masks and its backend; ``ValueError`` for any other env."""
     u = env.unwrapped
     for attr in _REQUIRED:
         if not hasattr(u, attr):
             raise ValueError(f"expected an LLMSplitEnv (missing attribute {attr!r} on {type(u).__name__})")
-    cfg = u.config
+    d = u.problem.describe()
     return EnvLayout(
-        num_layers=int(u.num_layers),
-        splits=tuple(int(k) for k in u.splits),
-        allowed_splits=tuple(int(k) for k in u.allowed_splits),
+        num_layers=int(d["num_layers"]),
+        splits=tuple(int(k) for k in d["splits"]),
+        allowed_splits=tuple(int(k) for k in d["allowed_splits"]),
         masks=tuple(bool(m) for m in u.action_masks()),
-        action_mode=str(cfg["action_mode"]),
-        max_move=int(cfg["max_move"]),
-        observation_names=tuple(str(n) for n in u.observation_names),
-        level_name=str(getattr(u, "level_name", "level")),
-        backend=str(cfg.get("backend", "profile")),
-        reward_weights=tuple((str(c), float(w)) for c, w in u.reward_weights.items()),
+        action_mode=str(d["action_mode"]),
+        max_move=int(d["max_move"]),
+        observation_names=tuple(str(n) for n in d["observation_names"]),
+        level_name=str(d["level_name"]),
+        backend=str(u.config.get("backend", "profile")),
+        reward_weights=tuple((str(c), float(w)) for c, w in d["weights"].items()),
     )
 
 

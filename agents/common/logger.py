@@ -50,6 +50,18 @@ class TagTreeLogger(Logger):
         new.level = logger.level
         return new
 
+    @classmethod
+    def adopt(cls, logger: Logger, keep_train: bool = True) -> TagTreeLogger:
+        """Make ``logger`` itself (a plain SB3 `Logger`) a `TagTreeLogger`, in place: whoever holds it (the model,
+        callbacks) gets the mirroring. Returns it."""
+        if isinstance(logger, TagTreeLogger):
+            return logger
+        if type(logger) is not Logger:
+            raise ValueError(f"adopt takes a plain SB3 Logger, not a {type(logger).__name__}: use wrap")
+        logger.__class__ = cls
+        logger.keep_train = keep_train
+        return logger
+
     def dump(self, step: int = 0) -> None:
         for key in [k for k in self.name_to_value if k.startswith(_SB3_TRAIN_PREFIX)]:
             mirrored = _MODEL_PREFIX + key[len(_SB3_TRAIN_PREFIX) :]

@@ -23,7 +23,6 @@ split is read from the observation, by name, for the switching cost.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Callable
@@ -32,13 +31,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from tqdm import tqdm
 
 import llmsplit_env  # noqa: F401  (registers the env ids for MBRLAgent("LLMSplit-v0"))
 from agents.common.callbacks import RewardComponentTracker
 from agents.common.env_util import EnvLayout, counts_info, env_layout, make_env
 from agents.common.logger import configure_logger
+from agents.common.save_util import load_weights, not_a_saved, predict_actions, require_saved, weights_bytes
 from agents.mbrl.ensemble import GaussianEnsemble, encode_inputs
 from agents.mbrl.planning import one_step_scores, plan_dp
 from llmsplit_env.util.files import atomic_write_bytes
@@ -115,19 +114,24 @@ class MBRLAgent:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
         if not (np.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-        self.env = env
-        self.spec = model_spec(env_layout(env))
-        self.hparams = {
+        hparams = {
             "warmup_steps": warmup_steps, "refit_every": refit_every, "horizon": horizon, "n_rollouts": n_rollouts,
             "planner": planner, "beta": float(beta), "ensemble_size": ensemble_size, "num_elites": num_elites,
             "hidden_dims": tuple(hidden_dims),
             "dynamics_hidden_dims": tuple(dynamics_hidden_dims), "max_epochs": max_epochs, "patience": patience,
             "reset_on_refit": bool(reset_on_refit), "seed": seed,
         }  # fmt: skip
-        self.seed = seed
+        self._setup(env, model_spec(env_layout(env)), hparams, tensorboard_log, verbose)
+
+    def _setup(self, env: gym.Env | None, spec: dict, hparams: dict, tensorboard_log: str | None, verbose: int) -> None:
+        """A fresh agent's state (the constructor's, and `load`'s before it restores the saved state)."""
+        self.env = env
+        self.spec = spec
+        self.hparams = hparams
+        self.seed = hparams["seed"]
         self.tensorboard_log = tensorboard_log
         self.verbose = verbose
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(self.seed)
         self.num_timesteps = 0
         self.quality_evals = 0
         self.reward_model: GaussianEnsemble | None = None
@@ -135,6 +139,12 @@ class MBRLAgent:
         self._data: dict[str, list] = {"obs": [], "split": [], "y": [], "next_obs": []}
         self.fit_stats: dict[str, Any] = {}
         self._last_eval: int | None = None
+
+    @property
+    def data(self) -> dict[str, list]:
+        """The transitions recorded so far (the models' training data): channel features ``obs`` and ``next_obs``,
+        ``split``, and the learned reward components ``y``."""
+        return self._data
 
     # --- features ------------------------------------------------------------------------------------------------
 
@@ -332,11 +342,13 @@ class MBRLAgent:
         action_masks: np.ndarray | None = None,
     ) -> tuple[np.ndarray, None]:
         """Action(s) for one observation ``[D]`` or a batch ``[B, D]`` (SB3 signature)."""
-        obs = np.asarray(observation, dtype=np.float32)
-        if obs.ndim == 1:
-            return np.asarray(self._plan(obs, not deterministic, action_masks)), None
-        masks = [None] * len(obs) if action_masks is None else action_masks
-        return np.asarray([self._plan(o, not deterministic, m) for o, m in zip(obs, masks, strict=True)]), None
+
+        def act(batch: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+            rows = [None] * len(batch) if masks is None else masks
+            return np.asarray([self._plan(o, not deterministic, m) for o, m in zip(batch, rows, strict=True)])
+
+        n_actions = len(self.spec["splits"])
+        return predict_actions(observation, act, action_masks=action_masks, n_actions=n_actions), None
 
     # --- persistence -------------------------------------------------------------------------------------------
 
@@ -353,44 +365,34 @@ class MBRLAgent:
             # plain lists, so that `load` can use torch.load(weights_only=True): no pickled code runs on load
             "data": {k: np.asarray(v).tolist() for k, v in self._data.items()},
         }
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(Path(path), buf.getvalue())
+        atomic_write_bytes(Path(path), weights_bytes(state))
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env | None = None) -> MBRLAgent:
         """Load a saved agent; ``env`` (optional) is only needed to continue learning."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no saved MBRL agent at {str(path)!r}")
-        try:
-            state = torch.load(path, weights_only=True)
-        except Exception as e:  # truncated, or not a torch file, or holds objects we refuse to unpickle
-            raise ValueError(f"{path} is not a saved MBRLAgent ({type(e).__name__}: {e})") from None
+        path = require_saved(path, "MBRL agent", kind="file")
+        state = load_weights(path.read_bytes(), str(path))  # truncated, not a torch file, or pickled objects: refused
         if not isinstance(state, dict) or state.get("format") != "llmsplit-mbrl":
-            raise ValueError(f"{path} is not a saved MBRLAgent")
-        agent = cls.__new__(cls)
-        agent.env = env
-        agent.spec = state["spec"]
-        if env is not None and model_spec(env_layout(env)) != agent.spec:
+            raise not_a_saved(path, "MBRLAgent")
+        if env is not None and model_spec(env_layout(env)) != state["spec"]:
             raise ValueError("env does not match the saved agent's env (splits, observation or reward weights)")
-        agent.hparams = state["hparams"]
-        agent.seed = agent.hparams["seed"]
-        agent.tensorboard_log, agent.verbose = None, 0
-        agent.rng = np.random.default_rng(agent.seed + state["num_timesteps"])
-        agent.num_timesteps = state["num_timesteps"]
-        agent.quality_evals = state["quality_evals"]
-        agent._data = {
+        agent = cls.__new__(cls)
+        agent._setup(env, state["spec"], state["hparams"], None, 0)
+        agent._restore(state)
+        return agent
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Counters, transitions and models from a saved state (on a fresh `_setup`)."""
+        self.rng = np.random.default_rng(self.seed + state["num_timesteps"])
+        self.num_timesteps = state["num_timesteps"]
+        self.quality_evals = state["quality_evals"]
+        self._data = {
             "obs": [np.asarray(o, np.float32) for o in state["data"]["obs"]],
             "split": [int(k) for k in state["data"]["split"]],
             "y": [list(y) for y in state["data"]["y"]],
             "next_obs": [np.asarray(o, np.float32) for o in state["data"]["next_obs"]],
         }
-        agent.fit_stats = {}
-        agent._last_eval = None
-        agent.reward_model = agent.dynamics_model = None
         if state["reward_model"] is not None:
-            agent._new_models()
-            agent.reward_model.load_state_dict(state["reward_model"])
-            agent.dynamics_model.load_state_dict(state["dynamics_model"])
-        return agent
+            self._new_models()
+            self.reward_model.load_state_dict(state["reward_model"])
+            self.dynamics_model.load_state_dict(state["dynamics_model"])
