@@ -144,14 +144,14 @@ def _ray_job(algo: str, seed: int, args, out: Path) -> dict:
 def run_on_ray(args, out: Path, jobs: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
     """The runs not cached yet as Ray tasks (``--cpus-per-job`` CPUs each), collected with ``ray.wait`` as they finish;
     the driver writes each one's cache file as it arrives, so Ctrl-C keeps the finished ones."""
-    from agents.zoo.sweep import connect_ray
     from llmsplit_env.util.files import atomic_write_json
+    from llmsplit_env.util.ray_cluster import connect_ray
 
     results = {(a, s): read_cache(out, a, s, settings(args, a)) for a, s in jobs}
     todo = [job for job in jobs if results[job] is None]
     if not todo:
         return results
-    owns = connect_ray(args.ray or None)
+    owns = connect_ray(args.ray or None, flag="--ray", who="--ray")
     import ray
 
     task = ray.remote(num_cpus=args.cpus_per_job)(_ray_job)
@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agents.zoo.registry import cli_main
+    from agents.zoo.common import cli_main
 
     def run(args: argparse.Namespace) -> int:
         paper(args) if args.paper else sample_efficiency(args)

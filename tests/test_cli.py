@@ -1,4 +1,5 @@
-"""Front doors: train.py and evaluate.py with tiny budgets; their outputs; bad input."""
+"""Front doors: ``llmsplit train`` / ``evaluate`` (and the repo's train.py / evaluate.py wrappers) with tiny budgets;
+their outputs; bad input; the ``llmsplit`` dispatcher and every ``python -m`` entry point's ``--help``."""
 
 from __future__ import annotations
 
@@ -120,7 +121,9 @@ def test_evaluate_bad_input(tmp_path, trained_run, capsys):
 
 
 def test_env_kwargs_parse_nested_yaml_values():
-    parsed = train.parse_key_values(["reward.weights.switching:0.5", "scheme:digital", "splits.excluded:[1, 2]"], "x")
+    from agents.zoo.args import parse_key_values
+
+    parsed = parse_key_values(["reward.weights.switching:0.5", "scheme:digital", "splits.excluded:[1, 2]"], "x")
     assert parsed == {"reward": {"weights": {"switching": 0.5}}, "scheme": "digital", "splits": {"excluded": [1, 2]}}
 
 
@@ -328,3 +331,76 @@ def test_every_saved_agent_fault_is_an_error_naming_the_file(trained_run, tmp_pa
             assert str(dst) in str(e), (name, fault, e)
         else:  # a flipped byte in a part that is not read back (e.g. JSON whitespace) can leave a whole agent
             assert fault == "flip", (name, fault)
+
+
+# ---------------------------------------------------------------------------------------- llmsplit and python -m
+def test_the_wrappers_are_the_packaged_commands():
+    import agents.zoo.evaluate
+    import agents.zoo.train
+
+    assert train.main is agents.zoo.train.main and evaluate.main is agents.zoo.evaluate.main
+
+
+def test_llmsplit_help_lists_every_subcommand(capsys):
+    from agents.zoo.cli import COMMANDS, main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert set(COMMANDS) == {"train", "evaluate", "sweep", "profile", "map", "server"}
+    for name in COMMANDS:
+        assert f"    {name} " in out, name
+    for argv, needle in (([], "give a command"), (["trian"], "invalid choice: 'trian'")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [("train", "--n-timesteps"), ("evaluate", "--n-eval-episodes"), ("sweep", "--grid"), ("profile", "--scheme"),
+     ("map", "--config"), ("server", "--address")],
+)  # fmt: skip
+def test_llmsplit_command_help_shows_its_flags(capsys, command, flag):
+    from agents.zoo.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: llmsplit {command} ") and flag in out
+
+
+def test_llmsplit_passes_arguments_and_exit_status_through(tmp_path, capsys):
+    from agents.zoo.cli import main
+
+    assert main(["evaluate", "-f", str(tmp_path)]) == 2  # the command's own one-line error
+    assert "no training summary" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # argparse's error, naming the command
+        main(["train", "--algo", "sac"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: llmsplit train" in err and "invalid choice: 'sac'" in err
+
+
+def _main_modules() -> list[str]:
+    """Every module of the packages with an ``if __name__ == "__main__":`` block."""
+    out = []
+    for pkg in ("agents", "llmsplit_env"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            if 'if __name__ == "__main__":' in path.read_text():
+                out.append(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    return out
+
+
+def test_every_python_m_entry_point_prints_help():
+    """``python -m X --help`` for every module with a ``__main__`` block: a usage line, status 0, nothing loaded."""
+    import subprocess
+
+    mods = _main_modules()
+    assert {"agents.zoo.cli", "agents.zoo.train", "agents.zoo.evaluate", "agents.zoo.sweep",
+            "llmsplit_env.profiling.builder", "llmsplit_env.profiling.split_map"} <= set(mods)  # fmt: skip
+    for mod in mods:
+        r = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert r.returncode == 0 and r.stdout.startswith("usage: "), (mod, r.stderr[-2000:])

@@ -85,7 +85,7 @@ def test_ray_missing_is_one_line_naming_the_extra(tiny_models, tmp_path, capsys,
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     assert builder.main(args_for(tiny_models, tmp_path / "x.json", "--ray")) == 2
     err = capsys.readouterr().err
-    assert err == "error: --ray needs Ray, which is not installed: pip install llmsplit[ray]\n"
+    assert err == "error: --ray needs Ray, which is not installed: pip install 'llmsplit[ray]'\n"
 
 
 def test_the_package_and_the_serial_build_work_without_ray(tiny_models, tmp_path):
@@ -103,7 +103,7 @@ def test_the_package_and_the_serial_build_work_without_ray(tiny_models, tmp_path
         [sys.executable, "-c", code, str(out), *args], capture_output=True, text=True, timeout=300, cwd=ROOT
     )
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
-    assert "pip install llmsplit[ray]" in r.stderr and out.is_file()
+    assert "pip install 'llmsplit[ray]'" in r.stderr and out.is_file()
 
 
 def test_cells_are_cut_into_contiguous_split_major_runs():

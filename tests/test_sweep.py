@@ -64,7 +64,8 @@ def serial_row(algo: str, seed: int, switching: float, out: Path) -> dict:
     """What train.py does for one agent: train_agent, then the reloaded agent scored on its evaluation episodes."""
     from agents.common.env_util import make_env
     from agents.common.evaluation import OracleNormalizer
-    from agents.zoo.registry import load_agent, train_agent, train_eval_seeds
+    from agents.zoo.common import train_eval_seeds
+    from agents.zoo.registry import load_agent, train_agent
 
     kwargs = {"reward": {"weights": {"switching": switching}}}
     scorer = OracleNormalizer(make_env("LLMSplit-v0", kwargs), train_eval_seeds(seed, EVAL_EPISODES))

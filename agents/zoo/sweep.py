@@ -1,15 +1,15 @@
-"""Ray Tune sweeps of agents × seeds × env configs: ``python -m agents.zoo.sweep``.
+"""Ray Tune sweeps of agents × seeds × env configs: ``llmsplit sweep`` (or ``python -m agents.zoo.sweep``).
 
-    python -m agents.zoo.sweep --algo oracle random fixed ppo --seeds 0 1 2 -n 20000 \\
+    llmsplit sweep --algo oracle random fixed ppo --seeds 0 1 2 -n 20000 \\
         --grid reward.weights.switching:[0.1,0.3] --out runs/sweep
-    python -m agents.zoo.sweep ... --ray-address 10.0.0.1:6379     # an existing cluster (default: a local instance)
+    llmsplit sweep ... --ray-address 10.0.0.1:6379     # an existing cluster (default: a local instance)
 
 One Tune trial per (algo, seed, env config). The env configs are the product of the ``--grid KEY:[V1, V2, ...]``
 axes (dotted keys nest, values are YAML, as ``--env-kwargs``), each merged over the fixed ``--env-kwargs``. A trial
-does what ``python train.py --algo ALGO --seed SEED --env-kwargs CONFIG`` does for one agent: `agents.zoo.train_agent`
-(any zoo algo), then the saved agent reloaded and scored by `agents.common.evaluation.OracleNormalizer` on train.py's
-evaluation episodes (`agents.zoo.train_eval_seeds`), so a row equals train.py's row for the same settings. Learning
-agents report their curve points to Tune as they train; the final report carries the row.
+does what ``llmsplit train --algo ALGO --seed SEED --env-kwargs CONFIG`` does for one agent: `agents.train_agent`
+(any zoo algo), then the saved agent reloaded and scored by `agents.common.evaluation.OracleNormalizer` on the train
+command's evaluation episodes (`agents.zoo.common.train_eval_seeds`), so a row equals its row for the same settings.
+Learning agents report their curve points to Tune as they train; the final report carries the row.
 
 Outputs in ``--out``: ``sweep.md`` and ``sweep.csv`` (one comparison table: a row per trial), ``sweep.png`` (the
 oracle-normalised score per env config and algo, mean over seeds and each seed), ``trials/<trial>.json`` (one per
@@ -31,7 +31,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import logging
 import os
 import sys
 import time
@@ -39,13 +38,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agents.zoo.args import parse_grid
+from agents.zoo.common import cli_main
 from agents.zoo.sweep_results import read_result, result_path, table_rows, write_outputs
 from llmsplit_env.util.mapping import deep_merge, leaf_keys, nest
+from llmsplit_env.util.ray_cluster import LOCAL, connect_ray, ray_missing
 
-#: where Ray starts when ``--ray-address`` is not given: a new local instance (Ray's "auto" joins a running one)
-LOCAL = "local"
-OBJECT_STORE_BYTES = 256 * 2**20  # a local instance: trial results are small
-RAY_MISSING = "the sweep needs Ray Tune, which is not installed: pip install 'llmsplit[ray]'"
+RAY_MISSING = ray_missing("the sweep", what="Ray Tune")
 
 
 # ------------------------------------------------------------------------------------------------ the plan
@@ -144,7 +142,8 @@ def run_trial(
     (``{quality_evals, mean_reward, normalized_score}``)."""
     from agents.common.env_util import make_env
     from agents.common.evaluation import OracleNormalizer
-    from agents.zoo.registry import load_agent, train_agent, train_eval_seeds
+    from agents.zoo.common import train_eval_seeds
+    from agents.zoo.registry import load_agent, train_agent
 
     env_id, env_kwargs = spec["env_id"], spec["env_kwargs"]
     scorer = OracleNormalizer(make_env(env_id, env_kwargs), train_eval_seeds(spec["seed"], spec["eval_episodes"]))
@@ -231,33 +230,7 @@ def _describe(spec: dict) -> str:
     return f"{spec['algo']} seed {spec['seed']} ({spec['env_config']})"
 
 
-# ------------------------------------------------------------------------------------------------ Ray
-def connect_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Connect to Ray: the cluster at ``address``, else a new local instance (``num_cpus`` CPUs; default: all).
-
-    A process already connected (a notebook, the tests) keeps its connection. Returns whether this call started it,
-    i.e. whether the caller shuts it down."""
-    try:
-        import ray
-    except ImportError:
-        raise ValueError(RAY_MISSING) from None
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-    if address in (None, LOCAL):
-        ray.init(address=LOCAL, num_cpus=num_cpus, object_store_memory=OBJECT_STORE_BYTES, **quiet)
-    else:
-        # Ray retries an unreachable cluster for minutes by default; one round (about 40 s) is enough to say so
-        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "1")
-        try:
-            ray.init(address=address, **quiet)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"--ray-address {address}: cannot connect to a Ray cluster ({first})") from None
-    return True
-
-
+# ------------------------------------------------------------------------------------------------ Tune
 def _tune(args: argparse.Namespace, out: Path, todo: list[dict], errors: dict, total: int) -> None:
     """Run ``todo`` as Tune trials (returns when they have all ended, or when Ctrl-C stopped Tune)."""
     from ray import tune
@@ -298,10 +271,10 @@ def _tune(args: argparse.Namespace, out: Path, todo: list[dict], errors: dict, t
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m agents.zoo.sweep") -> argparse.ArgumentParser:
     from agents.zoo.registry import ALGOS
 
-    p = argparse.ArgumentParser(prog="python -m agents.zoo.sweep", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--algo", nargs="+", required=True, metavar="ALGO", help=f"agents (zoo names: {', '.join(ALGOS)})")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED", help="training seeds (default: 0)")
     p.add_argument("--env", default="LLMSplit-v0", help="environment id (default: LLMSplit-v0)")
@@ -327,10 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    from agents.zoo.registry import cli_main
-
-    return cli_main(build_parser, run, argv)
+def main(argv: list[str] | None = None, prog: str = "python -m agents.zoo.sweep") -> int:
+    return cli_main(lambda: build_parser(prog), run, argv)
 
 
 def check_out(out: Path) -> None:
@@ -365,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
             import ray.tune  # only the sweep needs Ray: the rest of the package works without it
         except ImportError:
             raise ValueError(RAY_MISSING) from None
-        owns = connect_ray(args.ray_address, args.num_cpus)
+        owns = connect_ray(args.ray_address, args.num_cpus, who="the sweep")
         try:
             _tune(args, out, todo, errors, len(specs))
         finally:

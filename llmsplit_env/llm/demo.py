@@ -11,7 +11,7 @@ from llmsplit_env.llm import SplitRunner
 from llmsplit_env.llm.channel import AnalogChannel, DigitalChannel, ErasureChannel
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--text", default="wiki")
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     for k in args.splits:
         ppl = [runner.perplexity(k, c, seed=0) for c in channels]
         print(f"{k:5d} | " + " | ".join(f"{x:32.2f}" for x in ppl))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -49,6 +49,7 @@ from llmsplit_env.quality.profile import (
     profile_from_dict,
 )
 from llmsplit_env.util.files import atomic_write_json
+from llmsplit_env.util.ray_cluster import ray_missing
 
 DEFAULT_LEVELS = {
     "analog": np.round(np.arange(-5.0, 35.0 + 1e-9, 2.5), 6),
@@ -68,8 +69,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m llmsplit_env.profiling.builder", description=__doc__.splitlines()[0])
+def build_parser(prog: str = "python -m llmsplit_env.profiling.builder") -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m", help="alias, local path or hub id (default: smollm2-135m)")
     p.add_argument("--text", default="wiki", help="wiki, pydoc, a file path or literal text (default: wiki)")
     p.add_argument("--scheme", required=True, choices=SCHEMES)
@@ -141,7 +142,7 @@ def _check_int(flag: str, value: int, lo: int, why: str = "") -> None:
         raise UsageError(f"{flag} must be an integer >= {lo}{why}, got {value}")
 
 
-RAY_MISSING = "--ray needs Ray, which is not installed: pip install llmsplit[ray]"
+RAY_MISSING = ray_missing("--ray")
 
 
 def _check_ray_flags(args: argparse.Namespace) -> None:
@@ -411,10 +412,12 @@ def build_profile(args: argparse.Namespace, command: str) -> dict:
     return data
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m llmsplit_env.profiling.builder") -> int:
+    """``llmsplit profile ARGS`` (or ``python -m llmsplit_env.profiling.builder ARGS``): 0 when the profile is written,
+    2 (one ``error:`` line) for bad input, 1 when every Ray worker was lost, 130 on Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    command = "python -m llmsplit_env.profiling.builder " + shlex.join(argv)
+    args = build_parser(prog).parse_args(argv)
+    command = f"{prog} {shlex.join(argv)}"  # the profile's metadata: how to rebuild it
     partial = args.out.with_name(args.out.name + ".partial.json")
     try:
         data = build_profile(args, command)

@@ -32,19 +32,17 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import logging
 import os
 import sys
 import time
 
 import llmsplit_env
 from llmsplit_env.profiling.cells import Job, Plan, UsageError, WorkersLost, measure_cell, measure_probe
+from llmsplit_env.util.ray_cluster import connect_ray
 
 MAX_RESTARTS = 3  # per worker; its in-flight cells are retried on the restarted actor
 IN_FLIGHT = 2  # cells queued at each actor
 MAX_UNAVAILABLE = 10  # a worker reported unreachable more often than this is treated as dead
-OBJECT_STORE_BYTES = 256 * 2**20  # a local instance: results are a few numbers per cell
-CONNECT_ATTEMPTS = 1  # Ray's connection rounds to a cluster's GCS (RAY_gcs_server_port_wait_time_s, if unset)
 READY_NOTE_S = 60.0  # say once that we are still waiting for workers after this long
 
 
@@ -154,37 +152,18 @@ class RayBackend:
 
     def _connect(self) -> None:
         ray, args = self.ray, self.args
-        if not ray.is_initialized():
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-            if self.address is None:
-                local_gpus = 0
-                if args.device != "cpu":
-                    import torch
+        if not ray.is_initialized() and self.address is None:  # a new local instance: size it for the workers
+            local_gpus = 0
+            if args.device != "cpu":
+                import torch
 
-                    local_gpus = torch.cuda.device_count()
-                    if args.device == "cuda" and local_gpus == 0:
-                        raise UsageError("--device cuda: this machine has no GPU for the Ray workers")
-                if local_gpus:
-                    workers = args.workers or local_gpus
-                else:
-                    workers = args.workers or max(1, _cpu_count() // self.cpus)
-                ray.init(
-                    address="local",
-                    num_cpus=workers * self.cpus,
-                    num_gpus=local_gpus,
-                    object_store_memory=OBJECT_STORE_BYTES,
-                    **quiet,
-                )
-            else:
-                # Ray retries an unreachable cluster for minutes by default; one round (about 40 s) is enough here
-                os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(CONNECT_ATTEMPTS))
-                try:
-                    ray.init(address=self.address, **quiet)
-                except (ConnectionError, RuntimeError, ValueError) as e:
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    raise UsageError(f"--ray {self.address}: cannot connect to a Ray cluster ({first})") from None
-            self.owns_ray = True
+                local_gpus = torch.cuda.device_count()
+                if args.device == "cuda" and local_gpus == 0:
+                    raise UsageError("--device cuda: this machine has no GPU for the Ray workers")
+            workers = args.workers or (local_gpus or max(1, _cpu_count() // self.cpus))
+            self.owns_ray = connect_ray(None, workers * self.cpus, num_gpus=local_gpus)
+        else:
+            self.owns_ray = connect_ray(self.address, flag="--ray", who="--ray")
         res = ray.cluster_resources()
         gpus, cpus = int(res.get("GPU", 0)), int(res.get("CPU", 0))
         if args.device == "cuda" and gpus == 0:

@@ -88,8 +88,8 @@ def plot_split_map(m: SplitMap, path: str | Path, title: str = "") -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m llmsplit_env.profiling.split_map", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m llmsplit_env.profiling.split_map") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("profile", help="a shipped profile name (e.g. smollm2-135m-analog) or a profile JSON path")
     p.add_argument("--out", type=Path, help="PNG to write (default: only print the table)")
     p.add_argument("--config", default="{}", help="env config overrides as JSON, e.g. '{\"reward\": {...}}'")

@@ -49,12 +49,13 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import logging
 import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from llmsplit_env.util.ray_cluster import connect_ray, ray_missing
 
 NAMESPACE = "llmsplit"  # fixed, so drivers started separately find the same server by name
 CONNECT_TIMEOUT_S = 600.0  # an env waits this long for the server to answer (it may still be loading the model)
@@ -287,7 +288,7 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise ImportError("the quality server (config 'llm.server') needs Ray: pip install 'llmsplit[ray]'") from None
+        raise ImportError(ray_missing("the quality server (config 'llm.server')")) from None
     return ray
 
 
@@ -470,9 +471,10 @@ def call(handle: Any, name: str, method: str, *args: Any) -> Any:
 # --- command line ------------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m llmsplit_env.quality.server start|stop|stats --name NAME [--address ADDR] ...``"""
-    p = argparse.ArgumentParser(prog="python -m llmsplit_env.quality.server", description=main.__doc__)
+def main(argv: list[str] | None = None, prog: str = "python -m llmsplit_env.quality.server") -> int:
+    """``llmsplit server start|stop|stats --name NAME [--address ADDR] ...``: start (detached), stop or show the
+    statistics of a quality server on a running Ray cluster."""
+    p = argparse.ArgumentParser(prog=prog, description="start, stop or query a quality server on a Ray cluster")
     p.add_argument("command", choices=("start", "stop", "stats"))
     p.add_argument("--name", default="quality")
     p.add_argument("--address", default="auto", help="Ray cluster address (default: the running one)")
@@ -487,9 +489,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-wait-s", type=float, default=DEFAULT_WAIT_S)
     p.add_argument("--batching", choices=BATCHING, default="checked")
     a = p.parse_args(argv)
+    try:
+        owns = connect_ray(a.address, namespace=NAMESPACE, flag="--address", who="the quality server")
+    except ValueError as e:  # no Ray, or nothing answers at --address
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     ray = _ray()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address=a.address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
     try:
         if a.command == "start":
             start_quality_server(
@@ -506,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
-        ray.shutdown()
+        if owns:
+            ray.shutdown()
     return 0
 
 

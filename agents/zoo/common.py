@@ -1,0 +1,48 @@
+"""What the front doors (``llmsplit train | evaluate | sweep``, ``benchmarks/sample_efficiency.py``) share: the entry
+wrapper that turns bad input into one ``error:`` line, the evaluation episodes of a training seed and the checked
+reading of a run's ``summary.json``. Light: no torch, no Ray."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def cli_main(build_parser: Callable[[], Any], run: Callable[[Any], int], argv: list[str] | None) -> int:
+    """Shared front-door entry: parse, run, and turn bad input (``ValueError``/``FileNotFoundError``) into a one-line
+    ``error: …`` on stderr with exit status 2, like argparse's own errors; Ctrl-C is one line and exit status 130."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        # every file is written atomically, so what finished before the interrupt is whole and kept
+        print("interrupted: stopped; everything saved before the interrupt is kept", file=sys.stderr)
+        return 130
+
+
+def train_eval_seeds(seed: int, n: int) -> list[int]:
+    """The episodes ``llmsplit train`` (and the sweep) score an agent of training seed ``seed`` on."""
+    return [1_000_000 + seed * 1000 + i for i in range(n)]
+
+
+def read_summary(path: str | Path) -> dict:
+    """``llmsplit train``'s ``summary.json``, checked: ``ValueError`` naming the file if it is unreadable or
+    malformed."""
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        msg = f"{path} is not a readable training summary ({e}); remove it or use another --log-folder"
+        raise ValueError(msg) from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("agents"), dict):
+        raise ValueError(f"{path} is not a training summary (no 'agents' table); remove it or use another --log-folder")
+    for name, e in summary["agents"].items():
+        if not isinstance(e, dict) or not isinstance(e.get("algo"), str) or not isinstance(e.get("path"), str):
+            raise ValueError(f"{path}: entry {name!r} is malformed (needs 'algo' and 'path')")
+    return summary

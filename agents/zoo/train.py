@@ -1,0 +1,134 @@
+"""Train LLMSplit agents and compare them: ``llmsplit train`` (flags follow rl-baselines3-zoo).
+
+With no arguments: MBRL, PPO and RSM-PPO (plus the oracle, random, best-fixed and SNR-threshold heuristics for
+reference) on ``LLMSplit-v0``; TensorBoard runs under ``runs/tb`` (``tensorboard --logdir runs/tb``), agents under
+``runs/<env>/<algo>_seed<seed>/``, a summary in ``runs/<env>/summary.json``, and a comparison table at the end.
+``--algo rllib_ppo`` trains RLlib PPO with env runners on a local Ray instance, or the cluster ``--ray-address`` names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from agents.zoo.args import parse_key_values
+from agents.zoo.common import cli_main, read_summary, train_eval_seeds
+
+DEFAULT_ALGOS = ["mbrl", "ppo", "rsm_ppo", "oracle", "random", "fixed", "threshold"]
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    from agents.zoo.registry import ALGOS
+
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--algo",
+        nargs="+",
+        default=DEFAULT_ALGOS,
+        choices=ALGOS,
+        metavar="ALGO",
+        help=f"agents to train (default: {' '.join(DEFAULT_ALGOS)}; choices: {', '.join(ALGOS)})",
+    )
+    p.add_argument("--env", default="LLMSplit-v0", help="environment id (default: LLMSplit-v0)")
+    p.add_argument("--env-kwargs", nargs="*", metavar="KEY:VALUE", help="env config overrides, e.g. scheme:digital")
+    p.add_argument("-params", "--hyperparams", nargs="*", metavar="KEY:VALUE", help="hyperparameter overrides")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("-n", "--n-timesteps", type=int, help="training budget for every learning agent (default: YAML)")
+    p.add_argument("-tb", "--tensorboard-log", default="runs/tb", help="TensorBoard root ('' to disable)")
+    p.add_argument("-f", "--log-folder", default="runs", help="where agents and the summary go (default: runs)")
+    p.add_argument("--eval-freq", type=int, default=None, help="evaluate every N steps (default: budget / 10)")
+    p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default: 10)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="Ray cluster for rllib_ppo's env runners (default: $RAY_ADDRESS, else a local instance)",
+    )
+    return p  # fmt: skip
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``llmsplit train ARGS``: 0 when every agent trained; 2 (one ``error:`` line) for bad input; 130 on Ctrl-C."""
+    return cli_main(lambda: build_parser(prog), run, argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    from agents.common.env_util import make_env
+    from agents.common.evaluation import OracleNormalizer
+    from agents.zoo.registry import REGISTRY, check_agent, load_agent, train_agent
+    from llmsplit_env.util.files import atomic_write_json
+
+    env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
+    hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
+    if args.n_timesteps is not None and args.n_timesteps < 1:
+        raise ValueError(f"-n/--n-timesteps must be >= 1, got {args.n_timesteps}")
+    if args.eval_freq is not None and args.eval_freq < 1:
+        raise ValueError(f"--eval-freq must be >= 1, got {args.eval_freq}")
+    stray = sorted(set(hyperparams) - set(args.algo))
+    if stray:
+        raise ValueError(f"--hyperparams keys must start with an algo being trained ({', '.join(args.algo)}); got "
+                         f"{', '.join(stray)} (write e.g. ppo.learning_rate:0.001)")  # fmt: skip
+    if args.eval_episodes < 1:
+        raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
+    if args.ray_address and "rllib_ppo" not in args.algo:
+        raise ValueError("--ray-address is for rllib_ppo (its env runners); no rllib_ppo in --algo")
+    # One env, built once: it checks the id and config, every agent is built on it (a bad hyperparameter or budget
+    # fails before the first agent trains), the scorer evaluates on it (each episode starts from env.reset(seed)) and
+    # each saved agent reloads onto it. Training builds its own envs.
+    env = make_env(args.env, env_kwargs)
+    for algo in args.algo:
+        check_agent(algo, env, args.env, args.seed,
+                    args.n_timesteps if REGISTRY[algo].uses_budget else None, hyperparams.get(algo))  # fmt: skip
+    if args.ray_address:
+        from llmsplit_env.util.ray_cluster import connect_ray
+
+        # fails fast, naming the flag, when nothing answers there
+        connect_ray(args.ray_address, who="--ray-address", extra="rllib")
+    run_dir = Path(args.log_folder) / args.env
+    eval_seeds = train_eval_seeds(args.seed, args.eval_episodes)
+    scorer = OracleNormalizer(env, eval_seeds)
+    tb = args.tensorboard_log or None
+    if tb:
+        tb = str(Path(tb) / args.env)
+    summary_path = run_dir / "summary.json"
+    summary = read_summary(summary_path) if summary_path.is_file() else {"env_id": args.env, "agents": {}}
+    if summary.get("env_kwargs", env_kwargs) != env_kwargs:
+        raise ValueError(f"{summary_path} holds agents trained with other --env-kwargs; use another --log-folder")
+    summary["env_kwargs"] = env_kwargs
+    rows = []
+    for algo in args.algo:
+        t0 = time.perf_counter()
+        print(f"== {algo} on {args.env} (seed {args.seed})", flush=True)
+        record = train_agent(
+            algo,
+            args.env,
+            env_kwargs,
+            seed=args.seed,
+            n_timesteps=args.n_timesteps if REGISTRY[algo].uses_budget else None,
+            out_dir=run_dir / f"{algo}_seed{args.seed}",
+            tensorboard_log=tb,
+            eval_freq=args.eval_freq,
+            scorer=scorer,
+            progress_bar=not args.no_progress,
+            hyperparams=hyperparams.get(algo),
+        )
+        final = scorer(load_agent(record.algo, record.path, env))  # the saved agent: what evaluate will load
+        final = {"mean_return": float(final["mean_return"]), "normalized_score": float(final["normalized_score"])}
+        rows.append((algo, final["mean_return"], final["normalized_score"], record.quality_evals,
+                     time.perf_counter() - t0))  # fmt: skip
+        summary["agents"][f"{algo}_seed{args.seed}"] = record.to_json() | {"final": final}
+        atomic_write_json(summary_path, summary)
+
+    print(f"\n{args.env}: mean return over {len(eval_seeds)} evaluation episodes (seeds {eval_seeds[0]}…)")
+    r_random, r_oracle = scorer.reference
+    print(f"oracle {r_oracle:.2f}, random {r_random:.2f}")
+    print(f"{'agent':<14}{'return':>10}{'norm. score':>13}{'real evals':>12}{'wall s':>9}")
+    for algo, ret, norm, evals, wall in rows:
+        print(f"{algo:<14}{ret:>10.2f}{norm:>13.3f}{evals:>12d}{wall:>9.1f}")
+    print(f"\nsummary: {summary_path}" + (f"; TensorBoard: tensorboard --logdir {tb}" if tb else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
