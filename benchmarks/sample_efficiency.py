@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llmsplit_env.util.ray_cluster import add_ray_flag
+
 TARGET = 0.95
 BUDGETS = {"mbrl": 1200, "ppo": 100_000, "a2c": 100_000, "dqn": 100_000}
 CHECKPOINTS = [100, 150, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 3000, 5000, 7500, 10_000, 15_000,
@@ -323,13 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", nargs="*", metavar="ALGO:N", help="real-evaluation budgets instead of BUDGETS")
     p.add_argument("-params", "--hyperparams", nargs="*", metavar="ALGO.KEY:VALUE", help="hyperparameter overrides")
     p.add_argument("--paper", action="store_true", help="run the paper reproduction instead")
-    p.add_argument(
-        "--ray",
-        nargs="?",
-        const="",
-        metavar="ADDRESS",
-        help="run the (agent, seed) jobs as Ray tasks: a local Ray instance, or the cluster at ADDRESS",
-    )
+    add_ray_flag(p, "run the (agent, seed) jobs as Ray tasks")
     p.add_argument("--cpus-per-job", type=float, help="--ray: CPUs (and torch threads) per job (default: 1)")
     return p
 

@@ -7,8 +7,9 @@ import io
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,6 +129,16 @@ class SplitRunner:
         )
         runner.tokenizer = tokenizer
         return runner
+
+    #: the settings a worker process's runner is built from (`from_spec`)
+    SPEC_KEYS = ("model", "text", "num_tokens", "window", "dtype", "device")
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], **kwargs) -> SplitRunner:
+        """A runner in a worker process (a Ray actor) from a settings dict: the `SPEC_KEYS`, and ``threads``, the
+        torch threads this process may use (set before the model loads)."""
+        torch.set_num_threads(int(spec["threads"]))
+        return cls.from_pretrained(**{key: spec[key] for key in cls.SPEC_KEYS}, **kwargs)
 
     # --- properties --------------------------------------------------------------------------------------------
 

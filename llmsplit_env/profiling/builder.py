@@ -49,7 +49,7 @@ from llmsplit_env.quality.profile import (
     profile_from_dict,
 )
 from llmsplit_env.util.files import atomic_write_json
-from llmsplit_env.util.ray_cluster import ray_missing
+from llmsplit_env.util.ray_cluster import add_ray_flag, ray_missing
 
 DEFAULT_LEVELS = {
     "analog": np.round(np.arange(-5.0, 35.0 + 1e-9, 2.5), 6),
@@ -96,13 +96,7 @@ def build_parser(prog: str = "python -m llmsplit_env.profiling.builder") -> argp
         "--draws-per-forward", type=int, help="channel draws batched per forward (default: 8 on GPU, 1 on CPU)"
     )
     p.add_argument("--fresh", action="store_true", help="ignore an existing partial file and start over")
-    p.add_argument(
-        "--ray",
-        nargs="?",
-        const="",
-        metavar="ADDRESS",
-        help="measure the cells on Ray workers: a local Ray instance, or the cluster at ADDRESS (needs llmsplit[ray])",
-    )
+    add_ray_flag(p, "measure the cells on Ray workers (needs llmsplit[ray])")
     p.add_argument(
         "--workers",
         type=int,

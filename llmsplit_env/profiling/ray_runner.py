@@ -56,20 +56,9 @@ class CellWorker:
         self.error: tuple[bool, str] | None = None
         self.runner = None
         try:
-            import torch
-
-            torch.set_num_threads(spec["threads"])
             from llmsplit_env.llm import SplitRunner
 
-            self.runner = SplitRunner.from_pretrained(
-                spec["model"],
-                spec["text"],
-                num_tokens=spec["num_tokens"],
-                window=spec["window"],
-                dtype=spec["dtype"],
-                device=spec["device"],
-                draws_per_forward=spec["draws_per_forward"],
-            )
+            self.runner = SplitRunner.from_spec(spec, draws_per_forward=spec["draws_per_forward"])
         except Exception as e:  # reported by info()
             self.error = (isinstance(e, (ValueError, OSError)), str(e) or type(e).__name__)
 

@@ -103,19 +103,9 @@ class QualityServer:
         # one thread runs every forward: the model is patched during a call (`SplitModel` is not thread-safe)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quality-forward")
         try:
-            import torch
-
-            torch.set_num_threads(int(spec["threads"]))
             from llmsplit_env.llm import SplitRunner
 
-            self.runner = SplitRunner.from_pretrained(
-                spec["model"],
-                spec["text"],
-                num_tokens=spec["num_tokens"],
-                window=spec["window"],
-                dtype=spec["dtype"],
-                device=spec["device"],
-            )
+            self.runner = SplitRunner.from_spec(spec)
             self.runner.prefixes()  # every boundary, once (or from the node's cache)
             self.clean_ppl = float(self.runner.clean_perplexity())
             self.max_batch = int(spec["max_batch"] or (16 if self.runner.device.type == "cuda" else 4))
@@ -216,7 +206,7 @@ class QualityServer:
 
         if self.error is not None:
             raise RuntimeError(f"the quality server failed to load its model: {self.error[1]}")
-        split = self.runner._check_split(split)
+        split = self.runner.check_split(split)
         channel = make_channel(scheme, level, **params)  # a bad request fails alone, before it joins a batch
         self.counts["requests"] += 1
         loop = asyncio.get_running_loop()

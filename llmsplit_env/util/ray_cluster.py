@@ -63,3 +63,15 @@ def connect_ray(
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{flag} {address}: cannot connect to a Ray cluster ({first})") from None
     return True
+
+
+def add_ray_flag(parser, what: str) -> None:
+    """``--ray [ADDRESS]`` on an argparse ``parser``: absent (``None``), a local Ray instance (``""``, the flag
+    alone) or the cluster at ADDRESS; ``what`` is what runs on Ray (for the help)."""
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help=f"{what}: a local Ray instance (the flag alone), or the cluster at ADDRESS",
+    )
