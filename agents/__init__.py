@@ -4,21 +4,15 @@ Laid out like stable-baselines3 (``from agents import MBRLAgent`` as ``from stab
 
 | module                  | what                                                                              |
 |-------------------------|-----------------------------------------------------------------------------------|
-| `agents.mbrl.agent`           | `MBRLAgent`: ensemble reward/channel models and discrete planning                 |
-| `agents.rsm`            | `RSMPPOAgent`: the paper's reward surrogate + PPO                                 |
+| `agents.mbrl`           | `MBRLAgent` (`agent`): ensemble reward/channel models (`ensemble`), `planning`    |
+| `agents.rsm`            | `RSMPPOAgent`: the paper's reward surrogate (`surrogate`, `env`) + PPO (`agent`)  |
 | `agents.baselines`      | heuristics and `OracleAgent`                                                      |
-| `agents.sb3`            | SB3 model-free agents from YAML (`make_sb3_agent`), saved/loaded without pickle    |
-| `agents.rllib_ppo`          | `RLlibPPOAgent`: RLlib PPO with env runners on a Ray cluster (``llmsplit[rllib]``) |
-| `agents.mbrl.ensemble`       | `GaussianEnsemble`, `encode_inputs` (the one model-input encoding)                |
-| `agents.mbrl.planning`       | one-step scores/actions and dynamic programming over splits                       |
-| `agents.common.evaluation`     | `evaluate_agent`, `normalized_score`, `OracleNormalizer`, `best_fixed_split`      |
-| `agents.common.callbacks`      | reward-component / real-evaluation tracking and evaluation callbacks              |
-| `agents.common.logger`         | `TagTreeLogger`, `configure_logger`: the one TensorBoard tag tree                 |
-| `agents.common.env_util`       | `make_env`, `EnvLayout` / `env_layout`, `collect_transitions`                     |
-| `agents.common.protocol`       | `Agent`: the one agent protocol (learn, predict, save, load, quality_evals)       |
-| `agents.common.save_util`      | saving and loading helpers (spaces, zip/dir parts, weights) and `predict_actions` |
-| `agents.common.hyperparameters`| `load_hyperparams`, `check_hyperparams` (``agents/hyperparams/<algo>.yml``)       |
-| `agents.zoo.registry`            | the registry: train, save and load any agent by name                              |
+| `agents.sb3`            | SB3 model-free agents from YAML (`make_sb3_agent`), saved/loaded without pickle   |
+| `agents.rllib_ppo`      | `RLlibPPOAgent`: RLlib PPO with env runners on a Ray cluster (``llmsplit[rllib]``) |
+| `agents.common`         | the `Agent` protocol, `save_util`, `env_util`, `evaluation`, `callbacks`,         |
+|                         | `logger` (the one TensorBoard tag tree), `hyperparameters`                        |
+| `agents.zoo`            | the front doors: `registry` (any agent by name), ``llmsplit`` (`cli`), `train`,   |
+|                         | `evaluate`, `sweep`                                                               |
 
 Names load lazily (module ``__getattr__``), so ``import agents`` stays light.
 """
@@ -30,7 +24,7 @@ from llmsplit_env.util.exports import lazy_exports
 _LAZY = {
     "Agent": "agents.common.protocol",
     "MBRLAgent": "agents.mbrl.agent",
-    "RSMPPOAgent": "agents.rsm",
+    "RSMPPOAgent": "agents.rsm.agent",
     "OracleAgent": "agents.baselines",
     "RandomAgent": "agents.baselines",
     "FixedSplitAgent": "agents.baselines",

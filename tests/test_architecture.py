@@ -18,7 +18,6 @@ MAX_LINES = 450
 # Modules over MAX_LINES, each one subject (splitting it would scatter one idea over files).
 LONG_MODULES = {
     "agents/mbrl/ensemble.py": "the probabilistic ensemble: network, standardisers, bootstrapped fit, early stopping",
-    "agents/rsm.py": "RSM-PPO as published: its surrogate models, the surrogate-reward env and the agent",
     "llmsplit_env/env.py": "one Gymnasium env class; 150 of its lines are the docstring's tables of spaces and rewards",
     "llmsplit_env/quality/server.py": "the quality server's actor, its start/connect/call client and CLI; 50 lines of "
     "design docstring (batching, batch invariance, counting)",

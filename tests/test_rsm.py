@@ -268,7 +268,7 @@ def test_directory_save_is_atomic(tmp_path, monkeypatch):
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("agents.rsm.sb3_bytes", interrupted)
+    monkeypatch.setattr("agents.rsm.agent.sb3_bytes", interrupted)
     with pytest.raises(KeyboardInterrupt):
         agent.save(path)
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before

@@ -190,7 +190,7 @@ def _fit_sb3(job: TrainJob, built: Built) -> int:
 
 
 def _build_rsm(job: TrainJob) -> Built:
-    from agents.rsm import RSMPPOAgent
+    from agents.rsm.agent import RSMPPOAgent
 
     hp = load_hyperparams("rsm_ppo", job.env_id, job.hyperparams)
     steps = _budget(job, hp)
@@ -322,8 +322,8 @@ REGISTRY: dict[str, AlgoEntry] = {
     **{a: AlgoEntry("agents.sb3", cls, _build_sb3, _fit_sb3, "agent.zip", _sb3_keys(a), yaml=True,
                     save=_save_sb3, load=_load_sb3(a))
        for a, cls in zip(SB3_ALGOS, ("PPO", "A2C", "DQN", "MaskablePPO"), strict=True)},
-    "rsm_ppo": AlgoEntry("agents.rsm", "RSMPPOAgent", _build_rsm, _fit_rsm, "agent.zip",
-                         _own_keys("agents.rsm", "RSMPPOAgent"), yaml=True),
+    "rsm_ppo": AlgoEntry("agents.rsm.agent", "RSMPPOAgent", _build_rsm, _fit_rsm, "agent.zip",
+                         _own_keys("agents.rsm.agent", "RSMPPOAgent"), yaml=True),
     "rllib_ppo": AlgoEntry("agents.rllib_ppo", "RLlibPPOAgent", _build_rllib, _fit_rllib, "agent.zip", _rllib_keys,
                            yaml=True, load=_load_rllib),
     "oracle": AlgoEntry("agents.baselines", "OracleAgent", _build_oracle, _no_fit, "agent.json", _keys(),
