@@ -181,16 +181,16 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 
-from llmsplit_env.config import COMPONENTS, OBS_EXTRAS, PRESETS, default_config, merge_config_kwargs, resolve_config
-from llmsplit_env.dynamics import NOISE_COLUMNS, ChannelDynamics, uniform_from_normals
+from llmsplit_env.config import COMPONENTS, OBS_EXTRAS, PRESETS, default_config, resolve_config
+from llmsplit_env.dynamics import NOISE_COLUMNS, ChannelDynamics
+from llmsplit_env.episode import NORMAL_CHUNK, Episode, end_step, env_config, env_problem, initial_split, next_position
 from llmsplit_env.factory import make_backend, make_dynamics
-from llmsplit_env.problem import SplitProblem, compile_problem, outcome
+from llmsplit_env.observation import Observer
+from llmsplit_env.problem import SplitProblem, outcome
 from llmsplit_env.quality.backends import QualityBackend, realised_loss
 from llmsplit_env.registration import with_episode_length
 
 __all__ = ["COMPONENTS", "NORMAL_CHUNK", "OBS_EXTRAS", "PRESETS", "LLMSplitEnv"]
-
-NORMAL_CHUNK = 1024  # standard normals drawn per generator call (see `LLMSplitEnv._normals`); the vector env's too
 
 
 class LLMSplitEnv(gym.Env):
@@ -221,54 +221,28 @@ class LLMSplitEnv(gym.Env):
         **config_kwargs: Any,
     ):
         super().__init__()
-        if config_kwargs:  # top-level config keys as keyword arguments (gym.make(id, reward={...}), RLlib)
-            if problem is not None:
-                raise ValueError(f"pass either problem= or config keys, not both (got {sorted(config_kwargs)})")
-            config = merge_config_kwargs(config, config_kwargs)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
-        if problem is not None:
-            # `preset` may come along from a registered id (gym.make(id, problem=...)): it must be the problem's
-            if config is not None or preset not in (None, problem.config["preset"]):
-                raise ValueError(
-                    f"pass either problem= (a compiled SplitProblem, preset {problem.config['preset']!r}) or "
-                    f"config/preset, not both (got config={config!r}, preset={preset!r})"
-                )
-            cfg = resolve_config(problem.config)
-        else:
-            cfg = resolve_config(config, preset)
-        self.config = cfg
+        self.config = cfg = env_config(config, preset, problem, config_kwargs)
         self.quality_backend: QualityBackend = make_backend(cfg)
-        qb = self.quality_backend
-        if problem is None:
-            problem = compile_problem(cfg, qb)
-        elif problem.num_layers != qb.num_layers or problem.level_name != qb.level_name:
-            raise ValueError(
-                f"the problem was compiled for {problem.num_layers} layers and level {problem.level_name!r}; "
-                f"this backend has {qb.num_layers} and {qb.level_name!r}"
-            )
-        self.problem = problem
+        self.problem = problem = env_problem(cfg, self.quality_backend, problem)
         # The problem's facts that users and agents read off an env (copies: the problem itself is immutable).
         self.num_layers, self.level_name = problem.num_layers, problem.level_name
         self.k_min, self.k_max, self.max_episode_steps = problem.k_min, problem.k_max, problem.max_episode_steps
         self.splits, self.allowed_splits = list(problem.splits), list(problem.allowed_splits)
         self.reward_weights, self.observation_names = dict(problem.weights), list(problem.observation_names)
         self.payload_bits, self.max_airtime_s = problem.payload_bits, problem.max_airtime_s
-        self.dynamics: ChannelDynamics = make_dynamics(cfg, qb)
+        self.dynamics: ChannelDynamics = make_dynamics(cfg, self.quality_backend)
         self.action_space = spaces.Discrete(problem.n_actions)
         self.observation_space = spaces.Box(
             np.array(problem.obs_low, np.float32), np.array(problem.obs_high, np.float32), dtype=np.float32
         )
 
-        # Episode state (set by reset; _t = -1 until the first reset).
-        self._t = -1
-        self.prev_split = problem.initial_splits[0]
-        self._trend = 0.0
-        self._last_loss = 0.0
-        self._last_quality = 1.0
-        self._ppl0 = float("nan")
-        self._log_ppl0 = 0.0
+        self._observer = Observer(problem, self.dynamics)
+
+        # Episode state (set by reset; t = -1 until the first reset).
+        self._ep = Episode(problem.initial_splits[0], t=-1)
         self._zbuf: list[float] = []
         self._zp = NORMAL_CHUNK
         self._evals_at_seed = 0
@@ -288,6 +262,11 @@ class LLMSplitEnv(gym.Env):
         self._spec = value
 
     @property
+    def prev_split(self) -> int:
+        """The split in force: the one a zero move keeps (the previous step's, or the episode's initial split)."""
+        return self._ep.prev_split
+
+    @property
     def level(self) -> float:
         """The link's true mean level now (SNR dB, or ρ)."""
         return self.dynamics.level
@@ -305,12 +284,12 @@ class LLMSplitEnv(gym.Env):
     @property
     def elapsed_steps(self) -> int:
         """Steps taken in the current episode (0 before the first reset)."""
-        return max(self._t, 0)
+        return max(self._ep.t, 0)
 
     @property
     def ppl0(self) -> float:
         """The paper reward's PPL₀ of this episode (NaN unless the paper terms or ``log_ppl0`` are in use)."""
-        return self._ppl0
+        return self._ep.ppl0
 
     def action_to_split(self, action: int) -> int:
         """The split ``action`` selects now (relative mode: from the current previous split)."""
@@ -342,30 +321,21 @@ class LLMSplitEnv(gym.Env):
         nd = self.dynamics.reset_normals
         head = self._normals(nd + 2)
         self.dynamics.reset(head[:nd])
-        initial = self.problem.initial_splits
-        n_init = len(initial)
-        k0 = initial[min(int(uniform_from_normals(head[nd], head[nd + 1]) * n_init), n_init - 1)]
-        if forced is not None:
-            k0 = int(forced)
-        self.prev_split = k0
-        self._t = 0
-        self._trend = 0.0
-        self._last_loss = 0.0
-        self._last_quality = 1.0
+        k0 = initial_split(self.problem, head[nd], head[nd + 1]) if forced is None else int(forced)
+        self._ep = ep = Episode(k0)
         info = {self.level_name: self.dynamics.level, "split": k0, "quality_evals": self.quality_evals}
         if self.problem.needs_ppl0:
-            self._ppl0 = self.quality_backend.baseline_ppl(k0, self.dynamics.level, self.np_random)
-            self._log_ppl0 = math.log(self._ppl0)
+            ep.ppl0 = self.quality_backend.baseline_ppl(k0, self.dynamics.level, self.np_random)
             info["quality_evals"] = self.quality_evals
-            info["ppl0"] = self._ppl0
+            info["ppl0"] = ep.ppl0
         if self.render_mode is not None:
             self._history = [(self.dynamics.level, self.dynamics.estimate, k0, 0.0)]
         self._last_info = info
-        return self._observation(), info
+        return self._observer.observe(ep, self.dynamics), info
 
     def step(self, action):
-        problem = self.problem
-        if self._t < 0:
+        problem, ep = self.problem, self._ep
+        if ep.t < 0:
             raise ValueError("step() before reset(): call env.reset(seed=...) first")
         # what `Discrete.contains` accepts: an int, a numpy integer or a 0-d integer array (not a bool, not a float)
         if isinstance(action, bool) or not (
@@ -376,7 +346,7 @@ class LLMSplitEnv(gym.Env):
         a = int(action)
         if not 0 <= a < problem.n_actions:
             raise ValueError(self._range_error(action))
-        kp = self.prev_split
+        kp = ep.prev_split
         k = problem.targets[kp][a] if problem.relative else problem.k_min + a  # `problem.split_of`, inlined
         if not problem.allowed[k]:
             sp = self.config["splits"]
@@ -388,10 +358,9 @@ class LLMSplitEnv(gym.Env):
         dyn = self.dynamics
         dyn.on_action(move)
         level = dyn.level
-        p = self._zp  # `_normals(NOISE_COLUMNS)`, inlined: this is the hot loop
-        if p + NOISE_COLUMNS > NORMAL_CHUNK:
+        p, refill = next_position(self._zp, NOISE_COLUMNS)  # `_normals(NOISE_COLUMNS)`, inlined: the hot loop
+        if refill:
             self._zbuf = self.np_random.standard_normal(NORMAL_CHUNK).tolist()
-            p = 0
         self._zp = p + NOISE_COLUMNS
         z = self._zbuf[p : p + NOISE_COLUMNS]
 
@@ -402,7 +371,7 @@ class LLMSplitEnv(gym.Env):
             loss = realised_loss(loss, z[5], qb.loss_units)
         ppl = math.exp(log_ppl)
         quality = qb.clean_ppl / ppl
-        o = outcome(k, move, level, quality, ppl, self._ppl0, problem.airtime(k, level))
+        o = outcome(k, move, level, quality, ppl, ep.ppl0, problem.airtime(k, level))
         rewards, reward = problem.score(o)
         info = {
             "rewards": rewards,
@@ -413,64 +382,24 @@ class LLMSplitEnv(gym.Env):
             "quality_evals": qb.evaluations - self._evals_at_seed,
         }
         if problem.needs_ppl0:
-            info["ppl0"] = self._ppl0
+            info["ppl0"] = ep.ppl0
 
-        # the channel moves on; the next observation
+        # the channel moves on; the episode's bookkeeping; the next observation
         est_prev = dyn.estimate
         dyn.advance(z)
-        beta = problem.trend_smoothing
-        self._trend = beta * self._trend + (1.0 - beta) * (dyn.estimate - est_prev)
-        self.prev_split = k
-        self._last_loss = loss
-        self._last_quality = quality
-        self._t += 1
+        truncated = end_step(problem, ep, k, loss, quality, est_prev, dyn.estimate)
         if self.render_mode is not None:
             self._history.append((dyn.level, dyn.estimate, k, reward))
         self._last_info = info
-        return self._observation(), reward, False, self._t >= problem.max_episode_steps, info
+        return self._observer.observe(ep, dyn), reward, False, truncated, info
 
     def _normals(self, n: int) -> list[float]:
-        """The next ``n`` standard normals of this env's stream.
-
-        All randomness of the profile backend is one stream of normals from ``self.np_random``, drawn
-        `NORMAL_CHUNK` at a time; a request that does not fit in what is left of a chunk discards the rest and draws
-        the next chunk. A reset takes ``reset_normals + 2``, a step `NOISE_COLUMNS`. The vector env keeps one such
-        stream per sub-env with the same rule, which is what makes its trajectories equal to single envs' and lets it
-        call each sub-env's generator only once per chunk (several episodes).
-        """
-        p = self._zp
-        if p + n > NORMAL_CHUNK:
+        """The next ``n`` standard normals of this env's stream (the rule: `llmsplit_env.episode.next_position`)."""
+        p, refill = next_position(self._zp, n)
+        if refill:
             self._zbuf = self.np_random.standard_normal(NORMAL_CHUNK).tolist()
-            p = 0
         self._zp = p + n
         return self._zbuf[p : p + n]
-
-    def _observation(self) -> np.ndarray:
-        problem = self.problem
-        lo, hi = problem.obs_low, problem.obs_high
-        dyn = self.dynamics
-        # Only the level estimate, its trend and log PPL₀ can leave their bounds; the other values lie in them by
-        # construction (the vector env relies on the same), so they are not clipped in this hot loop.
-        est, trend = dyn.estimate, self._trend
-        est = lo[0] if est < lo[0] else (hi[0] if est > hi[0] else est)
-        trend = lo[1] if trend < lo[1] else (hi[1] if trend > hi[1] else trend)
-        names = problem.observation_names
-        if len(names) == 4:
-            return np.array((est, trend, self._last_loss, self.prev_split * problem.inv_layers), dtype=np.float32)
-        vals = [est, trend, self._last_loss, self.prev_split * problem.inv_layers]
-        for i, e in enumerate(names[4:], start=4):
-            if e == "distance":
-                v = dyn.distance / dyn.mobility.cell_radius
-            elif e == "speed":
-                v = dyn.speed
-            elif e == "time":
-                v = self._t / problem.max_episode_steps
-            elif e == "log_ppl0":
-                v = self._log_ppl0
-            else:
-                v = self._last_quality
-            vals.append(min(max(v, lo[i]), hi[i]))
-        return np.array(vals, dtype=np.float32)
 
     # --- expectations (oracle) ------------------------------------------------------------------------------------
 
@@ -482,10 +411,10 @@ class LLMSplitEnv(gym.Env):
         it (``llm.profile_match``: ``"strict"``, the same measurement; ``"model"``, the same model and scheme, the
         profile then being a prior measured on other text), else raises ``ValueError`` naming the differing fields.
         """
-        if self._t < 0:
+        if self._ep.t < 0:
             raise ValueError("expected_rewards() before reset(): call env.reset(seed=...) first")
         return self.problem.expected_rewards(
-            self.prev_split, self.dynamics.level_after, self.quality_backend.expectations, self._ppl0
+            self._ep.prev_split, self.dynamics.level_after, self.quality_backend.expectations, self._ep.ppl0
         )
 
     # --- rendering ------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import numpy as np
 from llmsplit_env.config import COMPONENTS, resolve_config
 from llmsplit_env.frozen import FrozenDict, SplitTable, frozen, readonly
 from llmsplit_env.link import airtime_s, payload_bits
+from llmsplit_env.observation import BASE_OBSERVATION, observation_bounds
 
 
 class Outcome(NamedTuple):
@@ -105,13 +106,6 @@ BUILTIN_COMPONENTS: tuple[RewardComponent, ...] = (
 )
 assert tuple(c.name for c in BUILTIN_COMPONENTS) == COMPONENTS
 
-#: bounds of the base observation dimensions, by level kind
-_BASE_BOUNDS = {
-    "snr_db": ([-20.0, -10.0, 0.0, 0.0], [50.0, 10.0, 1.0, 1.0]),
-    "rho": ([0.0, -0.1, 0.0, 0.0], [1.0, 0.1, 1.0, 1.0]),
-}
-BASE_OBSERVATION = ("level", "trend", "packet_loss", "prev_split")
-
 
 @dataclass(frozen=True, eq=False)
 class SplitProblem:
@@ -176,11 +170,19 @@ class SplitProblem:
         for c in self.components:
             if c.table is not None and not isinstance(getattr(self, c.table, None), SplitTable):
                 raise ValueError(f"reward component {c.name!r}: {c.table!r} is not a per-split table of the problem")
-        # (name, table or None, fn or None) per reported component: the step's hot loop reads tables directly
-        plan = tuple((c.name, None if c.table is None else getattr(self, c.table), c.fn) for c in reported)
+        # (name, table or None, fn or None, weight) per reported component: the step's hot loop reads tables directly
+        w = self.weights
+        plan = tuple(
+            (c.name, None if c.table is None else getattr(self, c.table), c.fn, w.get(c.name, 0.0)) for c in reported
+        )
         object.__setattr__(self, "_plan", plan)
-        object.__setattr__(self, "_weighted", tuple((c.name, self.weights[c.name]) for c in weighted))
+        object.__setattr__(self, "_weighted", tuple((c.name, w[c.name]) for c in weighted))
         object.__setattr__(self, "_neg_inv_ref", -1.0 / self.latency_ref_s)
+        if self.targets is not None:  # relative: the targets as an array [k_prev, a] (`splits_of`)
+            arr = np.zeros((self.num_layers + 1, self.n_actions), dtype=np.int64)
+            for k in self.allowed_splits:
+                arr[k] = self.targets[k]
+            object.__setattr__(self, "_targets_arr", readonly(arr))
         uses_ppl0 = any(c.needs_ppl0 for c in reported) or "log_ppl0" in self.observation_names
         object.__setattr__(self, "needs_ppl0", uses_ppl0)
 
@@ -193,19 +195,8 @@ class SplitProblem:
     def splits_of(self, actions: np.ndarray, prev_splits: np.ndarray) -> np.ndarray:
         """`split_of` over arrays."""
         if self.relative:
-            return self._targets_array[prev_splits, actions]
+            return self._targets_arr[prev_splits, actions]
         return actions + self.k_min
-
-    @property
-    def _targets_array(self) -> np.ndarray:
-        arr = self.__dict__.get("_targets_arr")
-        if arr is None:
-            arr = np.zeros((self.num_layers + 1, self.n_actions), dtype=np.int64)
-            for k in self.allowed_splits:
-                arr[k] = self.targets[k]
-            arr.flags.writeable = False
-            object.__setattr__(self, "_targets_arr", arr)
-        return arr
 
     def is_allowed(self, k) -> bool:
         return self.k_min <= k <= self.k_max and self.allowed[int(k)]
@@ -244,10 +235,7 @@ class SplitProblem:
 
     def reward_components(self, outcome: Outcome) -> dict[str, Any]:
         """The reported components (unweighted) of an outcome, by name, in component order."""
-        k = outcome[0]
-        if isinstance(k, int):
-            return {name: fn(self, outcome) if tab is None else tab[k] for name, tab, fn in self._plan}
-        return {name: fn(self, outcome) if tab is None else tab.array.take(k) for name, tab, fn in self._plan}
+        return self.score(outcome)[0]
 
     def reward(self, components: Mapping[str, Any]):
         """``Σ_c w_c · r_c`` over the weighted components, by name, in component order."""
@@ -257,9 +245,17 @@ class SplitProblem:
         return r
 
     def score(self, outcome: Outcome) -> tuple[dict[str, Any], Any]:
-        """``(reward_components(outcome), reward(...))``: what a step reports and earns."""
-        components = self.reward_components(outcome)
-        return components, self.reward(components)
+        """``(reward_components(outcome), reward(...))``: what a step reports and earns, in one pass (the weighted
+        components are among the reported ones, in the same order)."""
+        k = outcome[0]
+        scalar = isinstance(k, int)
+        components = {}
+        r = 0.0
+        for name, tab, fn, w in self._plan:
+            v = components[name] = fn(self, outcome) if tab is None else (tab[k] if scalar else tab.array.take(k))
+            if w != 0.0:
+                r = r + w * v
+        return components, r
 
     def expected_rewards(
         self,
@@ -399,37 +395,18 @@ def compile_problem(config: Mapping | None = None, backend=None, preset: str | N
         n = 2 * mm + 1
         moves = [0] + [m for i in range(1, mm + 1) for m in (-i, i)]
         rows: list[tuple[int, ...] | None] = [None] * (L + 1)
-        for kp in allowed_splits:  # each move cut back to the largest legal one in its direction
-            row = []
-            for m in moves:
-                step = 1 if m > 0 else -1
-                t = kp
-                for j in range(abs(m), 0, -1):
-                    k = kp + step * j
-                    if k_min <= k <= k_max and allowed[k]:
-                        t = k
-                        break
-                row.append(t)
-            rows[kp] = tuple(row)
+        for kp in allowed_splits:  # each move cut back to the largest legal one in its direction (none: stay)
+            legal = [[k for k in range(kp + m, kp, -1 if m > 0 else 1) if k in allowed_splits] for m in moves]
+            rows[kp] = tuple(ks[0] if ks else kp for ks in legal)
         targets = tuple(rows)
         masks = np.ones(n, dtype=bool)
     else:
         n = k_max - k_min + 1
         masks = np.array([allowed[k] for k in splits], dtype=bool)
 
-    # Observation names and bounds.
-    extras = tuple(cfg["observation"]["extras"])
-    low, high = (list(b) for b in _BASE_BOUNDS[qb.level_name])
-    ext_bounds = {
-        "distance": (0.0, 1.0),
-        "speed": (0.0, 3.0 * cfg["channel"]["mobility"]["mean_speed"]),
-        "time": (0.0, 1.0),
-        "log_ppl0": (0.0, 25.0),
-        "last_quality": (0.0, 1.0),
-    }
-    for e in extras:
-        low.append(ext_bounds[e][0])
-        high.append(ext_bounds[e][1])
+    # Observation names and bounds (`llmsplit_env.observation`'s feature table).
+    names = (*BASE_OBSERVATION, *cfg["observation"]["extras"])
+    low, high = observation_bounds(names, qb.level_name, cfg)
 
     # Per-split tables and latency constants.
     lat = cfg["latency"]
@@ -459,9 +436,9 @@ def compile_problem(config: Mapping | None = None, backend=None, preset: str | N
         paper_load=SplitTable((k_max - k) / k_max for k in range(L + 1)),
         weights=FrozenDict(cfg["reward"]["weights"]),
         components=BUILTIN_COMPONENTS,
-        observation_names=(*BASE_OBSERVATION, *extras),
-        obs_low=tuple(low),
-        obs_high=tuple(high),
+        observation_names=names,
+        obs_low=low,
+        obs_high=high,
         trend_smoothing=cfg["observation"]["trend_smoothing"],
         payload_bits=payload_bits(lat["num_tokens"], hidden, lat["bits"]),
         bandwidth_hz=lat["bandwidth_hz"],

@@ -5,11 +5,12 @@ builds it; keyword arguments (``config``, ``preset``, ``problem``) are those of 
 is vectorised (the live backend runs a model per step; use ``vectorization_mode="sync"``).
 
 Semantics are those of N single envs: each sub-env has its own generator and its own stream of normals, consumed
-by the same rule as `LLMSplitEnv` (see `LLMSplitEnv._normals`), so trajectories, rewards and infos equal those of
-``SyncVectorEnv`` over single envs with the same seeds (up to the last bit of `math` vs numpy transcendental
-functions). Only the generator calls (one per sub-env every few episodes) are a Python loop; the rest is numpy over
-sub-envs. ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i`` (Gymnasium's convention); ``seed=[...]`` gives one
-seed per sub-env; ``options={"reset_mask": mask}`` resets a subset.
+by the same rule as `LLMSplitEnv`'s (`llmsplit_env.episode.next_position`), and the same bookkeeping
+(`llmsplit_env.episode`, `llmsplit_env.observation`) and reward (`llmsplit_env.problem`) serve both, so trajectories,
+rewards and infos equal those of ``SyncVectorEnv`` over single envs with the same seeds (up to the last bit of `math`
+vs numpy transcendental functions). Only the generator calls (one per sub-env every few episodes) are a Python
+loop; the rest is numpy over sub-envs. ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i`` (Gymnasium's
+convention); ``seed=[...]`` gives one seed per sub-env; ``options={"reset_mask": mask}`` resets a subset.
 
 Autoreset: ``AutoresetMode.NEXT_STEP``, like Gymnasium's default. The step after a sub-env truncates resets it: its
 action is ignored, its observation is the reset observation, its reward 0 and its flags ``False``; its infos are the
@@ -28,11 +29,11 @@ from gymnasium.spaces import Box, Discrete, MultiDiscrete
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from llmsplit_env.config import merge_config_kwargs, resolve_config
-from llmsplit_env.dynamics import NOISE_COLUMNS, uniform_from_normals
-from llmsplit_env.env import NORMAL_CHUNK
+from llmsplit_env.dynamics import NOISE_COLUMNS
+from llmsplit_env.episode import NORMAL_CHUNK, Episode, end_step, env_config, env_problem, initial_split, next_position
 from llmsplit_env.factory import make_backend, make_dynamics
-from llmsplit_env.problem import SplitProblem, compile_problem, outcome
+from llmsplit_env.observation import ChannelArrays, Observer
+from llmsplit_env.problem import SplitProblem, outcome
 from llmsplit_env.quality.backends import ProfileQuality, realised_loss_batch
 from llmsplit_env.registration import with_episode_length
 
@@ -67,34 +68,11 @@ class LLMSplitVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if render_mode is not None:
             raise ValueError("LLMSplitVectorEnv does not render; use vectorization_mode='sync' with a render_mode")
-        if problem is not None:
-            # `preset` may come along from a registered id (gym.make_vec(id, problem=...)): it must be the problem's
-            if config is not None or preset not in (None, problem.config["preset"]):
-                raise ValueError(
-                    f"pass either problem= (a compiled SplitProblem, preset {problem.config['preset']!r}) or "
-                    f"config/preset, not both (got config={config!r}, preset={preset!r})"
-                )
-            config, preset = dict(problem.config), None
-        if config_kwargs:  # top-level config keys as keyword arguments (gym.make_vec(id, n, reward={...}), RLlib)
-            if problem is not None:
-                raise ValueError(f"pass either problem= or config keys, not both (got {sorted(config_kwargs)})")
-            config = merge_config_kwargs(config, config_kwargs)
-        config = dict(config or {})
-        if max_episode_steps is not None:
-            if problem is not None and max_episode_steps != problem.max_episode_steps:
-                raise ValueError(
-                    f"max_episode_steps={max_episode_steps} differs from the problem's {problem.max_episode_steps}"
-                )
-            if problem is None:
-                config = merge_config_kwargs(config, {"max_episode_steps": max_episode_steps})
-        config = resolve_config(config, preset)
+        self.config = config = env_config(config, preset, problem, config_kwargs, max_episode_steps)
         if config["backend"] != "profile":
             raise ValueError("LLMSplitVectorEnv vectorises the profile backend only; config backend is 'llm'")
-        self.config = config
         qb = make_backend(config)
-        self.problem = p = compile_problem(config, qb) if problem is None else problem
-        if p.num_layers != qb.num_layers or p.level_name != qb.level_name:
-            raise ValueError("the problem was compiled for another model or channel level than its config's profile")
+        self.problem = p = env_problem(config, qb, problem)
         self.quality_backend: ProfileQuality = qb
         # The scalar dynamics object draws nothing here: its batch methods act on this env's state arrays.
         self.dynamics = make_dynamics(config, qb)
@@ -116,17 +94,11 @@ class LLMSplitVectorEnv(VectorEnv):
         self._qb = qb
         self._n = p.n_actions
         self._allowed = np.array(p.allowed, dtype=bool)
-        self._obs_low = np.array(p.obs_low)
-        self._obs_high = np.array(p.obs_high)
+        self._observer = Observer(p, self.dynamics)
 
         self._rngs: list[np.random.Generator | None] = [None] * N
-        self._state = {name: np.zeros(N) for name in self._dyn.state_names}
-        self._prev = np.zeros(N, dtype=np.int64)
-        self._t = np.zeros(N, dtype=np.int64)
-        self._trend = np.zeros(N)
-        self._last_loss = np.zeros(N)
-        self._last_quality = np.ones(N)
-        self._ppl0 = np.full(N, np.nan)
+        self._state = ChannelArrays({name: np.zeros(N) for name in self._dyn.state_names})
+        self._ep = Episode.batch(N)
         self._zbuf = np.zeros((NORMAL_CHUNK, N))  # per sub-env stream of normals (column i)
         self._zscratch = np.zeros((N, NORMAL_CHUNK))  # refills: one contiguous row per generator
         self._zp = np.full(N, NORMAL_CHUNK, dtype=np.int64)
@@ -136,13 +108,12 @@ class LLMSplitVectorEnv(VectorEnv):
         self._n_autoreset = 0
         self._zsync: int | None = NORMAL_CHUNK  # the common stream position while all sub-envs share one
         self._has_excluded = not p.masks.all()
-        self._initial = np.asarray(p.initial_splits, dtype=np.int64)
         self._obs = np.zeros((N, len(p.obs_low)))
 
     # --- reset ----------------------------------------------------------------------------------------------------
 
     def _normals(self, n: int, idx: np.ndarray | None = None) -> np.ndarray:
-        """``[n, len(idx)]``: the next ``n`` normals of each sub-env's stream (`LLMSplitEnv._normals`' rule).
+        """``[n, len(idx)]``: the next ``n`` normals of each sub-env's stream (`llmsplit_env.episode.next_position`).
 
         The streams are the columns of ``_zbuf[NORMAL_CHUNK, num_envs]``, so while every sub-env is at the same
         position (``_zsync``) a request is a contiguous slab. A refill of all streams lets each generator write a
@@ -151,26 +122,23 @@ class LLMSplitVectorEnv(VectorEnv):
         """
         N = self.num_envs
         if idx is None and self._zsync is not None:
-            p = self._zsync
-            if p + n > NORMAL_CHUNK:
+            p, refill = next_position(self._zsync, n)
+            if refill:
                 scratch, rngs, buf = self._zscratch, self._rngs, self._zbuf
                 for i in range(N):
                     rngs[i].standard_normal(out=scratch[i])
                 for i in range(0, N, 32):
                     buf[:, i : i + 32] = scratch[i : i + 32].T
-                p = 0
             self._zsync = p + n
             return self._zbuf[p : p + n]
         if self._zsync is not None:
             self._zp[:] = self._zsync
             self._zsync = None
         ids = self._arange if idx is None else idx
-        p = self._zp[ids]
-        over = p + n > NORMAL_CHUNK
-        if over.any():
-            for i in ids[over].tolist():
+        p, refill = next_position(self._zp[ids], n)
+        if refill.any():
+            for i in ids[refill].tolist():
                 self._zbuf[:, i] = self._rngs[i].standard_normal(NORMAL_CHUNK)
-            p[over] = 0
         self._zp[ids] = p + n
         return self._zbuf[p[None, :] + np.arange(n)[:, None], ids[None, :]]
 
@@ -195,16 +163,11 @@ class LLMSplitVectorEnv(VectorEnv):
         nd = dyn.reset_normals
         head = self._normals(nd + 2, None if everyone else idx)
         dyn.reset_batch(self._state, idx, head[:nd])
-        n_init = len(self._initial)
-        pick = np.minimum((uniform_from_normals(head[nd], head[nd + 1]) * n_init).astype(np.int64), n_init - 1)
-        k0 = self._initial[pick]
-        self._prev[idx] = k0
-        self._t[idx] = 0
-        self._trend[idx] = 0.0
-        self._last_loss[idx] = 0.0
-        self._last_quality[idx] = 1.0
+        k0 = initial_split(self.problem, head[nd], head[nd + 1])
+        start = Episode(k0)
         if self.problem.needs_ppl0:
-            self._ppl0[idx] = self._qb.baseline_ppl_batch(k0, self._state["level"][idx])
+            start.ppl0 = self._qb.baseline_ppl_batch(k0, self._state["level"][idx])
+        self._ep.put(idx, start)
 
     def _reset_infos(self, idx: np.ndarray) -> dict[str, Any]:
         N = self.num_envs
@@ -213,9 +176,9 @@ class LLMSplitVectorEnv(VectorEnv):
         info: dict[str, Any] = {}
         for key, values, dtype in (
             (self.level_name, self._state["level"], np.float64),
-            ("split", self._prev, np.int64),
+            ("split", self._ep.prev_split, np.int64),
             ("quality_evals", np.zeros(N, np.int64), np.int64),
-            *((("ppl0", self._ppl0, np.float64),) if self.problem.needs_ppl0 else ()),
+            *((("ppl0", self._ep.ppl0, np.float64),) if self.problem.needs_ppl0 else ()),
         ):
             arr = np.zeros(N, dtype=dtype)
             arr[idx] = values[idx]
@@ -278,7 +241,8 @@ class LLMSplitVectorEnv(VectorEnv):
         all_active = reset_idx.size == 0
         act = slice(None) if all_active else np.flatnonzero(~self._autoreset)
 
-        prev = self._prev[act]
+        ep = self._ep.take(act)
+        prev = ep.prev_split
         k = p.splits_of(a if all_active else a[act], prev)
         move = k - prev
         st = self._state if all_active else {n: v[act] for n, v in self._state.items()}
@@ -293,34 +257,30 @@ class LLMSplitVectorEnv(VectorEnv):
         loss = realised_loss_batch(loss, z[5], qb.loss_units)  # the mean lost fraction -> the transmission's
         ppl = np.exp(log_ppl)
         quality = qb.clean_ppl / ppl
-        o = outcome(k, move, level, quality, ppl, self._ppl0[act], p.airtime(k, level))
+        o = outcome(k, move, level, quality, ppl, ep.ppl0, p.airtime(k, level))
         comps, r = p.score(o)
         # a component may return a plain number (the same for every sub-env); no weighted component leaves r = 0.0
         comps = {c: v if isinstance(v, np.ndarray) else np.full(len(k), v, dtype=np.float64) for c, v in comps.items()}
         if not isinstance(r, np.ndarray):
             r = np.full(len(k), r, dtype=np.float64)
 
-        # the channel moves on
+        # the channel moves on; the episodes' bookkeeping (copied back: infos never share the state's memory)
         est_prev = st["estimate"]
         self._dyn.advance_batch(st, z)
         if not all_active:
             for n, v in st.items():
                 self._state[n][act] = v
-        beta = p.trend_smoothing
-        self._trend[act] = beta * self._trend[act] + (1.0 - beta) * (st["estimate"] - est_prev)
-        self._prev[act] = k
-        self._last_loss[act] = loss
-        self._last_quality[act] = quality
-        self._t[act] += 1
+        trunc = end_step(p, ep, k, loss, quality, est_prev, st["estimate"])
+        self._ep.put(act, ep)
 
         if all_active:
             rewards = r
-            truncated = self._t >= p.max_episode_steps
+            truncated = trunc
         else:
             rewards = np.zeros(N)
             rewards[act] = r
             truncated = np.zeros(N, dtype=bool)
-            truncated[act] = self._t[act] >= p.max_episode_steps
+            truncated[act] = trunc
         self._autoreset = truncated.copy()
         self._n_autoreset = int(np.count_nonzero(truncated))
         info = self._step_infos(act, all_active, reset_idx, comps, ppl, loss, level)
@@ -350,36 +310,18 @@ class LLMSplitVectorEnv(VectorEnv):
         info["packet_loss"], info["_packet_loss"] = scatter(loss), step_mask
         # keys a reset also reports: sub-envs reset this step show their reset values
         everyone = np.ones(N, dtype=bool)
-        info["split"], info["_split"] = self._prev.copy(), everyone
+        info["split"], info["_split"] = self._ep.prev_split.copy(), everyone
         info[self.level_name] = level.copy() if all_active else scatter(level)  # never the live state array
         info["_" + self.level_name] = everyone
         if not all_active:
             info[self.level_name][reset_idx] = self._state["level"][reset_idx]
         info["quality_evals"], info["_quality_evals"] = np.zeros(N, dtype=np.int64), everyone
         if self.problem.needs_ppl0:
-            info["ppl0"], info["_ppl0"] = self._ppl0.copy(), everyone
+            info["ppl0"], info["_ppl0"] = self._ep.ppl0.copy(), everyone
         return info
 
     def _observations(self) -> np.ndarray:
-        p, obs = self.problem, self._obs
-        lo, hi = self._obs_low, self._obs_high
-        np.minimum(np.maximum(self._state["estimate"], lo[0]), hi[0], out=obs[:, 0])
-        np.minimum(np.maximum(self._trend, lo[1]), hi[1], out=obs[:, 1])
-        obs[:, 2] = self._last_loss  # in [0, 1] by construction
-        np.multiply(self._prev, p.inv_layers, out=obs[:, 3])  # in [1/L, 1]
-        for j, e in enumerate(p.observation_names[4:], start=4):
-            if e == "distance":
-                col = np.hypot(self._state["x"], self._state["y"]) / self._dyn.mobility.cell_radius
-            elif e == "speed":
-                col = self._state["speed"]
-            elif e == "time":
-                col = self._t / p.max_episode_steps
-            elif e == "log_ppl0":
-                col = np.log(self._ppl0)
-            else:
-                col = self._last_quality
-            np.minimum(np.maximum(col, lo[j]), hi[j], out=obs[:, j])
-        return obs.astype(np.float32)
+        return self._observer.columns(self._ep, self._state, self._obs).astype(np.float32)
 
     # --- oracle and masks -----------------------------------------------------------------------------------------
 
@@ -398,7 +340,7 @@ class LLMSplitVectorEnv(VectorEnv):
             for i in range(self.num_envs):
                 dyn.set_state([self._state[n][i] for n in dyn.state_names])
                 out[i] = p.expected_rewards(
-                    int(self._prev[i]), dyn.level_after, self._qb.expectations, float(self._ppl0[i])
+                    int(self._ep.prev_split[i]), dyn.level_after, self._qb.expectations, float(self._ep.ppl0[i])
                 )
         finally:
             dyn.set_state(saved)

@@ -207,3 +207,41 @@ def test_a_constructor_error_leaves_nothing_raised_at_collection():
     finally:
         sys.unraisablehook = old
     assert [str(u.exc_value) for u in seen] == []
+
+
+def test_the_bookkeeping_is_written_once_for_a_float_and_an_array():
+    """`llmsplit_env.observation` and `llmsplit_env.episode` serve both envs: a float's result is an array's element
+    (to the last bit but for `math` vs numpy transcendentals: hypot, log)."""
+    from llmsplit_env.config import OBS_EXTRAS
+    from llmsplit_env.episode import NORMAL_CHUNK, Episode, end_step, initial_split, next_position
+    from llmsplit_env.observation import BASE_OBSERVATION, FEATURES, ChannelArrays, Observer
+
+    assert tuple(FEATURES) == (*BASE_OBSERVATION, *OBS_EXTRAS)
+    env = LLMSplitEnv({"observation": {"extras": list(OBS_EXTRAS)}, "reward": {"weights": {"ppl_gain": 1.0}}})
+    env.reset(seed=5)
+    for a in (3, 17, 29):
+        env.step(a)
+    problem, dyn = env.problem, env.dynamics
+    observer = Observer(problem, dyn)
+    ep = Episode(7, t=12, trend=-0.37, last_loss=0.25, last_quality=0.62, ppl0=env.ppl0)
+    n = 3
+    batch = Episode(*(np.full(n, getattr(ep, f)) for f in Episode.FIELDS))
+    channel = ChannelArrays({name: np.full(n, getattr(dyn, name)) for name in dyn.state_names})
+    scalar, array = observer.observe(ep, dyn), observer.columns(batch, channel, np.zeros((n, 9))).T
+    for name, x, xs in zip(problem.observation_names, scalar, array, strict=True):
+        assert xs.shape == (n,), name
+        np.testing.assert_array_equal(xs.astype(np.float32), x, err_msg=name)
+    # the step's bookkeeping
+    trunc = end_step(problem, ep, 9, 0.5, 0.8, 3.25, 4.5)
+    trunc_b = end_step(problem, batch, np.full(n, 9), np.full(n, 0.5), np.full(n, 0.8), np.full(n, 3.25), 4.5)
+    assert trunc is False and not trunc_b.any()
+    for f in Episode.FIELDS:
+        np.testing.assert_array_equal(getattr(batch, f), getattr(ep, f), err_msg=f)
+    # the episode's initial split and the stream rule
+    z = np.random.default_rng(0).standard_normal((2, 50))
+    picks = initial_split(problem, z[0], z[1])
+    assert picks.tolist() == [initial_split(problem, float(a), float(b)) for a, b in z.T]
+    positions = np.array([0, 100, NORMAL_CHUNK - 6, NORMAL_CHUNK - 5, NORMAL_CHUNK])
+    start, refill = next_position(positions, 6)
+    assert start.tolist() == [0, 100, NORMAL_CHUNK - 6, 0, 0] and refill.tolist() == [False, False, False, True, True]
+    assert [next_position(int(p), 6) for p in positions] == list(zip(start.tolist(), refill.tolist(), strict=True))

@@ -11,6 +11,8 @@ import pytest
 
 import llmsplit_env  # noqa: F401
 from llmsplit_env.env import LLMSplitEnv
+from llmsplit_env.episode import env_problem
+from llmsplit_env.factory import make_backend
 from llmsplit_env.problem import (
     BUILTIN_COMPONENTS,
     RewardComponent,
@@ -153,6 +155,26 @@ def test_bad_problems_raise_naming_what_is_wrong(make, needle):
     with pytest.raises(ValueError) as err:
         make()
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("make", [LLMSplitEnv, lambda **kw: LLMSplitVectorEnv(2, **kw)], ids=["single", "vector"])
+def test_both_envs_check_their_arguments_with_one_function(make):
+    """`llmsplit_env.episode.env_config` and `env_problem`: the same checks and messages for both envs."""
+    problem = compile_problem()
+    for kwargs, needle in (
+        ({"config": {}}, "pass either problem= (a compiled SplitProblem, preset 'default') or config/preset"),
+        ({"preset": "paper"}, "pass either problem= (a compiled SplitProblem, preset 'default') or config/preset"),
+        ({"reward": {"weights": {"quality": 2.0}}}, "pass either problem= or config keys, not both (got ['reward'])"),
+    ):
+        with pytest.raises(ValueError) as err:
+            make(problem=problem, **kwargs)
+        assert needle in str(err.value)
+    paper = compile_problem(preset="paper")  # erasure profile: its level is rho
+    erasure = make_backend(dict(paper.config))
+    with pytest.raises(ValueError, match="the problem was compiled for 30 layers and level 'snr_db'; this backend has"):
+        env_problem(paper.config, erasure, problem)
+    assert env_problem(paper.config, erasure, paper) is paper
+    assert make(problem=problem, preset="default").problem is problem
 
 
 def test_builtin_components_follow_the_config_names():
