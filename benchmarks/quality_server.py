@@ -67,7 +67,7 @@ class EnvHost:
 
 
 def run_mode(ray, mode: str, args: argparse.Namespace, section: dict) -> dict:
-    from llmsplit_env.quality import server as qs
+    from llmsplit_env.quality import client as qs
 
     host_cls = ray.remote(num_cpus=0)(EnvHost)
     # leakage from the shipped profile (same model and scheme, other text): nothing to fit in any mode

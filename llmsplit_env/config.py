@@ -192,7 +192,7 @@ def _validate(cfg: dict) -> None:
     if server is not None and (not isinstance(server, str) or not server.strip()):
         raise ValueError(
             f"config 'llm.server' must be None (load the model in this process) or the name of a running quality "
-            f"server (a non-empty string; llmsplit_env.quality.server.start_quality_server), got {server!r}"
+            f"server (a non-empty string; llmsplit_env.quality.client.start_quality_server), got {server!r}"
         )
     if server is not None and llm["cached"] is not True:
         raise ValueError(

@@ -19,8 +19,6 @@ MAX_LINES = 450
 LONG_MODULES = {
     "agents/mbrl/ensemble.py": "the probabilistic ensemble: network, standardisers, bootstrapped fit, early stopping",
     "llmsplit_env/env.py": "one Gymnasium env class; 150 of its lines are the docstring's tables of spaces and rewards",
-    "llmsplit_env/quality/server.py": "the quality server's actor, its start/connect/call client and CLI; 50 lines of "
-    "design docstring (batching, batch invariance, counting)",
 }
 
 

@@ -21,7 +21,7 @@ import llmsplit_env  # noqa: F401
 from llmsplit_env.config import resolve_config
 
 ray = pytest.importorskip("ray")
-from llmsplit_env.quality import server as qs  # noqa: E402
+from llmsplit_env.quality import client as qs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTIONS = [0, 1, 1, 2, 0, 3, 1]  # splits 1, 2, 2, 3, 1, L (no evaluation), 2 on the tiny 4-layer model

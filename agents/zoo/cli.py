@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("agents.zoo.sweep", "Ray Tune sweep of agents x seeds x env configs (needs llmsplit[ray])"),
     "profile": ("llmsplit_env.profiling.builder", "build a quality profile of a real split LLM (--ray: on Ray)"),
     "map": ("llmsplit_env.profiling.split_map", "a profile's split map: PPL over split x level, best split per level"),
-    "server": ("llmsplit_env.quality.server", "start, stop or query a shared quality server on a Ray cluster"),
+    "server": ("llmsplit_env.quality.client", "start, stop or query a shared quality server on a Ray cluster"),
 }
 
 

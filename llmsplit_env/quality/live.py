@@ -85,7 +85,7 @@ class LLMQuality(QualityBackend):
         else:
             # everything but the forward comes from the server: this process loads no model (and no torch)
             self._connect(server, model, text, num_tokens, window, dtype, device, cached)
-            from llmsplit_env.quality.server import call
+            from llmsplit_env.quality.client import call
 
             scheme_params = call(self.server, server, "scheme_params", scheme, self.channel_params)
         self.log_clean = math.log(self.clean_ppl)
@@ -140,7 +140,7 @@ class LLMQuality(QualityBackend):
     def _connect(self, server: str, model, text, num_tokens: int, window: int, dtype: str, device: str,
                  cached: bool) -> None:  # fmt: skip
         """Attach to the quality server ``server``; the env's ``llm`` settings must be the ones it measures with."""
-        from llmsplit_env.quality.server import connect
+        from llmsplit_env.quality.client import connect
 
         if not cached:
             raise ValueError(
@@ -178,7 +178,7 @@ class LLMQuality(QualityBackend):
 
     def _probe_leakage(self, fit_tokens: int, test_tokens: int) -> list[float]:
         if self.server is not None:
-            from llmsplit_env.quality.server import call
+            from llmsplit_env.quality.client import call
 
             return list(call(self.server, self.server_name, "probe_leakage", fit_tokens, test_tokens))
         from llmsplit_env.llm.probe import probe_leakage
@@ -195,7 +195,7 @@ class LLMQuality(QualityBackend):
         else:
             level = min(max(level, -50.0), 100.0)  # the channel's accepted range
         if self.server is not None:
-            from llmsplit_env.quality.server import call
+            from llmsplit_env.quality.client import call
 
             x, lost = call(self.server, self.server_name, "evaluate", split, self.scheme, level, self.channel_params,
                            seed)  # fmt: skip

@@ -1,16 +1,18 @@
 """A shared live-quality server: one Ray actor per device holds the model and serves batched evaluations to any number
 of `LLMSplit-LLM-v0` envs (one process, RLlib env runners, other machines of a Ray cluster).
 
-Start one (the driver, once), then point envs at it by name (config ``llm.server``)::
+This module is the actor; drivers and envs reach it through `llmsplit_env.quality.client` (start, stop, stats,
+connect, call, and ``llmsplit server``). Start one (the driver, once), then point envs at it by name (config
+``llm.server``)::
 
     import ray
-    from llmsplit_env.quality.server import start_quality_server
+    from llmsplit_env.quality.client import start_quality_server
 
     ray.init(num_cpus=2)
     start_quality_server("quality", num_cpus=2)  # or with the env's llm settings: model=..., text=..., ...
     env = gym.make("LLMSplit-LLM-v0", llm={"server": "quality"})
 
-or from a shell, detached, on a running cluster: ``python -m llmsplit_env.quality.server start --name quality``.
+or from a shell, detached, on a running cluster: ``llmsplit server start --name quality``.
 
 Design
 ------
@@ -45,42 +47,17 @@ Needs the optional dependency (``pip install llmsplit[ray]``); the rest of the p
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from llmsplit_env.util.ray_cluster import connect_ray, ray_missing
-
-NAMESPACE = "llmsplit"  # fixed, so drivers started separately find the same server by name
-CONNECT_TIMEOUT_S = 600.0  # an env waits this long for the server to answer (it may still be loading the model)
 BATCHING = ("checked", "trusted", "off")
 DEFAULT_WAIT_S = 0.01  # how long a lone request waits for others: small against a forward (~1 s CPU, ~10 ms GPU)
-_STARTED: dict[str, Any] = {}  # handles of the servers this process started: a named actor dies with its last handle
 CHECK_LEVEL_DB = 10.0  # the start-up check's channel (analog, m = 2): realistic noisy hidden states
-
-
-def _load_spec(
-    model: str,
-    text: str,
-    num_tokens: int,
-    window: int,
-    dtype: str,
-    device: str,
-) -> dict[str, Any]:
-    return {
-        "model": str(model),
-        "text": str(text),
-        "num_tokens": int(num_tokens),
-        "window": int(window),
-        "dtype": str(dtype),
-        "device": str(device),
-    }
 
 
 class QualityServer:
@@ -269,242 +246,3 @@ def _rss_mib() -> float | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return None
-
-
-# --- driver side -------------------------------------------------------------------------------------------------
-
-
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise ImportError(ray_missing("the quality server (config 'llm.server')")) from None
-    return ray
-
-
-def start_quality_server(
-    name: str = "quality",
-    *,
-    model: str = "smollm2-135m",
-    text: str = "wiki",
-    num_tokens: int = 2048,
-    window: int = 512,
-    dtype: str = "auto",
-    device: str = "auto",
-    num_cpus: int = 1,
-    max_batch: int | None = None,
-    batch_wait_s: float = DEFAULT_WAIT_S,
-    batching: str = "checked",
-    detached: bool = False,
-    timeout_s: float = CONNECT_TIMEOUT_S,
-):
-    """Start the quality server ``name`` on the connected Ray cluster (or return the running one of that name, after
-    checking it has the same settings); wait until its model is loaded; return its actor handle.
-
-    ``model``, ``text``, ``num_tokens``, ``window``, ``dtype``, ``device`` are the env config's ``llm`` settings
-    (envs check that theirs match). ``device="auto"``: a GPU (``num_gpus=1``) when the cluster has one.
-    ``num_cpus``: the actor's CPUs and torch threads. ``max_batch``: requests per forward (default 16 on a GPU, 4 on
-    CPUs, where a batch mostly saves thread contention). The server lives as long as this driver (this module keeps
-    its handle), or until `stop_quality_server`; ``detached``: outlive this driver."""
-    ray = _ray()
-    if not ray.is_initialized():
-        raise RuntimeError("start_quality_server needs Ray: call ray.init(...) first (e.g. ray.init(num_cpus=2))")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
-    if batching not in BATCHING:
-        raise ValueError(f"batching must be one of {', '.join(map(repr, BATCHING))}, got {batching!r}")
-    for key, v, lo in (("num_cpus", num_cpus, 1), ("max_batch", max_batch, 1)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-            raise ValueError(f"{key} must be an integer >= {lo}{' or None' if key == 'max_batch' else ''}, got {v!r}")
-    if isinstance(batch_wait_s, bool) or not isinstance(batch_wait_s, (int, float)) or not 0 <= batch_wait_s <= 10:
-        raise ValueError(f"batch_wait_s must be a number of seconds in [0, 10], got {batch_wait_s!r}")
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    if device == "auto":
-        device = "cuda" if gpus else "cpu"
-    elif str(device).startswith("cuda") and not gpus:
-        raise ValueError(f"device {device!r}: the Ray cluster has no GPU")
-    use_gpu = str(device).startswith("cuda")
-    spec = {
-        **_load_spec(model, text, num_tokens, window, dtype, "cuda" if use_gpu else device),
-        "threads": num_cpus,
-        "max_batch": max_batch,
-        "batch_wait_s": float(batch_wait_s),
-        "batching": batching,
-    }
-    handle = (
-        ray.remote(QualityServer)
-        .options(
-            name=name,
-            namespace=NAMESPACE,
-            get_if_exists=True,
-            lifetime="detached" if detached else None,
-            num_cpus=num_cpus,
-            num_gpus=1 if use_gpu else 0,
-            max_concurrency=1000,  # async actor: requests wait in its batching queues, not in Ray's
-        )
-        .remote(spec)
-    )
-    try:
-        info = ray.get(handle.info.remote(), timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        ray.kill(handle)
-        free = ray.available_resources()
-        raise RuntimeError(
-            f"quality server {name!r} did not start within {timeout_s:g} s: it asked for {num_cpus} CPU(s)"
-            + (" and 1 GPU" if use_gpu else "")
-            + f"; the cluster has {free.get('CPU', 0):g} CPU(s) and {free.get('GPU', 0):g} GPU(s) free now "
-            "(other actors may hold them), or loading the model took longer"
-        ) from None
-    if info["error"] is not None:
-        ray.kill(handle)
-        usage, message = info["error"]
-        raise (ValueError if usage else RuntimeError)(f"quality server {name!r}: {message}")
-    if info["spec"] != spec:
-        running = info["spec"]
-        differ = [f"{k}: running {running.get(k)!r}, asked {v!r}" for k, v in spec.items() if running.get(k) != v]
-        raise ValueError(
-            f"a quality server named {name!r} already runs with other settings ({'; '.join(differ)}); stop it "
-            "(stop_quality_server) or pick another name"
-        )
-    _STARTED[name] = handle  # kept: the server lives as long as this driver (or longer, detached)
-    return handle
-
-
-def stop_quality_server(name: str = "quality") -> bool:
-    """Kill the server ``name`` (False if there is none)."""
-    ray = _ray()
-    try:
-        handle = ray.get_actor(name, namespace=NAMESPACE)
-    except ValueError:
-        _STARTED.pop(name, None)
-        return False
-    ray.kill(handle)
-    _STARTED.pop(name, None)  # only now: dropping the last handle first would let Ray end it under our feet
-    return True
-
-
-def server_stats(name: str = "quality") -> dict[str, Any]:
-    """The server's counters (`QualityServer.stats`)."""
-    ray = _ray()
-    return ray.get(ray.get_actor(name, namespace=NAMESPACE).stats.remote())
-
-
-def _key_error(name: str, what: str) -> str:
-    return f"config 'llm.server' = {name!r}: {what}"
-
-
-def connect(name: str, timeout_s: float = CONNECT_TIMEOUT_S) -> tuple[Any, dict[str, Any]]:
-    """The env side: the handle and `QualityServer.info` of the server ``name``; errors name ``llm.server`` and say
-    what to do."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"config 'llm.server' must be None or a server name (a non-empty string), got {name!r}")
-    try:
-        import ray
-    except ImportError:
-        raise ImportError(_key_error(name, "the quality server needs Ray: pip install 'llmsplit[ray]'")) from None
-    if not ray.is_initialized():
-        raise RuntimeError(
-            _key_error(
-                name,
-                "Ray is not initialised in this process; connect to the cluster that runs the server first "
-                "(ray.init(address='auto') or its address), or set llm.server None to load the model here",
-            )
-        )
-    try:
-        handle = ray.get_actor(name, namespace=NAMESPACE)
-    except ValueError:
-        try:
-            known = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                           if a.get("namespace") == NAMESPACE)  # fmt: skip
-        except Exception:  # listing is a courtesy
-            known = []
-        raise ValueError(
-            _key_error(
-                name,
-                f"no quality server of that name in Ray namespace {NAMESPACE!r} of this cluster"
-                + (f" (running: {', '.join(known)})" if known else "")
-                + "; start one with llmsplit_env.quality.server.start_quality_server(name, ...) or "
-                f"`python -m llmsplit_env.quality.server start --name {name}`",
-            )
-        ) from None
-    from ray.exceptions import GetTimeoutError, RayActorError
-
-    try:
-        info = ray.get(handle.info.remote(), timeout=timeout_s)
-    except GetTimeoutError:
-        why = f"the server did not answer within {timeout_s:.0f} s (still loading, or waiting for a CPU/GPU?)"
-        raise RuntimeError(_key_error(name, why)) from None
-    except RayActorError as e:
-        raise RuntimeError(_key_error(name, f"the server is not reachable ({type(e).__name__}); restart it")) from None
-    if info["error"] is not None:
-        raise RuntimeError(_key_error(name, f"the server failed to load its model: {info['error'][1]}"))
-    return handle, info
-
-
-def call(handle: Any, name: str, method: str, *args: Any) -> Any:
-    """``handle.method(*args)``, waited for; a dead server raises naming ``llm.server``, the server's own
-    ``ValueError`` comes back as a plain ``ValueError``."""
-    import ray
-    from ray.exceptions import RayActorError, RayTaskError
-
-    try:
-        return ray.get(getattr(handle, method).remote(*args))
-    except RayActorError as e:
-        raise RuntimeError(_key_error(name, f"the server is not reachable ({type(e).__name__}); restart it")) from None
-    except RayTaskError as e:
-        cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else None
-        if isinstance(cause, ValueError):
-            raise ValueError(str(cause)) from None
-        raise
-
-
-# --- command line ------------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None, prog: str = "python -m llmsplit_env.quality.server") -> int:
-    """``llmsplit server start|stop|stats --name NAME [--address ADDR] ...``: start (detached), stop or show the
-    statistics of a quality server on a running Ray cluster."""
-    p = argparse.ArgumentParser(prog=prog, description="start, stop or query a quality server on a Ray cluster")
-    p.add_argument("command", choices=("start", "stop", "stats"))
-    p.add_argument("--name", default="quality")
-    p.add_argument("--address", default="auto", help="Ray cluster address (default: the running one)")
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--text", default="wiki")
-    p.add_argument("--num-tokens", type=int, default=2048)
-    p.add_argument("--window", type=int, default=512)
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--num-cpus", type=int, default=1)
-    p.add_argument("--max-batch", type=int, default=None)
-    p.add_argument("--batch-wait-s", type=float, default=DEFAULT_WAIT_S)
-    p.add_argument("--batching", choices=BATCHING, default="checked")
-    a = p.parse_args(argv)
-    try:
-        owns = connect_ray(a.address, namespace=NAMESPACE, flag="--address", who="the quality server")
-    except ValueError as e:  # no Ray, or nothing answers at --address
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    ray = _ray()
-    try:
-        if a.command == "start":
-            start_quality_server(
-                a.name, model=a.model, text=a.text, num_tokens=a.num_tokens, window=a.window, dtype=a.dtype,
-                device=a.device, num_cpus=a.num_cpus, max_batch=a.max_batch, batch_wait_s=a.batch_wait_s,
-                batching=a.batching, detached=True,
-            )  # fmt: skip
-            print(f"quality server {a.name!r} running (namespace {NAMESPACE!r}); envs: llm={{'server': {a.name!r}}}")
-        elif a.command == "stop":
-            print(f"stopped {a.name!r}" if stop_quality_server(a.name) else f"no quality server {a.name!r}")
-        else:
-            print(server_stats(a.name))
-    except (ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if owns:
-            ray.shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
