@@ -290,12 +290,7 @@ class SNRThresholdAgent(HeuristicAgent):
         return actions
 
     def get_params(self) -> dict[str, Any]:
-        return {
-            "n_bins": self.n_bins,
-            "split_bandwidth": self.split_bandwidth,
-            "thresholds": self.thresholds,
-            "bin_splits": self.bin_splits,
-        }
+        return {name: getattr(self, name) for name in ("n_bins", "split_bandwidth", "thresholds", "bin_splits")}
 
     def set_params(self, params: dict[str, Any]) -> None:
         self.n_bins = params["n_bins"]

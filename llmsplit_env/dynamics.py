@@ -182,6 +182,11 @@ class MobilityChannel(ChannelDynamics):
         self._sigma_db = self.shadowing.sigma_db
         self._ref_distance = self.path_loss.ref_distance
         self._snr_ref_db = self.path_loss.snr_ref_db
+        self._advance_constants = (
+            self._a, self._speed_drift, self._speed_noise, self._max_speed, self._one_minus_a, self._heading_noise,
+            self._dt, self._radius, self._decorrelation, self._sigma_db, self._ref_distance, self._snr_ref_db,
+            self._pl_scale,
+        )  # fmt: skip
         self.x = self.y = self.speed = self.heading = self.mean_heading = self.shadow = 0.0
         self.level = self.estimate = 0.0
 
@@ -222,29 +227,26 @@ class MobilityChannel(ChannelDynamics):
         state["estimate"][idx] = level + self.csi_error * z[5]
 
     def advance(self, z: Sequence[float]) -> None:
-        # The env's hot loop: constants cached in __init__, math functions bound locally; the same operations, in the
+        # The env's hot loop: constants cached in __init__ and read in one unpacking; the same operations, in the
         # same order, as `advance_batch`.
-        a, cos, sin = self._a, math.cos, math.sin
-        speed = a * self.speed + self._speed_drift + self._speed_noise * z[0]
-        max_speed = self._max_speed
-        speed = 0.0 if speed < 0.0 else (max_speed if speed > max_speed else speed)
-        heading = a * self.heading + self._one_minus_a * self.mean_heading + self._heading_noise * z[1]
-        step = speed * self._dt
-        x = self.x + step * cos(heading)
-        y = self.y + step * sin(heading)
+        a, drift, noise_v, max_v, one_minus_a, noise_h, dt, R, decor, sigma, ref, snr_ref, pl = self._advance_constants
+        speed = a * self.speed + drift + noise_v * z[0]
+        speed = 0.0 if speed < 0.0 else (max_v if speed > max_v else speed)
+        heading = a * self.heading + one_minus_a * self.mean_heading + noise_h * z[1]
+        step = speed * dt
+        x = self.x + step * math.cos(heading)
+        y = self.y + step * math.sin(heading)
         r = math.hypot(x, y)
-        R = self._radius
         if r > R:  # mirror back inside and walk back into the cell
             f = (2.0 * R - r) / r
             x, y = x * f, y * f
             r = 2.0 * R - r
             heading += math.pi
             self.mean_heading += math.pi
-        rho = math.exp(-step / self._decorrelation)
-        self.shadow = shadow = rho * self.shadow + math.sqrt(1.0 - rho * rho) * self._sigma_db * z[2]
+        rho = math.exp(-step / decor)
+        self.shadow = shadow = rho * self.shadow + math.sqrt(1.0 - rho * rho) * sigma * z[2]
         self.x, self.y, self.speed, self.heading = x, y, speed, heading
-        ref = self._ref_distance
-        self.level = level = self._snr_ref_db - self._pl_scale * math.log10((r if r > ref else ref) / ref) + shadow
+        self.level = level = snr_ref - pl * math.log10((r if r > ref else ref) / ref) + shadow
         self.estimate = level + self.csi_error * z[3]
 
     def advance_batch(self, state: dict[str, np.ndarray], z: np.ndarray) -> None:

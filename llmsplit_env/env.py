@@ -180,15 +180,17 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
+from gymnasium.error import ResetNeeded
 
 from llmsplit_env.config import COMPONENTS, OBS_EXTRAS, PRESETS, default_config, resolve_config
 from llmsplit_env.dynamics import NOISE_COLUMNS, ChannelDynamics
 from llmsplit_env.episode import NORMAL_CHUNK, Episode, end_step, env_config, env_problem, initial_split, next_position
 from llmsplit_env.factory import make_backend, make_dynamics
 from llmsplit_env.observation import Observer
-from llmsplit_env.problem import SplitProblem, outcome
+from llmsplit_env.problem import SplitProblem
 from llmsplit_env.quality.backends import QualityBackend, realised_loss
 from llmsplit_env.registration import with_episode_length
+from llmsplit_env.reward import make_outcome
 
 __all__ = ["COMPONENTS", "NORMAL_CHUNK", "OBS_EXTRAS", "PRESETS", "LLMSplitEnv"]
 
@@ -240,6 +242,9 @@ class LLMSplitEnv(gym.Env):
         )
 
         self._observer = Observer(problem, self.dynamics)
+        # whether the split moves the link (`ChannelDynamics.on_action`); the exogenous channels skip the call
+        self._coupled = type(self.dynamics).on_action is not ChannelDynamics.on_action
+        self._hot = (problem, self.dynamics, self._observer)  # fixed for the env's life
 
         # Episode state (set by reset; t = -1 until the first reset).
         self._ep = Episode(problem.initial_splits[0], t=-1)
@@ -334,16 +339,21 @@ class LLMSplitEnv(gym.Env):
         return self._observer.observe(ep, self.dynamics), info
 
     def step(self, action):
-        problem, ep = self.problem, self._ep
+        problem, dyn, observer = self._hot
+        qb = self.quality_backend  # not cached: a wrapper or test may swap in a counting backend
+        ep = self._ep
         if ep.t < 0:
             raise ValueError("step() before reset(): call env.reset(seed=...) first")
         # what `Discrete.contains` accepts: an int, a numpy integer or a 0-d integer array (not a bool, not a float)
-        if isinstance(action, bool) or not (
-            isinstance(action, (int, np.integer))
+        if type(action) is int:
+            a = action
+        elif isinstance(action, bool) or not (
+            isinstance(action, np.integer)
             or (isinstance(action, np.ndarray) and action.shape == () and action.dtype.kind in "iu")
         ):
             raise ValueError(self._range_error(action))
-        a = int(action)
+        else:
+            a = int(action)
         if not 0 <= a < problem.n_actions:
             raise ValueError(self._range_error(action))
         kp = ep.prev_split
@@ -355,8 +365,8 @@ class LLMSplitEnv(gym.Env):
                 f"ue_max_layers={sp['ue_max_layers']}); check action_masks()"
             )
         move = k - kp
-        dyn = self.dynamics
-        dyn.on_action(move)
+        if self._coupled:
+            dyn.on_action(move)
         level = dyn.level
         p, refill = next_position(self._zp, NOISE_COLUMNS)  # `_normals(NOISE_COLUMNS)`, inlined: the hot loop
         if refill:
@@ -365,13 +375,12 @@ class LLMSplitEnv(gym.Env):
         z = self._zbuf[p : p + NOISE_COLUMNS]
 
         # quality backend -> reward components -> reward
-        qb = self.quality_backend
-        log_ppl, loss = qb.sample(k, level, z[4], self.np_random)
+        log_ppl, loss = qb.sample(k, level, z[4], self.np_random if qb.uses_env_rng else None)
         if qb.loss_units:  # the profile's mean lost fraction -> this transmission's
             loss = realised_loss(loss, z[5], qb.loss_units)
         ppl = math.exp(log_ppl)
         quality = qb.clean_ppl / ppl
-        o = outcome(k, move, level, quality, ppl, ep.ppl0, problem.airtime(k, level))
+        o = make_outcome((k, move, level, quality, ppl, ep.ppl0, problem.airtime(k, level)))
         rewards, reward = problem.score(o)
         info = {
             "rewards": rewards,
@@ -391,7 +400,7 @@ class LLMSplitEnv(gym.Env):
         if self.render_mode is not None:
             self._history.append((dyn.level, dyn.estimate, k, reward))
         self._last_info = info
-        return self._observer.observe(ep, dyn), reward, False, truncated, info
+        return observer.observe(ep, dyn), reward, False, truncated, info
 
     def _normals(self, n: int) -> list[float]:
         """The next ``n`` standard normals of this env's stream (the rule: `llmsplit_env.episode.next_position`)."""
@@ -420,6 +429,8 @@ class LLMSplitEnv(gym.Env):
     # --- rendering ------------------------------------------------------------------------------------------------
 
     def render(self):
+        if self._ep.t < 0:
+            raise ResetNeeded("render() before reset(): call env.reset(seed=...) first")
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'rgb_array'")
             return None

@@ -83,6 +83,8 @@ def next_position(position, n: int):
         new chunk first; an int and a bool, or arrays over sub-envs
     """
     refill = position + n > NORMAL_CHUNK
+    if refill is False:  # an int position with room left: the single env's usual case, first
+        return position, False
     if isinstance(refill, np.ndarray):
         return np.where(refill, 0, position), refill
     return (0 if refill else position), refill

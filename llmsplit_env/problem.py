@@ -25,86 +25,25 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from llmsplit_env.config import COMPONENTS, resolve_config
+from llmsplit_env.config import resolve_config
 from llmsplit_env.frozen import FrozenDict, SplitTable, frozen, readonly
 from llmsplit_env.link import airtime_s, payload_bits
 from llmsplit_env.observation import BASE_OBSERVATION, observation_bounds
+from llmsplit_env.reward import BUILTIN_COMPONENTS, Outcome, RewardComponent, outcome
 
-
-class Outcome(NamedTuple):
-    """What one transmission did: floats (single env) or arrays over sub-envs (vector env)."""
-
-    split: Any  # k
-    move: Any  # k − k_prev
-    level: Any  # the true level the transmission saw (SNR dB or ρ)
-    quality: Any  # PPL_clean / PPL (expected rewards: its expectation)
-    ppl: Any  # perplexity (expected rewards: E[PPL])
-    ppl0: Any  # the paper reward's PPL₀ of the episode (NaN when unused)
-    airtime: Any  # seconds on the air, capped (0 at k = L)
-
-
-def outcome(split, move, level, quality, ppl, ppl0, airtime) -> Outcome:
-    """An `Outcome`, built without NamedTuple's keyword handling (a step builds one: this is the hot loop)."""
-    return _tuple_new(Outcome, (split, move, level, quality, ppl, ppl0, airtime))
-
-
-_tuple_new = tuple.__new__
-
-
-@dataclass(frozen=True)
-class RewardComponent:
-    """A named, unweighted reward term: ``fn(problem, outcome)``, or a per-split table of the problem looked up at the
-    outcome's split (``table``: the name of a `SplitTable` field, e.g. ``"ue_compute"``).
-
-    :param always_reported: report it in ``info["rewards"]`` even at weight 0; otherwise it is reported when it, or
-        a component of the same ``group``, is weighted
-    :param group: components reported together (the paper's two terms)
-    :param needs_ppl0: the component reads ``outcome.ppl0`` (the env measures the paper's PPL₀ at each reset)
-    """
-
-    name: str
-    fn: Callable[[SplitProblem, Outcome], Any] | None = None
-    always_reported: bool = True
-    group: str = ""
-    table: str | None = None
-    needs_ppl0: bool = False  # reads ``outcome.ppl0``: the env then measures PPL₀ at each reset
-
-    def __post_init__(self) -> None:
-        if (self.fn is None) == (self.table is None):
-            raise ValueError(f"reward component {self.name!r} needs exactly one of fn and table")
-
-
-def _quality(p: SplitProblem, o: Outcome):
-    return o.quality
-
-
-def _latency(p: SplitProblem, o: Outcome):
-    return p.latency(o[0], o[6])
-
-
-def _switching(p: SplitProblem, o: Outcome):
-    return -abs(o.move) * p.inv_layers
-
-
-def _ppl_gain(p: SplitProblem, o: Outcome):
-    return (o.ppl0 - o.ppl) / o.ppl0
-
-
-#: the built-in components, in the order they are reported and summed (see the Rewards table of `LLMSplitEnv`)
-BUILTIN_COMPONENTS: tuple[RewardComponent, ...] = (
-    RewardComponent("quality", _quality),
-    RewardComponent("ue_compute", table="ue_compute"),
-    RewardComponent("privacy", table="privacy"),
-    RewardComponent("switching", _switching),
-    RewardComponent("latency", _latency),
-    RewardComponent("ppl_gain", _ppl_gain, always_reported=False, group="paper", needs_ppl0=True),
-    RewardComponent("paper_load", table="paper_load", always_reported=False, group="paper"),
-)
-assert tuple(c.name for c in BUILTIN_COMPONENTS) == COMPONENTS
+__all__ = [
+    "BASE_OBSERVATION",
+    "BUILTIN_COMPONENTS",
+    "Outcome",
+    "RewardComponent",
+    "SplitProblem",
+    "compile_problem",
+    "outcome",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,7 +116,7 @@ class SplitProblem:
         )
         object.__setattr__(self, "_plan", plan)
         object.__setattr__(self, "_weighted", tuple((c.name, w[c.name]) for c in weighted))
-        object.__setattr__(self, "_neg_inv_ref", -1.0 / self.latency_ref_s)
+        object.__setattr__(self, "neg_inv_latency_ref", -1.0 / self.latency_ref_s)
         if self.targets is not None:  # relative: the targets as an array [k_prev, a] (`splits_of`)
             arr = np.zeros((self.num_layers + 1, self.n_actions), dtype=np.int64)
             for k in self.allowed_splits:
@@ -211,7 +150,7 @@ class SplitProblem:
     def airtime(self, k, level):
         """Seconds on the air at split ``k`` and true level ``level``, capped at ``max_airtime_s``; 0 at ``k = L``
         (nothing is sent). SNR schemes use the level; the erasure scheme its nominal SNR. Floats or arrays."""
-        if isinstance(k, int):
+        if type(k) is int:
             if k >= self.num_layers:
                 return 0.0
             snr = level if self.level_is_snr else self.nominal_snr_db
@@ -221,15 +160,6 @@ class SplitProblem:
         air = np.minimum(airtime_s(self.payload_bits, self.bandwidth_hz, snr), self.max_airtime_s)
         air *= self.transmits.array.take(k)
         return air
-
-    def latency(self, k, airtime):
-        """``−(compute_s[k] + airtime) / latency_ref_s``. (The array path multiplies by the reciprocal, as the vector
-        env always has: its recorded trajectories stay bit-identical; the two differ in the last bit at most.)"""
-        if isinstance(k, int):
-            return -(self.compute_s[k] + airtime) / self.latency_ref_s
-        out = airtime + self.compute_s.array.take(k)
-        out *= self._neg_inv_ref
-        return out
 
     # --- reward ---------------------------------------------------------------------------------------------------
 
@@ -248,11 +178,16 @@ class SplitProblem:
         """``(reward_components(outcome), reward(...))``: what a step reports and earns, in one pass (the weighted
         components are among the reported ones, in the same order)."""
         k = outcome[0]
-        scalar = isinstance(k, int)
         components = {}
         r = 0.0
+        if type(k) is int:  # one env: the hot loop
+            for name, tab, fn, w in self._plan:
+                v = components[name] = fn(self, outcome) if tab is None else tab[k]
+                if w != 0.0:
+                    r = r + w * v
+            return components, r
         for name, tab, fn, w in self._plan:
-            v = components[name] = fn(self, outcome) if tab is None else (tab[k] if scalar else tab.array.take(k))
+            v = components[name] = fn(self, outcome) if tab is None else tab.array.take(k)
             if w != 0.0:
                 r = r + w * v
         return components, r

@@ -23,8 +23,9 @@ def register_envs() -> None:
     | `LLMSplit-LLM-v0`   | `llm`     | live SmolLM2 (config `llm`) | no                 |
     | `LLMSplit-Paper-v0` | `paper`   | SmolLM2 erasure profile     | yes                |
 
-    Episodes are truncated by the env itself (config ``max_episode_steps``), so no `TimeLimit` is registered; a made
-    env's ``spec.max_episode_steps`` reports its true length (`with_episode_length`). ``gym.make(id,
+    No `OrderEnforcing` wrapper: the env refuses ``step()``, ``render()`` and ``expected_rewards()`` before
+    ``reset()`` itself. Episodes are truncated by the env itself (config ``max_episode_steps``), so no `TimeLimit` is
+    registered; a made env's ``spec.max_episode_steps`` reports its true length (`with_episode_length`). ``gym.make(id,
     max_episode_steps=N)`` adds Gymnasium's `TimeLimit`, which can only shorten episodes: set longer ones with the
     config key (``gym.make(id, config={"max_episode_steps": N})``).
     """
@@ -43,4 +44,7 @@ def register_envs() -> None:
             entry_point="llmsplit_env.env:LLMSplitEnv",
             vector_entry_point="llmsplit_env.vector:LLMSplitVectorEnv" if vector else None,
             kwargs={"preset": preset},
+            # The env refuses step(), render() and expected_rewards() before reset() itself (naming the call), so
+            # Gymnasium's OrderEnforcing would only add a layer to every step.
+            order_enforce=False,
         )

@@ -112,3 +112,28 @@ def tiny_llm_section(tiny_models) -> dict:
         "probe_fit_tokens": 512,
         "probe_test_tokens": 128,
     }
+
+
+@pytest.fixture
+def interrupt_evaluation(monkeypatch):
+    """``calls = interrupt_evaluation(n)``: from now on `SplitRunner.evaluate` counts its calls in ``calls["n"]`` and
+    raises ``KeyboardInterrupt`` (Ctrl-C in the middle of a profile cell) on the n-th;
+    ``interrupt_evaluation.restore()`` puts the real method back."""
+    from llmsplit_env.llm import SplitRunner
+
+    real = SplitRunner.evaluate
+
+    def start(n: int) -> dict:
+        calls = {"n": 0}
+
+        def flaky(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(SplitRunner, "evaluate", flaky)
+        return calls
+
+    start.restore = lambda: monkeypatch.setattr(SplitRunner, "evaluate", real)
+    return start

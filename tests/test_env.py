@@ -201,6 +201,14 @@ def test_stepping_before_reset_is_refused():
     env = LLMSplitEnv()
     with pytest.raises(ValueError, match=r"step\(\) before reset\(\)"):
         env.step(0)
+    with pytest.raises(gym.error.ResetNeeded, match=r"render\(\) before reset\(\)"):
+        LLMSplitEnv(render_mode="ansi").render()
+    made = gym.make("LLMSplit-v0", render_mode="ansi")  # no OrderEnforcing: the env's own refusals reach the user
+    assert "OrderEnforcing" not in str(made)
+    with pytest.raises(ValueError, match=r"step\(\) before reset\(\)"):
+        made.step(0)
+    with pytest.raises(gym.error.ResetNeeded):
+        made.render()
     with pytest.raises(ValueError, match=r"expected_rewards\(\) before reset\(\)"):
         env.expected_rewards()
     assert env.elapsed_steps == 0

@@ -185,21 +185,10 @@ def test_builder_writes_a_loadable_profile(tiny_models, tmp_path):
     np.testing.assert_allclose(r.evaluate(2, AnalogChannel(10.0), seeds=[0, 1, 2]).log_ppl, p.log_ppl[1, 1], rtol=1e-6)
 
 
-def test_builder_resumes_after_an_interruption(tiny_models, tmp_path, monkeypatch, capsys):
-    from llmsplit_env.llm import SplitRunner
-
+def test_builder_resumes_after_an_interruption(tiny_models, tmp_path, interrupt_evaluation, capsys):
     out = tmp_path / "tiny.json"
     partial_path = out.with_name(out.name + ".partial.json")
-    calls = {"n": 0}
-    real_evaluate = SplitRunner.evaluate
-
-    def flaky(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt  # Ctrl-C in the middle of a cell
-        return real_evaluate(self, *a, **k)
-
-    monkeypatch.setattr(SplitRunner, "evaluate", flaky)
+    calls = interrupt_evaluation(5)  # Ctrl-C in the middle of a cell
     assert builder.main(build_args(tiny_models["llama"], out)) == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == f"interrupted: the finished cells are kept in {partial_path}; rerun the same command to resume"
@@ -208,7 +197,7 @@ def test_builder_resumes_after_an_interruption(tiny_models, tmp_path, monkeypatc
     calls["n"] = 100
     assert builder.main(build_args(tiny_models["llama"], out)) == 0
     assert calls["n"] == 100 + 12 - 4  # only the missing cells were measured
-    monkeypatch.setattr(SplitRunner, "evaluate", real_evaluate)
+    interrupt_evaluation.restore()
     fresh = tmp_path / "fresh.json"
     assert builder.main(build_args(tiny_models["llama"], fresh)) == 0
     np.testing.assert_allclose(load_profile(out).log_ppl, load_profile(fresh).log_ppl, rtol=1e-9)

@@ -144,24 +144,13 @@ def test_a_text_too_short_for_the_probe_fails_before_any_measurement(tiny_models
 
 
 @pytest.fixture
-def interrupted(tiny_models, tmp_path, monkeypatch, capsys) -> tuple[Path, list[str]]:
+def interrupted(tiny_models, tmp_path, interrupt_evaluation, capsys) -> tuple[Path, list[str]]:
     """A build interrupted after two cells: ``(partial file, its command's arguments)``."""
-    from llmsplit_env.llm import SplitRunner
-
     out = tmp_path / "tiny.json"
     args = build_args(tiny_models["llama"], out)
-    real_evaluate = SplitRunner.evaluate
-    calls = {"n": 0}
-
-    def flaky(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_evaluate(self, *a, **k)
-
-    monkeypatch.setattr(SplitRunner, "evaluate", flaky)
+    interrupt_evaluation(3)
     assert builder.main(args) == 130
-    monkeypatch.setattr(SplitRunner, "evaluate", real_evaluate)
+    interrupt_evaluation.restore()
     capsys.readouterr()
     partial = out.with_name(out.name + ".partial.json")
     assert len(json.loads(partial.read_text())["cells"]) == 2

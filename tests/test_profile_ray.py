@@ -243,24 +243,13 @@ def test_a_worker_dead_for_good_leaves_its_cells_to_the_others(
 
 
 def test_a_serial_partial_file_completes_on_ray(
-    cluster, tiny_models, tmp_path, reference, monkeypatch, capsys, no_ray_left
+    cluster, tiny_models, tmp_path, reference, interrupt_evaluation, capsys, no_ray_left
 ):
-    from llmsplit_env.llm import SplitRunner
-
     out = tmp_path / "resumed.json"
     partial = out.with_name(out.name + ".partial.json")
-    real_evaluate = SplitRunner.evaluate
-    calls = {"n": 0}
-
-    def flaky(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_evaluate(self, *a, **k)
-
-    with monkeypatch.context() as m:
-        m.setattr(SplitRunner, "evaluate", flaky)
-        assert builder.main(args_for(tiny_models, out)) == 130
+    interrupt_evaluation(4)
+    assert builder.main(args_for(tiny_models, out)) == 130
+    interrupt_evaluation.restore()
     assert len(json.loads(partial.read_text())["cells"]) == 3
     capsys.readouterr()
     assert builder.main(args_for(tiny_models, out, "--ray", cluster.address)) == 0

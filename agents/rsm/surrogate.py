@@ -196,9 +196,4 @@ class SurrogateFeatures:
         return encode_inputs(obs, split, self.num_layers, self.one_hot, raw_split=self.raw_split, dtype=np.float64)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "obs_dims": self.obs_dims,
-            "num_layers": self.num_layers,
-            "raw_split": self.raw_split,
-            "one_hot": self.one_hot,
-        }
+        return {name: getattr(self, name) for name in ("obs_dims", "num_layers", "raw_split", "one_hot")}

@@ -102,13 +102,17 @@ class QualityBackend(ABC):
     #: 0: `sample` already returns the transmission's realised fraction (live backend)
     loss_units: int = 0
 
+    #: whether `sample` draws from the env's generator (the live backend draws the channel seed); the env passes
+    #: ``rng=None`` to a backend that does not
+    uses_env_rng: bool = True
+
     @abstractmethod
-    def sample(self, split: int, level: float, z: float, rng: np.random.Generator) -> tuple[float, float]:
+    def sample(self, split: int, level: float, z: float, rng: np.random.Generator | None) -> tuple[float, float]:
         """One transmission: ``(log PPL floored at log PPL_clean, fraction lost)`` (the cell's mean fraction when
         ``loss_units > 0``; see `realised_loss`).
 
         ``z`` is a standard normal pre-drawn by the env (profile backend); ``rng`` is the env's generator (live
-        backend: the channel seed is drawn from it).
+        backend: the channel seed is drawn from it), or None for a backend whose `uses_env_rng` is False.
         """
 
     def expectations(self, split: int, level: float) -> tuple[float, float]:
@@ -126,6 +130,8 @@ class QualityBackend(ABC):
 class ProfileQuality(QualityBackend):
     """Quality from a measured profile: linear interpolation in the level (clamped at the grid ends), exact at grid
     points; log-PPL sampled as ``N(mean, std)`` of the profile cell (``sample=False``: the mean)."""
+
+    uses_env_rng = False  # its randomness is the env's pre-drawn normal ``z``
 
     def __init__(self, profile: Profile | str | os.PathLike = "smollm2-135m-analog", sample: bool = True) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -160,6 +166,11 @@ class ProfileQuality(QualityBackend):
         self._mean_a, self._mean_d = self._rows["mean"]
         self._std_a, self._std_d = self._rows["std"]
         self._loss_a, self._loss_d = self._rows["loss"]
+        # per split: its six rows at once (the step reads one entry instead of six attributes)
+        self._split_rows = [
+            (self._mean_a[k], self._mean_d[k], self._std_a[k], self._std_d[k], self._loss_a[k], self._loss_d[k])
+            for k in range(L + 1)
+        ]
         # batch path (vector env): one gather of an [8, (L + 1)·V] table per step gives everything a cell needs
         levels = np.asarray(self.levels)
         self.levels_arr = levels
@@ -198,11 +209,12 @@ class ProfileQuality(QualityBackend):
         x = self.level_hi if self.level_hi < x else x
         i = bisect_right(self.levels, x) - 1
         w = (x - self.levels[i]) / self._gap[i]
-        mean = self._mean_a[split][i] + w * self._mean_d[split][i]
-        loss = self._loss_a[split][i] + w * self._loss_d[split][i]
+        mean_a, mean_d, std_a, std_d, loss_a, loss_d = self._split_rows[split]
+        mean = mean_a[i] + w * mean_d[i]
+        loss = loss_a[i] + w * loss_d[i]
         if not self.sample_noise:
             return (mean if mean > self.log_clean else self.log_clean), loss
-        x = mean + (self._std_a[split][i] + w * self._std_d[split][i]) * z
+        x = mean + (std_a[i] + w * std_d[i]) * z
         return (x if x > self.log_clean else self.log_clean), loss
 
     def expectations(self, split: int, level: float) -> tuple[float, float]:
