@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import gymnasium as gym
 import numpy as np
 
 import llmsplit_env  # noqa: F401
+from agents.mbrl.planning import SplitPlan, plan_value
 from llmsplit_env.quality.backends import ProfileQuality
 
 # Small SB3 budgets, so a model learns in a fraction of a second.
@@ -53,3 +56,15 @@ def live_env(env_id: str = "LLMSplit-v0") -> gym.Env:
     env.unwrapped.quality_backend = CountingProfile("smollm2-135m-analog")
     env.unwrapped.config["backend"] = "llm"
     return env
+
+
+def plan_brute_force(rewards, splits, num_layers, switch_weight, prev_split=None, mask=None) -> SplitPlan:
+    """Reference for `plan_dp`: every allowed sequence scored by `plan_value`; the first in lexicographic order wins
+    ties (small tests only: ``K^H`` sequences)."""
+    r = np.asarray(rewards, dtype=np.float64)
+    horizon, k = r.shape[-2:]
+    allowed = np.ones((horizon, k), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    plans = itertools.product(*(np.flatnonzero(allowed[t]) for t in range(horizon)))
+    values = {plan: plan_value(rewards, plan, splits, num_layers, switch_weight, prev_split) for plan in plans}
+    best = max(values, key=values.get)
+    return SplitPlan(int(best[0]), np.asarray(best, dtype=np.int64), float(values[best]))

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from agent_helpers import SMALL, obs_batch
+from agent_helpers import SMALL, obs_batch, plan_brute_force
 
 import llmsplit_env  # noqa: F401
 from agents.baselines import (
@@ -18,7 +18,6 @@ from agents.baselines import (
 )
 from agents.common.evaluation import evaluate_agent
 from agents.common.hyperparameters import load_hyperparams
-from agents.mbrl.planning import plan_brute_force
 from agents.sb3 import ALGOS, make_sb3_agent
 
 torch.set_num_threads(1)

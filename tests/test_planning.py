@@ -6,11 +6,11 @@ import itertools
 
 import numpy as np
 import pytest
+from agent_helpers import plan_brute_force
 
 from agents.mbrl.planning import (
     greedy_action,
     one_step_scores,
-    plan_brute_force,
     plan_dp,
     plan_value,
     select_action,

@@ -227,21 +227,11 @@ class GaussianEnsemble:
         self.num_fits = 0
 
     # ------------------------------------------------------------------ properties
-    @property
-    def in_dim(self) -> int:
-        return self.hparams["in_dim"]
-
-    @property
-    def out_dim(self) -> int:
-        return self.hparams["out_dim"]
-
-    @property
-    def ensemble_size(self) -> int:
-        return self.hparams["ensemble_size"]
-
-    @property
-    def num_elites(self) -> int:
-        return self.hparams["num_elites"]
+    # read-only views of the hyperparameters the ensemble was built with
+    in_dim = property(lambda self: self.hparams["in_dim"])
+    out_dim = property(lambda self: self.hparams["out_dim"])
+    ensemble_size = property(lambda self: self.hparams["ensemble_size"])
+    num_elites = property(lambda self: self.hparams["num_elites"])
 
     @property
     def elites(self) -> np.ndarray:

@@ -17,7 +17,6 @@ the open-loop plan that maximises the expected return, since the objective is li
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -265,29 +264,3 @@ def plan_value(
     value = r[np.arange(len(a)), a].sum() - first_cost[a[0]]
     value -= float(switch_weight) * np.abs(np.diff(s[a])).sum() / int(num_layers)
     return float(value)
-
-
-def plan_brute_force(
-    rewards: ArrayLike,
-    splits: ArrayLike,
-    num_layers: int,
-    switch_weight: float,
-    prev_split: float | None = None,
-    mask: ArrayLike | None = None,
-    max_plans: int = 1_000_000,
-) -> SplitPlan:
-    """Reference for ``plan_dp``: enumerate all ``K^H`` allowed sequences (first in lexicographic order wins ties)."""
-    r, s, _, first_cost = _prepare(rewards, splits, num_layers, switch_weight, prev_split, mask)
-    horizon = r.shape[0]
-    allowed = [np.flatnonzero(np.isfinite(r[t])) for t in range(horizon)]
-    if np.prod([len(a) for a in allowed], dtype=np.float64) > max_plans:
-        raise ValueError(f"more than max_plans={max_plans} sequences; brute force is for small tests")
-    w, num_layers = float(switch_weight), int(num_layers)
-    best_value, best = -np.inf, None
-    for seq in itertools.product(*allowed):
-        a = np.asarray(seq)
-        value = r[np.arange(horizon), a].sum() - first_cost[a[0]] - w * np.abs(np.diff(s[a])).sum() / num_layers
-        if value > best_value:
-            best_value, best = value, a
-    assert best is not None
-    return SplitPlan(int(best[0]), best, float(best_value))
