@@ -22,7 +22,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "LLMSplitEnv": "llmsplit_env.env",
         "LLMSplitVectorEnv": "llmsplit_env.vector",
-        "RewardComponent": "llmsplit_env.problem",
+        "RewardComponent": "llmsplit_env.reward",
         "SplitProblem": "llmsplit_env.problem",
         "compile_problem": "llmsplit_env.problem",
     },

@@ -143,7 +143,7 @@ Top-level keys (see `default_config()` for every nested default):
 
 ``llm.server`` (live backend): ``None`` (default) loads the model in every env's process; ``"NAME"`` sends the
 env's evaluations to the Ray actor ``NAME`` (`llmsplit_env.quality.server`: one per device, started once with
-``start_quality_server(NAME, ...)`` or ``python -m llmsplit_env.quality.server start --name NAME``), which holds
+``start_quality_server(NAME, ...)`` or ``llmsplit server start --name NAME``), which holds
 one model for any number of envs (same process, RLlib env runners, other machines) and batches their concurrent
 requests. Ray must be initialised in the env's process (RLlib's workers are); the env's other ``llm`` settings
 must be the server's (``ValueError`` naming each differing key), ``llm.cached`` must stay True. Rewards, infos and
@@ -180,11 +180,19 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
-from gymnasium.error import ResetNeeded
 
 from llmsplit_env.config import COMPONENTS, OBS_EXTRAS, PRESETS, default_config, resolve_config
 from llmsplit_env.dynamics import NOISE_COLUMNS, ChannelDynamics
-from llmsplit_env.episode import NORMAL_CHUNK, Episode, end_step, env_config, env_problem, initial_split, next_position
+from llmsplit_env.episode import (
+    NORMAL_CHUNK,
+    Episode,
+    NotResetError,
+    end_step,
+    env_config,
+    env_problem,
+    initial_split,
+    next_position,
+)
 from llmsplit_env.factory import make_backend, make_dynamics
 from llmsplit_env.observation import Observer
 from llmsplit_env.problem import SplitProblem
@@ -242,9 +250,7 @@ class LLMSplitEnv(gym.Env):
         )
 
         self._observer = Observer(problem, self.dynamics)
-        # whether the split moves the link (`ChannelDynamics.on_action`); the exogenous channels skip the call
-        self._coupled = type(self.dynamics).on_action is not ChannelDynamics.on_action
-        self._hot = (problem, self.dynamics, self._observer)  # fixed for the env's life
+        self._coupled = True  # set at each reset from the dynamics then in place
 
         # Episode state (set by reset; t = -1 until the first reset).
         self._ep = Episode(problem.initial_splits[0], t=-1)
@@ -322,6 +328,8 @@ class LLMSplitEnv(gym.Env):
         if seed is not None:  # a new generator: forget the normals drawn from the old one
             self._zbuf, self._zp = [], NORMAL_CHUNK
             self._evals_at_seed = self.quality_backend.evaluations
+        # whether the split moves the link (`ChannelDynamics.on_action`): the exogenous channels skip the call
+        self._coupled = type(self.dynamics).on_action is not ChannelDynamics.on_action
         # normals for the channel's reset, then a pair for the initial split (see `_normals`)
         nd = self.dynamics.reset_normals
         head = self._normals(nd + 2)
@@ -339,11 +347,9 @@ class LLMSplitEnv(gym.Env):
         return self._observer.observe(ep, self.dynamics), info
 
     def step(self, action):
-        problem, dyn, observer = self._hot
-        qb = self.quality_backend  # not cached: a wrapper or test may swap in a counting backend
-        ep = self._ep
+        problem, dyn, qb, ep = self.problem, self.dynamics, self.quality_backend, self._ep
         if ep.t < 0:
-            raise ValueError("step() before reset(): call env.reset(seed=...) first")
+            raise NotResetError("step() before reset(): call env.reset(seed=...) first")
         # what `Discrete.contains` accepts: an int, a numpy integer or a 0-d integer array (not a bool, not a float)
         if type(action) is int:
             a = action
@@ -400,7 +406,7 @@ class LLMSplitEnv(gym.Env):
         if self.render_mode is not None:
             self._history.append((dyn.level, dyn.estimate, k, reward))
         self._last_info = info
-        return observer.observe(ep, dyn), reward, False, truncated, info
+        return self._observer.observe(ep, dyn), reward, False, truncated, info
 
     def _normals(self, n: int) -> list[float]:
         """The next ``n`` standard normals of this env's stream (the rule: `llmsplit_env.episode.next_position`)."""
@@ -421,7 +427,7 @@ class LLMSplitEnv(gym.Env):
         profile then being a prior measured on other text), else raises ``ValueError`` naming the differing fields.
         """
         if self._ep.t < 0:
-            raise ValueError("expected_rewards() before reset(): call env.reset(seed=...) first")
+            raise NotResetError("expected_rewards() before reset(): call env.reset(seed=...) first")
         return self.problem.expected_rewards(
             self._ep.prev_split, self.dynamics.level_after, self.quality_backend.expectations, self._ep.ppl0
         )
@@ -430,7 +436,7 @@ class LLMSplitEnv(gym.Env):
 
     def render(self):
         if self._ep.t < 0:
-            raise ResetNeeded("render() before reset(): call env.reset(seed=...) first")
+            raise NotResetError("render() before reset(): call env.reset(seed=...) first")
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'rgb_array'")
             return None

@@ -12,12 +12,22 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from gymnasium.error import ResetNeeded
 
 from llmsplit_env.config import merge_config_kwargs, resolve_config
 from llmsplit_env.dynamics import uniform_from_normals
 from llmsplit_env.problem import SplitProblem, compile_problem
 
-__all__ = ["NORMAL_CHUNK", "Episode", "end_step", "env_config", "env_problem", "initial_split", "next_position"]
+__all__ = [
+    "NORMAL_CHUNK",
+    "Episode",
+    "NotResetError",
+    "end_step",
+    "env_config",
+    "env_problem",
+    "initial_split",
+    "next_position",
+]
 
 NORMAL_CHUNK = 1024  # standard normals drawn per generator call (see `next_position`)
 
@@ -65,6 +75,11 @@ def env_problem(cfg: dict, backend, problem: SplitProblem | None) -> SplitProble
             f"this backend has {backend.num_layers} and {backend.level_name!r}"
         )
     return problem
+
+
+class NotResetError(ResetNeeded, ValueError):
+    """A call that needs an episode (``step``, ``render``, ``expected_rewards``) before ``reset()``: Gymnasium's
+    `ResetNeeded` (what its ``OrderEnforcing`` wrapper raises) and a ``ValueError``, like the envs' other refusals."""
 
 
 # --- the stream of normals --------------------------------------------------------------------------------------

@@ -115,31 +115,48 @@ class ChannelArrays(dict):
 
 def scalar_values(dims: tuple[tuple[str, float, float], ...]) -> Callable[[Observer, Any, Any], tuple]:
     """One function ``(o, e, c) -> (value, ...)`` for the named features ``(name, low, high)`` of one env, clipped
-    features clipped as `clip` clips a float (NaN stays NaN), from the features' own expressions."""
-    parts = []
-    for j, (name, lo, hi) in enumerate(dims):
+    features clipped as `clip` clips a float (NaN stays NaN), from the features' own expressions. The bounds are
+    the function's default arguments (fast locals, any float: ``inf`` included)."""
+    bounds, parts = [], []
+    for j, (name, _, _) in enumerate(dims):
         f = FEATURES[name]
-        lo, hi = float(lo), float(hi)  # repr of a float reads back as the same float
-        parts.append(f"({lo!r} if (x{j} := {f.expr}) < {lo!r} else ({hi!r} if x{j} > {hi!r} else x{j}))" if f.clipped
-                     else f"({f.expr})")  # fmt: skip
-    return eval(f"lambda o, e, c: ({', '.join(parts)},)", _NAMES)
+        if f.clipped:
+            bounds += [f"lo{j}=B[{2 * j}]", f"hi{j}=B[{2 * j + 1}]"]
+            parts.append(f"(lo{j} if (x{j} := {f.expr}) < lo{j} else (hi{j} if x{j} > hi{j} else x{j}))")
+        else:
+            parts.append(f"({f.expr})")
+    flat = [float(b) for _, lo, hi in dims for b in (lo, hi)]
+    args = ", ".join(["o", "e", "c", *bounds])
+    return eval(f"lambda {args}: ({', '.join(parts)},)", {**_NAMES, "B": flat})
 
 
 class Observer:
-    """An env's observation: its problem's features with their bounds, and the constants their values read."""
+    """An env's observation: its problem's features with their bounds, and the constants their values read.
 
-    __slots__ = ("all_values", "cell_radius", "inv_layers", "max_episode_steps", "plan")
+    Pickles by its layout and constants (the compiled functions are built again on loading)."""
+
+    __slots__ = ("all_values", "cell_radius", "dims", "inv_layers", "max_episode_steps", "plan")
 
     def __init__(self, problem, dynamics) -> None:
-        self.inv_layers = problem.inv_layers
-        self.max_episode_steps = problem.max_episode_steps
         mobility = getattr(dynamics, "mobility", None)
-        self.cell_radius = math.nan if mobility is None else mobility.cell_radius
         dims = tuple(zip(problem.observation_names, problem.obs_low, problem.obs_high, strict=True))
+        self._build(dims, problem.inv_layers, problem.max_episode_steps,
+                    math.nan if mobility is None else mobility.cell_radius)  # fmt: skip
+
+    def _build(self, dims, inv_layers: float, max_episode_steps: int, cell_radius: float) -> None:
+        self.dims, self.inv_layers, self.max_episode_steps, self.cell_radius = (
+            dims,
+            inv_layers,
+            max_episode_steps,
+            cell_radius,
+        )
         #: ``(value, low, high, clipped)`` per observation dimension, in order
         self.plan = tuple((FEATURES[n].value, lo, hi, FEATURES[n].clipped) for n, lo, hi in dims)
         #: ``(o, e, c) -> tuple`` of every dimension's value, clipped as `clip` does a float
         self.all_values = scalar_values(dims)
+
+    def __reduce__(self):
+        return _observer_from, (self.dims, self.inv_layers, self.max_episode_steps, self.cell_radius)
 
     def observe(self, episode, ch) -> np.ndarray:
         """One env's observation (``float32``) from floats."""
@@ -153,3 +170,9 @@ class Observer:
             else:
                 out[:, j] = v(self, episode, ch)
         return out
+
+
+def _observer_from(dims, inv_layers: float, max_episode_steps: int, cell_radius: float) -> Observer:
+    observer = Observer.__new__(Observer)
+    observer._build(dims, inv_layers, max_episode_steps, cell_radius)
+    return observer

@@ -27,14 +27,14 @@ class Outcome(NamedTuple):
     airtime: Any  # seconds on the air, capped (0 at k = L)
 
 
+#: ``make_outcome((split, move, level, quality, ppl, ppl0, airtime))``: an `Outcome` from the tuple of its fields,
+#: with no Python frame (a step builds one: the hot loop)
+make_outcome = functools.partial(tuple.__new__, Outcome)
+
+
 def outcome(split, move, level, quality, ppl, ppl0, airtime) -> Outcome:
-    """An `Outcome`, built without NamedTuple's keyword handling (a step builds one: this is the hot loop)."""
-    return _tuple_new(Outcome, (split, move, level, quality, ppl, ppl0, airtime))
-
-
-_tuple_new = tuple.__new__
-#: ``make_outcome((split, move, level, quality, ppl, ppl0, airtime))``: `outcome` from one tuple, with no Python frame
-make_outcome = functools.partial(_tuple_new, Outcome)
+    """An `Outcome` from its fields (`make_outcome` of their tuple)."""
+    return make_outcome((split, move, level, quality, ppl, ppl0, airtime))
 
 
 @dataclass(frozen=True)

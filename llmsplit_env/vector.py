@@ -30,7 +30,16 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from llmsplit_env.dynamics import NOISE_COLUMNS
-from llmsplit_env.episode import NORMAL_CHUNK, Episode, end_step, env_config, env_problem, initial_split, next_position
+from llmsplit_env.episode import (
+    NORMAL_CHUNK,
+    Episode,
+    NotResetError,
+    end_step,
+    env_config,
+    env_problem,
+    initial_split,
+    next_position,
+)
 from llmsplit_env.factory import make_backend, make_dynamics
 from llmsplit_env.observation import ChannelArrays, Observer
 from llmsplit_env.problem import SplitProblem, outcome
@@ -214,7 +223,7 @@ class LLMSplitVectorEnv(VectorEnv):
     def step(self, actions):
         N = self.num_envs
         if self._rngs[0] is None:
-            raise ValueError("step() before reset(): call envs.reset(seed=...) first")
+            raise NotResetError("step() before reset(): call envs.reset(seed=...) first")
         a = np.asarray(actions)
         if a.shape != (N,) or not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"actions must be an integer array of shape ({N},), got {a.dtype} {a.shape}")
@@ -332,7 +341,7 @@ class LLMSplitVectorEnv(VectorEnv):
     def expected_rewards(self) -> np.ndarray:
         """``[num_envs, n]``: `LLMSplitEnv.expected_rewards` of each sub-env's current true state."""
         if self._rngs[0] is None:
-            raise ValueError("expected_rewards() before reset(): call envs.reset(seed=...) first")
+            raise NotResetError("expected_rewards() before reset(): call envs.reset(seed=...) first")
         dyn, p = self._dyn, self.problem
         out = np.empty((self.num_envs, self._n))
         saved = dyn.get_state()  # the scalar dynamics object stands in for each sub-env in turn

@@ -382,6 +382,9 @@ def test_llmsplit_passes_arguments_and_exit_status_through(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "usage: llmsplit train" in err and "invalid choice: 'sac'" in err
+    # a detached server on a local instance would end with the command: refused before Ray starts
+    assert main(["server", "start", "--address", "local"]) == 2
+    assert "the server would stop when this command ends" in capsys.readouterr().err
 
 
 def _main_modules() -> list[str]:

@@ -203,12 +203,12 @@ def test_stepping_before_reset_is_refused():
         env.step(0)
     with pytest.raises(gym.error.ResetNeeded, match=r"render\(\) before reset\(\)"):
         LLMSplitEnv(render_mode="ansi").render()
-    made = gym.make("LLMSplit-v0", render_mode="ansi")  # no OrderEnforcing: the env's own refusals reach the user
+    # no OrderEnforcing layer: the env's own refusals reach the user, still Gymnasium's ResetNeeded
+    made = gym.make("LLMSplit-v0", render_mode="ansi")
     assert "OrderEnforcing" not in str(made)
-    with pytest.raises(ValueError, match=r"step\(\) before reset\(\)"):
-        made.step(0)
-    with pytest.raises(gym.error.ResetNeeded):
-        made.render()
+    for call in (lambda: made.step(0), made.render, made.unwrapped.expected_rewards):
+        with pytest.raises(gym.error.ResetNeeded, match=r"before reset\(\)"):
+            call()
     with pytest.raises(ValueError, match=r"expected_rewards\(\) before reset\(\)"):
         env.expected_rewards()
     assert env.elapsed_steps == 0
@@ -536,3 +536,24 @@ def test_spec_carries_the_true_episode_length():
             t = 0
             short.reset()
     assert lengths == [10, 10, 10]
+
+
+def test_both_envs_pickle_mid_episode_and_go_on_identically():
+    """A pickled env (multiprocessing, Ray, a checkpoint) continues exactly as the original."""
+    import pickle
+
+    from llmsplit_env.vector import LLMSplitVectorEnv
+
+    env = LLMSplitEnv({"observation": {"extras": ["distance", "time"]}})
+    env.reset(seed=3)
+    env.step(4)
+    copy = pickle.loads(pickle.dumps(env))
+    for a in (0, 7, 29, 12):
+        (o1, r1, *_), (o2, r2, *_) = env.step(a), copy.step(a)
+        assert o1.tobytes() == o2.tobytes() and r1 == r2
+    vec = LLMSplitVectorEnv(4)
+    vec.reset(seed=1)
+    vcopy = pickle.loads(pickle.dumps(vec))
+    acts = np.array([1, 2, 3, 4])
+    (o1, r1, *_), (o2, r2, *_) = vec.step(acts), vcopy.step(acts)
+    assert o1.tobytes() == o2.tobytes() and r1.tobytes() == r2.tobytes()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "README.md", "agents", "llmsplit_env")
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "agents", "llmsplit_env")
 
 
 def _run(argv: list[str], cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -41,7 +41,9 @@ def wheel(tmp_path_factory) -> Path:
             shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(ROOT / name, src / name)
+    # offline, with the venv's setuptools: --check-build-dependencies names an old one instead of failing obscurely
     r = _run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "--no-index",
+              "--check-build-dependencies",
               "-w", str(tmp / "dist"), str(src)], tmp, dict(os.environ))  # fmt: skip
     warnings = [ln for ln in (r.stdout + r.stderr).splitlines() if "warn" in ln.lower()]
     assert not [ln for ln in warnings if "license" in ln.lower()], warnings  # setuptools' warning on a table license
@@ -57,6 +59,7 @@ def test_wheel_contents(wheel):
         metadata = z.read(f"{info}/METADATA").decode()
     assert "[console_scripts]" in entry_points and "llmsplit = agents.zoo.cli:main" in entry_points
     assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert any(n.endswith("LICENSE") and ".dist-info/" in n for n in names)  # the licence's text ships too
     # every module of both packages, among them the commands' code (train.py / evaluate.py are only wrappers)
     packaged = {
         p.relative_to(ROOT).as_posix() for pkg in ("agents", "llmsplit_env") for p in (ROOT / pkg).rglob("*.py")

@@ -23,7 +23,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from llmsplit_env.util.files import atomic_directory, atomic_output
 
@@ -171,6 +170,8 @@ def check_format(meta: Mapping[str, Any], fmt: str, versions: Collection[int] | 
 # ------------------------------------------------------------------------------------------------ tensors
 def weights_bytes(state: Any) -> bytes:
     """``state`` (tensors in plain containers) as ``torch.save`` bytes."""
+    import torch  # here, not at import: the heuristics and the oracle use this module without torch
+
     buf = io.BytesIO()
     torch.save(state, buf)
     return buf.getvalue()
@@ -179,6 +180,8 @@ def weights_bytes(state: Any) -> bytes:
 def load_weights(data: bytes, where: str) -> Any:
     """``torch.load(weights_only=True)`` of ``data`` onto the CPU: tensors and plain containers only (a pickled
     object is refused). ``ValueError`` naming ``where`` (``"<path>: <part>"``) if refused or unreadable."""
+    import torch
+
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # a crafted pickle is refused by weights_only; a truncated file fails to parse

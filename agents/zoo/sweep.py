@@ -21,8 +21,9 @@ whatever node ran it). A rerun skips every trial whose file is there; the trial'
 settings, so changing ``-n``, a hyperparameter or a config runs new trials instead of reusing old ones. Ctrl-C stops
 Tune (a second Ctrl-C skips its last save), writes the table of what finished and exits with status 130.
 
-Every input is checked before Ray starts: each algo and its hyperparameters and budget (`agents.zoo.check_agent`),
-the env id, every env config (the env is built), the grid, the seeds and the resources.
+Every input is checked before Ray starts: each algo and its hyperparameters and budget
+(`agents.zoo.registry.check_agent`), the env id, every env config (the env is built), the grid, the seeds and the
+resources.
 """
 
 from __future__ import annotations

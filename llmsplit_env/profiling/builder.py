@@ -1,4 +1,4 @@
-"""Build a quality profile of a real split LLM: ``python -m llmsplit_env.profiling.builder --scheme analog --out FILE``.
+"""Build a quality profile of a real split LLM: ``llmsplit profile --scheme analog --out FILE``.
 
 Measures log-perplexity at every split × channel level × seed, plus the clean perplexity and the leakage probe, and
 writes a JSON profile (see `llmsplit_env.quality.profile`). Each finished cell is saved atomically to

@@ -1,4 +1,4 @@
-"""The profile builder's cells on Ray: ``python -m llmsplit_env.profiling.builder … --ray [ADDRESS]``.
+"""The profile builder's cells on Ray: ``llmsplit profile … --ray [ADDRESS]``.
 
 Needs the optional dependency (``pip install llmsplit[ray]``); this module imports Ray only when a build starts, so
 the package, and the serial build, work without it.

@@ -241,6 +241,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m llmsplit_env.qual
     p.add_argument("--batch-wait-s", type=float, default=DEFAULT_WAIT_S)
     p.add_argument("--batching", choices=BATCHING, default="checked")
     a = p.parse_args(argv)
+    if a.address in ("", "local"):  # a local instance ends with this command, and the detached server with it
+        print(f"error: --address {a.address!r}: the server would stop when this command ends; start a cluster "
+              "(`ray start --head`) and give --address auto or its address", file=sys.stderr)  # fmt: skip
+        return 2
     try:
         owns = connect_ray(a.address, namespace=NAMESPACE, flag="--address", who="the quality server")
     except ValueError as e:  # no Ray, or nothing answers at --address

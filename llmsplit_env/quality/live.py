@@ -216,7 +216,7 @@ class LLMQuality(QualityBackend):
             raise ValueError(
                 f"expected rewards of the live backend come from a {self.scheme} profile of the same model "
                 f"({self.model_name!r}) and measurement (llm.profile_match={self.profile_match!r}); {why}. Build one "
-                f"with `python -m llmsplit_env.profiling.builder --model {self.model_name} --scheme {self.scheme} "
+                f"with `llmsplit profile --model {self.model_name} --scheme {self.scheme} "
                 "--out FILE` "
                 "and pass config profile=FILE"
                 + ("" if self.profile_match == "model" else ", or set llm.profile_match='model' to use a profile of "

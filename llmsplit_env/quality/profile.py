@@ -1,6 +1,6 @@
 """Quality profiles: log-perplexity of a real split LLM measured over split × channel level × seeds.
 
-A profile is a JSON file written by ``python -m llmsplit_env.profiling.builder``. Shipped profiles live in
+A profile is a JSON file written by ``llmsplit profile`` (`llmsplit_env.profiling.builder`). Shipped profiles live in
 ``llmsplit_env/profiles/`` and load by name (``load_profile("smollm2-135m-analog")``).
 
 | field             | shape            | meaning                                                            |

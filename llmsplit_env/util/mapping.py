@@ -10,7 +10,8 @@ from typing import Any
 def deep_merge(
     base: Mapping, over: Mapping, *, known_only: bool = False, no_conflicts: bool = False, path: str = ""
 ) -> dict:
-    """``base`` updated with ``over`` recursively (a new dict; ``over``'s values are deep-copied).
+    """``base`` updated with ``over`` recursively: a new dict that shares nothing mutable with either (both are
+    deep-copied where they end up in it).
 
     ``known_only``: a key of ``over`` that ``base`` lacks raises ``ValueError`` naming the dotted key and the allowed
     ones, and a section of ``base`` given as a non-dict is refused (config validation).
@@ -20,7 +21,7 @@ def deep_merge(
     if not isinstance(over, Mapping):
         where = f" section {path!r}" if path else ""
         raise ValueError(f"config{where} must be a dict, got {type(over).__name__}")
-    out = dict(base)
+    out = dict(base) if path else copy.deepcopy(dict(base))  # the top call copies base whole; recursion reuses it
     for key, value in over.items():
         full = f"{path}.{key}" if path else str(key)
         if key not in out:
