@@ -96,7 +96,7 @@ def test_live_expected_rewards_need_a_profile_of_the_same_model(tiny_config):
     with pytest.raises(ValueError) as e:
         env.expected_rewards()
     msg = str(e.value)
-    assert "profile of the same model" in msg and "python -m llmsplit_env.profiling.builder" in msg
+    assert "profile of the same model" in msg and "llmsplit profile --model" in msg
     # the automatic default (smollm2-135m-analog) was not used, and the error says why
     assert "smollm2-135m-analog" in msg and "model: profile 'smollm2-135m'" in msg and "num_layers" in msg
     assert env.quality_backend.leakage_source == "probe"
