@@ -38,3 +38,34 @@ def test_check_hyperparams_names_the_bad_keys_the_algo_and_what_it_takes():
         check_hyperparams("mbrl", {"b": 1, "a": 2, "x": 3}, ["x", "y"])
     with pytest.raises(ValueError, match="allowed: none"):
         check_hyperparams("oracle", {"a": 1}, [])
+
+
+@pytest.mark.parametrize(
+    ("algo", "hyperparams", "needle"),
+    [
+        ("ppo", {"gamma": 2}, "ppo.gamma must be in (0, 1], got 2"),
+        ("ppo", {"gamma": 0.0}, "ppo.gamma must be in (0, 1]"),
+        ("ppo", {"gae_lambda": float("nan")}, "ppo.gae_lambda must be a finite number, got nan"),
+        ("ppo", {"learning_rate": -1e-3}, "ppo.learning_rate must be > 0"),
+        ("ppo", {"policy_kwargs": {"net_arch": [64, float("inf")]}}, "ppo.policy_kwargs.net_arch[1] must be a finite"),
+        ("rllib_ppo", {"lr": float("nan")}, "rllib_ppo.lr must be a finite number, got nan"),
+        ("rllib_ppo", {"lambda_": 1.5}, "rllib_ppo.lambda_ must be in (0, 1]"),
+        ("rsm_ppo", {"ppo_kwargs": {"gamma": float("inf")}}, "rsm_ppo.ppo_kwargs.gamma must be a finite number"),
+        ("mbrl", {"beta": float("inf")}, "mbrl.beta must be a finite number, got inf"),
+    ],
+)
+def test_nan_infinite_and_out_of_range_values_are_refused_before_any_work(algo, hyperparams, needle):
+    import gymnasium as gym
+
+    from agents.zoo.registry import check_agent
+
+    env = gym.make("LLMSplit-v0")
+    with pytest.raises(ValueError) as e:
+        check_agent(algo, env, "LLMSplit-v0", hyperparams=hyperparams)
+    assert needle in str(e.value)
+
+
+def test_value_checks_pass_schedules_and_sane_numbers():
+    from agents.common.hyperparameters import check_values
+
+    check_values("ppo", {"learning_rate": "lin_0.001", "gamma": 1, "gae_lambda": 0.95, "policy_kwargs": {"a": [1]}})

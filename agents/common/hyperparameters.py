@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import copy
 import importlib
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,35 @@ def check_hyperparams(algo: str, hyperparams: Iterable[str], allowed: Iterable[s
     bad = sorted(set(hyperparams) - set(allowed))
     if bad:
         raise ValueError(f"unknown hyperparameter(s) {bad} for {algo}; allowed: {', '.join(allowed) or 'none'}")
+
+
+#: hyperparameters (at any depth, by name) whose value must lie in (0, 1]: discounts and GAE/TD(λ) factors
+UNIT_INTERVAL = ("gamma", "gae_lambda", "lambda_", "lambda", "tau")
+#: hyperparameters (at any depth, by name) that must be > 0: learning rates and step sizes
+POSITIVE = ("learning_rate", "lr", "critic_lr", "actor_lr", "clip_range", "clip_param")
+
+
+def check_values(algo: str, hyperparams: Mapping[str, Any], where: str = "") -> None:
+    """``ValueError`` naming ``algo.key`` for a number that is NaN or infinite (anywhere in ``hyperparams``, nested
+    dicts and lists included), a discount or λ outside (0, 1] (`UNIT_INTERVAL`) or a learning rate or clip range
+    that is not > 0 (`POSITIVE`). Strings (schedules such as ``lin_0.001``) are left to the agent."""
+    for key, value in hyperparams.items():
+        name = f"{where}{key}"
+        if isinstance(value, Mapping):
+            check_values(algo, value, f"{name}.")
+            continue
+        for i, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+            label = f"{algo}.{name}" + (f"[{i}]" if isinstance(value, (list, tuple)) else "")
+            if isinstance(item, Mapping):
+                check_values(algo, item, f"{name}[{i}].")
+            elif isinstance(item, (int, float)) and not isinstance(item, bool) and not math.isfinite(item):
+                raise ValueError(f"{label} must be a finite number, got {item!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key in UNIT_INTERVAL and not 0.0 < value <= 1.0:
+            raise ValueError(f"{algo}.{name} must be in (0, 1], got {value!r}")
+        if key in POSITIVE and not value > 0.0:
+            raise ValueError(f"{algo}.{name} must be > 0, got {value!r}")
 
 
 # Classes a policy_kwargs value may name (rl-zoo writes them as ``nn.ReLU``, ``th.optim.Adam``...): anything else is

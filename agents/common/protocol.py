@@ -8,8 +8,10 @@
 
 Implemented by `MBRLAgent`, `RSMPPOAgent`, `RLlibPPOAgent`, the heuristics and `OracleAgent` (`agents.baselines`), and
 the SB3 models of `agents.sb3` (``quality_evals`` is set on them by `make_sb3_agent` / `load_sb3` and kept by
-`RewardComponentCallback`). SB3's own ``save``/``load`` write and read SB3's zip (pickled parts); the zoo saves SB3
-models with `agents.sb3.save_sb3` / `load_sb3` instead. `Agent` is runtime-checkable (``isinstance(agent, Agent)``
+`RewardComponentCallback`). Two differences of SB3 models, kept so they stay SB3's own classes: their ``predict``
+defaults to ``deterministic=False`` (pass ``deterministic=True``, as `evaluate_agent` does), and their ``save`` /
+``load`` write and read SB3's zip (pickled parts, not atomic); the zoo saves SB3 models with `agents.sb3.save_sb3` /
+`load_sb3` instead (data only, atomic). `Agent` is runtime-checkable (``isinstance(agent, Agent)``
 checks the members are there); `protocol_errors` also checks a class's signatures.
 """
 

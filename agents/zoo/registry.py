@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 
 from agents.common.env_util import make_env
-from agents.common.hyperparameters import check_hyperparams, load_hyperparams
+from agents.common.hyperparameters import check_hyperparams, check_values, load_hyperparams
 
 if TYPE_CHECKING:
     from agents.common.evaluation import OracleNormalizer
 
 SB3_ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo")
-HEURISTICS = ("oracle", "random", "fixed", "threshold")
 # Seeds of the episodes that pick the best fixed split (`agents.common.evaluation.best_fixed_split`) for `fixed`.
 BEST_FIXED_EPISODES = 20
 
@@ -370,6 +369,7 @@ def train_agent(
     if eval_freq is not None and (isinstance(eval_freq, bool) or not isinstance(eval_freq, int) or eval_freq < 1):
         raise ValueError(f"eval_freq must be an integer >= 1, got {eval_freq!r}")
     check_hyperparams(algo, hyperparams or {}, entry.hyperparam_keys())
+    check_values(algo, hyperparams or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(env_id, env_kwargs)
@@ -407,6 +407,7 @@ def check_agent(
     hyperparameter (name, value, policy_kwargs) or budget, before any work."""
     entry = _entry(algo)
     check_hyperparams(algo, hyperparams or {}, entry.hyperparam_keys())
+    check_values(algo, hyperparams or {})
     job = TrainJob(algo, env, env_id, None, seed, n_timesteps, None, None, None, False, hyperparams, None)
     try:
         entry.build(job)
