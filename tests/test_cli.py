@@ -242,8 +242,10 @@ def test_evaluate_skips_agents_it_cannot_load(small_run, tmp_path, capsys):
     agent = run / "LLMSplit-v0" / "ppo_seed0" / "agent.zip"
     agent.write_bytes(agent.read_bytes()[:11_000])  # what an in-place save cut short used to leave
     out = tmp_path / "e.json"
-    assert evaluate.main(["-f", str(run), "--n-eval-episodes", "2", "--json", str(out),
-                          "--plots", str(tmp_path / "p")]) == 0  # fmt: skip
+    assert (
+        evaluate.main(["-f", str(run), "--n-eval-episodes", "2", "--json", str(out), "--plots", str(tmp_path / "p")])
+        == 3
+    )  # fmt: skip  (partial)
     res = json.loads(out.read_text())
     assert set(res) == {"oracle_seed0", "random_seed0", "ppo_seed0"}
     assert "agent.zip is not a zip archive" in res["ppo_seed0"]["error"]
@@ -253,6 +255,35 @@ def test_evaluate_skips_agents_it_cannot_load(small_run, tmp_path, capsys):
         Path(json.loads((run / "LLMSplit-v0" / "summary.json").read_text())["agents"][name]["path"]).unlink()
     assert evaluate.main(["-f", str(run), "--n-eval-episodes", "2", "--plots", str(tmp_path / "p")]) == 1
     assert "none of the 3 agents could be evaluated" in capsys.readouterr().err
+
+
+def test_an_agent_that_fails_while_acting_is_listed_and_the_others_scored(small_run, tmp_path, capsys, monkeypatch):
+    """One agent that loads but raises in ``predict`` (a crafted file, a bug) costs only itself: the others are
+    scored, it is listed with its reason in the table and the JSON, and the exit status says partial (3)."""
+    import agents.zoo.registry as registry
+
+    run = _copy_run(small_run, tmp_path / "run")
+    real_load = registry.load_agent
+
+    class Broken:
+        def predict(self, *args, **kwargs):
+            raise NotImplementedError("activation 'Module' has no forward")
+
+    def load(algo, path, env=None):
+        return Broken() if algo == "random" else real_load(algo, path, env)
+
+    monkeypatch.setattr(registry, "load_agent", load)
+    out = tmp_path / "e.json"
+    rc = evaluate.main(["-f", str(run), "--n-eval-episodes", "2", "--json", str(out), "--plots", str(tmp_path / "p")])
+    assert rc == 3
+    res = json.loads(out.read_text())
+    assert "normalized_score" in res["oracle_seed0"] and "normalized_score" in res["ppo_seed0"]
+    assert res["random_seed0"] == {
+        "error": "evaluation failed: NotImplementedError: activation 'Module' has no forward"
+    }
+    captured = capsys.readouterr()
+    assert "random_seed0      not evaluated: evaluation failed: NotImplementedError" in captured.out
+    assert "partial: 1 of the 3 agents could not be evaluated" in captured.err
 
 
 @pytest.mark.parametrize(

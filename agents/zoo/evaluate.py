@@ -4,8 +4,9 @@ Prints, per agent, the mean return with a 95% confidence interval, the oracle-no
 ``(R − R_random) / (R_oracle − R_random)`` (random and oracle run on the same seeds), the mean perplexity, the split
 histogram and the real quality evaluations spent in training. Writes PNG plots (return vs real evaluations; split vs
 SNR policy map) and, with ``--json FILE``, ``{agent: {mean_return, ci95, normalized_score, mean_ppl, quality_evals}}``
-(``{agent: {error}}`` for an agent that could not be loaded). Every agent that loads is evaluated; the exit status is
-non-zero only if none could be.
+(``{agent: {error}}`` for an agent that could not be loaded or failed while acting). Every agent that can be is
+evaluated; each other one is listed with its reason. Exit status: 0 every agent evaluated, `PARTIAL` (3) some,
+1 none (2: bad input, 130: Ctrl-C).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from agents.zoo.common import cli_main, read_summary
+
+PARTIAL = 3  # exit status: some agents evaluated, the others listed with their reasons
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -86,7 +89,12 @@ def run(args: argparse.Namespace) -> int:
                 failed[name] = str(err)
                 print(f"skipped {name}: {err}", file=sys.stderr, flush=True)
                 continue
-            tr = evaluate_agent(agent, env, seeds, trace=True)
+            try:  # nor one that loads but fails to act (a crafted file, a bug): it is listed with the reason
+                tr = evaluate_agent(agent, env, seeds, trace=True)
+            except Exception as err:
+                failed[name] = f"evaluation failed: {type(err).__name__}: {err}"
+                print(f"skipped {name}: {failed[name]}", file=sys.stderr, flush=True)
+                continue
             traces[name] = tr
             mean = float(tr["mean_return"])
             results[name] = {
@@ -121,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     write_plots(plots, {k: e for k, e in entries.items() if k in results}, traces)
     print(f"plots: {plots}/learning_curves.png, {plots}/policy_map.png")
+    if failed:
+        print(f"partial: {len(failed)} of the {len(entries)} agents could not be evaluated", file=sys.stderr)
+        return PARTIAL
     return 0
 
 
