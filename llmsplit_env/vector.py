@@ -29,17 +29,8 @@ from gymnasium.spaces import Box, Discrete, MultiDiscrete
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from llmsplit_env import episode
 from llmsplit_env.dynamics import NOISE_COLUMNS
-from llmsplit_env.episode import (
-    NORMAL_CHUNK,
-    Episode,
-    NotResetError,
-    end_step,
-    env_config,
-    env_problem,
-    initial_split,
-    next_position,
-)
 from llmsplit_env.factory import make_backend, make_dynamics
 from llmsplit_env.observation import ChannelArrays, Observer
 from llmsplit_env.problem import SplitProblem, outcome
@@ -77,11 +68,11 @@ class LLMSplitVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if render_mode is not None:
             raise ValueError("LLMSplitVectorEnv does not render; use vectorization_mode='sync' with a render_mode")
-        self.config = config = env_config(config, preset, problem, config_kwargs, max_episode_steps)
+        self.config = config = episode.env_config(config, preset, problem, config_kwargs, max_episode_steps)
         if config["backend"] != "profile":
             raise ValueError("LLMSplitVectorEnv vectorises the profile backend only; config backend is 'llm'")
         qb = make_backend(config)
-        self.problem = p = env_problem(config, qb, problem)
+        self.problem = p = episode.env_problem(config, qb, problem)
         self.quality_backend: ProfileQuality = qb
         # The scalar dynamics object draws nothing here: its batch methods act on this env's state arrays.
         self.dynamics = make_dynamics(config, qb)
@@ -107,15 +98,15 @@ class LLMSplitVectorEnv(VectorEnv):
 
         self._rngs: list[np.random.Generator | None] = [None] * N
         self._state = ChannelArrays({name: np.zeros(N) for name in self._dyn.state_names})
-        self._ep = Episode.batch(N)
-        self._zbuf = np.zeros((NORMAL_CHUNK, N))  # per sub-env stream of normals (column i)
-        self._zscratch = np.zeros((N, NORMAL_CHUNK))  # refills: one contiguous row per generator
-        self._zp = np.full(N, NORMAL_CHUNK, dtype=np.int64)
+        self._ep = episode.Episode.batch(N)
+        self._zbuf = np.zeros((episode.NORMAL_CHUNK, N))  # per sub-env stream of normals (column i)
+        self._zscratch = np.zeros((N, episode.NORMAL_CHUNK))  # refills: one contiguous row per generator
+        self._zp = np.full(N, episode.NORMAL_CHUNK, dtype=np.int64)
         self._autoreset = np.zeros(N, dtype=bool)
         self._arange = np.arange(N)
         self._no_idx = np.zeros(0, dtype=np.int64)
         self._n_autoreset = 0
-        self._zsync: int | None = NORMAL_CHUNK  # the common stream position while all sub-envs share one
+        self._zsync: int | None = episode.NORMAL_CHUNK  # the common stream position while all sub-envs share one
         self._has_excluded = not p.masks.all()
         self._obs = np.zeros((N, len(p.obs_low)))
 
@@ -131,7 +122,7 @@ class LLMSplitVectorEnv(VectorEnv):
         """
         N = self.num_envs
         if idx is None and self._zsync is not None:
-            p, refill = next_position(self._zsync, n)
+            p, refill = episode.next_position(self._zsync, n)
             if refill:
                 scratch, rngs, buf = self._zscratch, self._rngs, self._zbuf
                 for i in range(N):
@@ -144,10 +135,10 @@ class LLMSplitVectorEnv(VectorEnv):
             self._zp[:] = self._zsync
             self._zsync = None
         ids = self._arange if idx is None else idx
-        p, refill = next_position(self._zp[ids], n)
+        p, refill = episode.next_position(self._zp[ids], n)
         if refill.any():
             for i in ids[refill].tolist():
-                self._zbuf[:, i] = self._rngs[i].standard_normal(NORMAL_CHUNK)
+                self._zbuf[:, i] = self._rngs[i].standard_normal(episode.NORMAL_CHUNK)
         self._zp[ids] = p + n
         return self._zbuf[p[None, :] + np.arange(n)[:, None], ids[None, :]]
 
@@ -163,17 +154,17 @@ class LLMSplitVectorEnv(VectorEnv):
                 reseeded.append(i)
         if reseeded:  # a new generator: forget the normals drawn from the old one
             if everyone and len(reseeded) == self.num_envs:
-                self._zsync = NORMAL_CHUNK
+                self._zsync = episode.NORMAL_CHUNK
             else:
                 if self._zsync is not None:
                     self._zp[:] = self._zsync
                     self._zsync = None
-                self._zp[reseeded] = NORMAL_CHUNK
+                self._zp[reseeded] = episode.NORMAL_CHUNK
         nd = dyn.reset_normals
         head = self._normals(nd + 2, None if everyone else idx)
         dyn.reset_batch(self._state, idx, head[:nd])
-        k0 = initial_split(self.problem, head[nd], head[nd + 1])
-        start = Episode(k0)
+        k0 = episode.initial_split(self.problem, head[nd], head[nd + 1])
+        start = episode.Episode(k0)
         if self.problem.needs_ppl0:
             start.ppl0 = self._qb.baseline_ppl_batch(k0, self._state["level"][idx])
         self._ep.put(idx, start)
@@ -223,7 +214,7 @@ class LLMSplitVectorEnv(VectorEnv):
     def step(self, actions):
         N = self.num_envs
         if self._rngs[0] is None:
-            raise NotResetError("step() before reset(): call envs.reset(seed=...) first")
+            raise episode.NotResetError("step() before reset(): call envs.reset(seed=...) first")
         a = np.asarray(actions)
         if a.shape != (N,) or not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"actions must be an integer array of shape ({N},), got {a.dtype} {a.shape}")
@@ -279,7 +270,7 @@ class LLMSplitVectorEnv(VectorEnv):
         if not all_active:
             for n, v in st.items():
                 self._state[n][act] = v
-        trunc = end_step(p, ep, k, loss, quality, est_prev, st["estimate"])
+        trunc = episode.end_step(p, ep, k, loss, quality, est_prev, st["estimate"])
         self._ep.put(act, ep)
 
         if all_active:
@@ -341,7 +332,7 @@ class LLMSplitVectorEnv(VectorEnv):
     def expected_rewards(self) -> np.ndarray:
         """``[num_envs, n]``: `LLMSplitEnv.expected_rewards` of each sub-env's current true state."""
         if self._rngs[0] is None:
-            raise NotResetError("expected_rewards() before reset(): call envs.reset(seed=...) first")
+            raise episode.NotResetError("expected_rewards() before reset(): call envs.reset(seed=...) first")
         dyn, p = self._dyn, self.problem
         out = np.empty((self.num_envs, self._n))
         saved = dyn.get_state()  # the scalar dynamics object stands in for each sub-env in turn
