@@ -31,7 +31,8 @@ import numpy as np
 
 import llmsplit_env  # noqa: F401  (registers the env ids)
 from agents.common.env_util import EnvLayout, collect_transitions, env_layout, make_env
-from agents.common.save_util import not_a_saved, predict_actions, require_saved
+from agents.common.limits import MAX_JSON_BYTES, read_file_bounded
+from agents.common.save_util import not_a_saved, parse_json, predict_actions, require_saved
 from agents.mbrl.planning import plan_dp
 from llmsplit_env.util.files import atomic_write_json
 
@@ -117,8 +118,8 @@ class HeuristicAgent:
         saved env description."""
         path = require_saved(path, f"{cls.__name__} agent", kind="file")
         try:
-            data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            data = parse_json(read_file_bounded(path, MAX_JSON_BYTES), str(path))  # bounded: agents.common.limits
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise not_a_saved(path, "LLMSplit heuristic agent", e) from None
         if not isinstance(data, dict) or data.get("format") != SAVE_FORMAT:
             raise ValueError(f"{path} is not a saved LLMSplit heuristic agent")

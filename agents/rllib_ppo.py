@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from agents.common.env_util import is_live_config
+from agents.common.limits import check_network
 from agents.common.logger import configure_logger
 from agents.common.save_util import (
     SpacesOnlyEnv,
@@ -94,6 +95,8 @@ def check_rllib_hyperparams(hp: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"rllib_ppo: {key} must be <= {hi[0]}, got {value!r}")
         if key == "fcnet_hiddens" and not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value):
             raise ValueError(f"rllib_ppo: fcnet_hiddens must be a list of positive ints, got {value!r}")
+        if key == "fcnet_hiddens":
+            check_network(value, "rllib_ppo: fcnet_hiddens")
         if key == "fcnet_activation" and value not in ACTIVATIONS:
             raise ValueError(f"rllib_ppo: fcnet_activation must be one of {', '.join(ACTIVATIONS)}, got {value!r}")
         out[key] = value
@@ -360,11 +363,21 @@ class RLlibPPOAgent:
         act_space = space_from(meta["action_space"], path)
         if env is not None:
             check_spaces(env, meta, path)
-        agent = cls(SpacesOnlyEnv(obs_space, act_space), env_id=meta["env_id"], env_kwargs=meta.get("env_kwargs"),
-                    seed=int(meta["seed"]), **meta["hyperparams"])  # fmt: skip
+        try:  # the hyperparameters are checked (kinds, ranges, network widths) before anything is built
+            agent = cls(SpacesOnlyEnv(obs_space, act_space), env_id=meta["env_id"], env_kwargs=meta.get("env_kwargs"),
+                        seed=int(meta["seed"]), **meta["hyperparams"])  # fmt: skip
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         agent.num_timesteps = int(meta.get("num_timesteps", 0))
         agent.quality_evals = int(meta.get("quality_evals", 0))
-        module = _build_module(obs_space, act_space, meta["model_config"])
+        # The module is built from the checked hyperparameters (as `learn` built it), not from the file's model_config:
+        # its layer widths are bounded (with the saved spaces' sizes) before anything is allocated.
+        model_config = agent.model_config
+        n_out = int(act_space.n) if isinstance(act_space, gym.spaces.Discrete) else 0
+        for key, widths in model_config.items():
+            if key.endswith("hiddens") and widths:
+                check_network(list(widths), f"{path}: {key}", gym.spaces.flatdim(obs_space), n_out)
+        module = _build_module(obs_space, act_space, model_config)
         state = load_weights(weights, f"{path}: {WEIGHTS}")
         try:
             module.load_state_dict(state)

@@ -21,7 +21,6 @@ import json
 import os
 import zipfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -33,7 +32,18 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.env_util import make_env
 from agents.common.hyperparameters import as_data, check_data, check_hyperparams, load_hyperparams, parse_policy_kwargs
-from agents.common.save_util import SpacesOnlyEnv, check_spaces, describe_space, load_weights, space_from
+from agents.common.limits import check_net_arch
+from agents.common.save_util import (
+    Parts,
+    SpacesOnlyEnv,
+    check_spaces,
+    describe_space,
+    load_weights,
+    parse_json,
+    require_saved,
+    space_from,
+    zip_parts,
+)
 from llmsplit_env.util.files import atomic_write_bytes
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "maskable_ppo": MaskablePPO}
@@ -139,6 +149,10 @@ def make_sb3_agent(
             env = make_vec_env(env, n_envs=n_envs, seed=seed)
         else:
             env = make_env(env)
+    if isinstance(hp.get("policy_kwargs"), Mapping):  # the networks' sizes, before anything is built
+        n_actions = int(env.action_space.n) if isinstance(env.action_space, gym.spaces.Discrete) else 0
+        inputs = gym.spaces.flatdim(env.observation_space)
+        check_net_arch(hp["policy_kwargs"].get("net_arch"), f"{algo}: policy_kwargs['net_arch']", inputs, n_actions)
     model = cls(policy, env, seed=seed, tensorboard_log=tensorboard_log, verbose=verbose, **hp)
     model.quality_evals = 0  # the `Agent` protocol's count (kept by `RewardComponentCallback` while it learns)
     return model
@@ -196,8 +210,8 @@ def _find_pickled(value: Any, where: str) -> str | None:
     return None
 
 
-def _read_meta(path: str, z: zipfile.ZipFile) -> dict[str, Any]:
-    names = set(z.namelist())
+def _read_meta(path: str, read: Parts) -> dict[str, Any]:
+    names = set(read.names)
     if META not in names and "data" not in names:
         raise ValueError(f"{path} is not a saved agent (a damaged or foreign zip archive: no {META})")
     if META not in names:
@@ -206,15 +220,15 @@ def _read_meta(path: str, z: zipfile.ZipFile) -> dict[str, Any]:
             "when loaded. Load it with SB3 itself only if you trust where it came from."
         )
     try:
-        meta = json.loads(z.read(META).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile, OSError) as e:
+        meta = parse_json(read(META), f"{path}: {META}")
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{path}: {META} is unreadable ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise ValueError(f"{path}: {META} is not an {FORMAT} file of version {VERSION}")
     if "data" in names:
         try:
-            data = json.loads(z.read("data").decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile, OSError) as e:
+            data = parse_json(read("data"), f"{path}: data")
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"{path}: its 'data' entry is unreadable ({e})") from None
         for key, value in data.items() if isinstance(data, dict) else ():
             found = None if key in SB3_PICKLED_KEYS else _find_pickled(value, f"data[{key!r}]")
@@ -225,28 +239,34 @@ def _read_meta(path: str, z: zipfile.ZipFile) -> dict[str, Any]:
 
 def load_sb3(path: str | os.PathLike, env: gym.Env | None = None, algo: str | None = None, device: str = "cpu"):
     """Rebuild an agent saved by `save_sb3`. ``env``: the env to attach, whose spaces must be the saved ones (default:
-    none; the model then only predicts). ``algo``: refuse a file of another algo."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no saved agent at {str(path)!r}")
-    return load_sb3_bytes(path.read_bytes(), str(path), env, algo, device)
+    none; the model then only predicts). ``algo``: refuse a file of another algo. Read within the limits of
+    `agents.common.limits` (parts, sizes, spaces, network widths)."""
+    path = require_saved(path, "agent", kind="file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a zip archive (truncated or not a saved agent)")
+    return _load_parts(zip_parts(path, str(path), "agent"), str(path), env, algo, device)
 
 
 def load_sb3_bytes(data: bytes, path: str, env: gym.Env | None = None, algo: str | None = None, device: str = "cpu"):
     """`load_sb3` from the file's bytes; ``path`` names it in errors."""
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise ValueError(f"{path} is not a zip archive (truncated or not a saved agent)")
+    return _load_parts(zip_parts(data, path, "agent"), path, env, algo, device)
+
+
+def _load_parts(read: Parts, path: str, env: gym.Env | None, algo: str | None, device: str):
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            meta = _read_meta(path, z)
-            saved_algo = meta.get("algo")
-            if saved_algo not in ALGOS:
-                raise ValueError(f"{path}: unknown algo {saved_algo!r}; allowed: {', '.join(ALGOS)}")
-            if algo is not None and saved_algo != algo:
-                raise ValueError(f"{path} holds a {saved_algo} agent, not {algo}")
-            policy_state = load_weights(z.read("policy.pth"), f"{path}: policy.pth")
-            optim = "policy.optimizer.pth"
-            optim_state = load_weights(z.read(optim), f"{path}: {optim}") if optim in z.namelist() else None
+        meta = _read_meta(path, read)
+        saved_algo = meta.get("algo")
+        if saved_algo not in ALGOS:
+            raise ValueError(f"{path}: unknown algo {saved_algo!r}; allowed: {', '.join(ALGOS)}")
+        if algo is not None and saved_algo != algo:
+            raise ValueError(f"{path} holds a {saved_algo} agent, not {algo}")
+        policy_state = load_weights(read("policy.pth"), f"{path}: policy.pth")
+        optim = "policy.optimizer.pth"
+        optim_state = load_weights(read(optim), f"{path}: {optim}") if optim in read.names else None
+    except KeyError as e:
+        raise ValueError(f"{path} is a damaged saved agent (no part {e})") from None
     except zipfile.BadZipFile as e:
         raise ValueError(f"{path} is a damaged zip archive ({e})") from None
     hp = meta.get("hyperparams")

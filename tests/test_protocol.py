@@ -4,6 +4,7 @@ saving/loading helpers (`agents.common.save_util`)."""
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 
@@ -176,8 +177,16 @@ def test_faulty_files_are_refused_by_name(tmp_path):
         def __reduce__(self):
             return (open, (str(tmp_path / "pwned"), "w"))
 
-    with pytest.raises(ValueError, match=r"x\.pt refused or unreadable \(UnpicklingError"):
+    with pytest.raises(ValueError, match=r"x\.pt refused or unreadable \(not a torch\.save zip file"):
         load_weights(pickle.dumps(Touch()), "x.pt")
+    # the same pickle inside a torch.save zip: refused by torch.load(weights_only=True)
+    src = zipfile.ZipFile(io.BytesIO(weights_bytes({})))
+    crafted = io.BytesIO()
+    with zipfile.ZipFile(crafted, "w") as z:
+        for info in src.infolist():
+            z.writestr(info.filename, pickle.dumps(Touch()) if info.filename.endswith("data.pkl") else src.read(info))
+    with pytest.raises(ValueError, match=r"x\.pt refused or unreadable \(UnpicklingError"):
+        load_weights(crafted.getvalue(), "x.pt")
     assert not (tmp_path / "pwned").exists()
     cut = tmp_path / "cut.zip"
     write_files(cut, {"a": b"1" * 1000})

@@ -36,6 +36,7 @@ from tqdm import tqdm
 import llmsplit_env  # noqa: F401  (registers the env ids for MBRLAgent("LLMSplit-v0"))
 from agents.common.callbacks import RewardComponentTracker
 from agents.common.env_util import EnvLayout, counts_info, env_layout, make_env
+from agents.common.limits import MAX_PART_BYTES, check_network, read_file_bounded
 from agents.common.logger import configure_logger
 from agents.common.save_util import load_weights, not_a_saved, predict_actions, require_saved, weights_bytes
 from agents.mbrl.ensemble import GaussianEnsemble, encode_inputs
@@ -78,6 +79,10 @@ def check_budget(total_timesteps: int, warmup_steps: int, have: int = 0) -> None
             + (f", {have} done" if have else "")
             + "): the model would never be fitted; give -n/--n-timesteps >= the warm-up or lower mbrl.warmup_steps"
         )
+
+
+# the dtypes `MBRLAgent.save` stores its transitions as (float64 rewards: exactly the recorded values)
+_DATA_DTYPES = {"obs": np.float32, "split": np.int64, "y": np.float64, "next_obs": np.float32}
 
 
 class MBRLAgent:
@@ -139,6 +144,16 @@ class MBRLAgent:
         self._data: dict[str, list] = {"obs": [], "split": [], "y": [], "next_obs": []}
         self.fit_stats: dict[str, Any] = {}
         self._last_eval: int | None = None
+        self._check_networks()
+
+    def _check_networks(self) -> None:
+        """Both ensembles' layer widths, depths and sizes within `agents.common.limits` (before any is built)."""
+        h, spec = self.hparams, self.spec
+        c, n_out = len(spec["channel_dims"]), len(spec["components"])
+        in_dim = len(spec["reward_dims"]) + 1 + spec["num_layers"]
+        check_network(h["hidden_dims"], "mbrl: hidden_dims", in_dim, 2 * n_out, copies=h["ensemble_size"])
+        dyn_hidden = h.get("dynamics_hidden_dims", h["hidden_dims"])
+        check_network(dyn_hidden, "mbrl: dynamics_hidden_dims", c, 2 * c, copies=h["ensemble_size"])
 
     @property
     def data(self) -> dict[str, list]:
@@ -354,6 +369,8 @@ class MBRLAgent:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the agent (models, spec, hyperparameters, counters) to one file, atomically."""
+        import torch
+
         state = {
             "format": "llmsplit-mbrl",
             "spec": self.spec,
@@ -362,8 +379,9 @@ class MBRLAgent:
             "quality_evals": self.quality_evals,
             "reward_model": None if self.reward_model is None else self.reward_model.state_dict(),
             "dynamics_model": None if self.dynamics_model is None else self.dynamics_model.state_dict(),
-            # plain lists, so that `load` can use torch.load(weights_only=True): no pickled code runs on load
-            "data": {k: np.asarray(v).tolist() for k, v in self._data.items()},
+            # tensors (not lists: a pickle is slow and large to read back), so that `load` can use
+            # torch.load(weights_only=True): no pickled code runs on load
+            "data": {k: torch.as_tensor(np.asarray(v, dtype=_DATA_DTYPES[k])) for k, v in self._data.items()},
         }
         atomic_write_bytes(Path(path), weights_bytes(state))
 
@@ -371,13 +389,19 @@ class MBRLAgent:
     def load(cls, path: str | os.PathLike, env: gym.Env | None = None) -> MBRLAgent:
         """Load a saved agent; ``env`` (optional) is only needed to continue learning."""
         path = require_saved(path, "MBRL agent", kind="file")
-        state = load_weights(path.read_bytes(), str(path))  # truncated, not a torch file, or pickled objects: refused
+        # within the limits (size, records, pickle); truncated, not a torch file, or pickled objects: refused
+        state = load_weights(read_file_bounded(path, MAX_PART_BYTES), str(path))
         if not isinstance(state, dict) or state.get("format") != "llmsplit-mbrl":
             raise not_a_saved(path, "MBRLAgent")
         if env is not None and model_spec(env_layout(env)) != state["spec"]:
             raise ValueError("env does not match the saved agent's env (splits, observation or reward weights)")
         agent = cls.__new__(cls)
-        agent._setup(env, state["spec"], state["hparams"], None, 0)
+        try:  # the saved network sizes are checked here, before `_restore` builds the models
+            agent._setup(env, state["spec"], state["hparams"], None, 0)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        except (KeyError, TypeError) as e:
+            raise not_a_saved(path, "MBRLAgent", e) from None
         agent._restore(state)
         return agent
 
@@ -387,10 +411,10 @@ class MBRLAgent:
         self.num_timesteps = state["num_timesteps"]
         self.quality_evals = state["quality_evals"]
         self._data = {
-            "obs": [np.asarray(o, np.float32) for o in state["data"]["obs"]],
+            "obs": list(np.asarray(state["data"]["obs"], np.float32)),
             "split": [int(k) for k in state["data"]["split"]],
-            "y": [list(y) for y in state["data"]["y"]],
-            "next_obs": [np.asarray(o, np.float32) for o in state["data"]["next_obs"]],
+            "y": [[float(v) for v in y] for y in state["data"]["y"]],
+            "next_obs": list(np.asarray(state["data"]["next_obs"], np.float32)),
         }
         if state["reward_model"] is not None:
             self._new_models()

@@ -15,6 +15,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from agents.common.callbacks import RewardComponentCallback
 from agents.common.env_util import collect_transitions, env_layout, make_env
+from agents.common.limits import check_net_arch, check_network
 from agents.common.save_util import (
     check_format,
     load_weights,
@@ -33,6 +34,16 @@ QUALITY_TERMS = ("quality", "ppl_gain")  # components that depend on the quality
 SAVE_FORMAT = "llmsplit-rsm-ppo"
 SAVE_VERSION = 1
 PAPER_PPO_KWARGS = {"n_steps": 400, "batch_size": 100}  # the authors' surrogate-env PPO (SB3 defaults otherwise)
+
+
+def _check_sizes(surrogate_kwargs: Mapping[str, Any], ppo_kwargs: Mapping[str, Any], in_dim: int = 0) -> None:
+    """The surrogate's and PPO's networks within `agents.common.limits` (widths, depth, weights)."""
+    if "hidden_dims" in surrogate_kwargs:
+        copies = surrogate_kwargs.get("ensemble_size", 1)
+        check_network(surrogate_kwargs["hidden_dims"], "rsm_ppo: surrogate hidden_dims", in_dim, copies=copies)
+    policy_kwargs = ppo_kwargs.get("policy_kwargs")
+    if isinstance(policy_kwargs, Mapping):
+        check_net_arch(policy_kwargs.get("net_arch"), "rsm_ppo: ppo_kwargs policy_kwargs['net_arch']")
 
 
 class RSMPPOAgent:
@@ -86,6 +97,7 @@ class RSMPPOAgent:
         self.verbose = verbose
         self.ppo_kwargs = dict(PAPER_PPO_KWARGS if ppo_kwargs is None else ppo_kwargs)
         self.surrogate_kwargs = dict(surrogate_kwargs or {})
+        _check_sizes(self.surrogate_kwargs, self.ppo_kwargs)
         self.config = dict(u.config)
         self.weights = {c: float(w) for c, w in u.reward_weights.items()}
         added = sorted(set(self.weights) - set(self.config["reward"]["weights"]))
@@ -290,6 +302,13 @@ class RSMPPOAgent:
         if agent.features.to_json() != f or list(agent.learned) != meta["learned"]:
             raise ValueError(f"the env differs from the one {path} was saved with (features or reward terms)")
         state = load_weights(read("surrogate.pt"), f"{path}: surrogate.pt")
+        if isinstance(state, dict):  # the saved surrogate's size, before it is built
+            hp = state.get("hparams") if state.get("kind") == "mlp" else (state.get("ensemble") or {}).get("hparams")
+            if isinstance(hp, dict):
+                try:
+                    _check_sizes(hp, {}, hp.get("in_dim", 0))
+                except ValueError as e:
+                    raise ValueError(f"{path}: surrogate.pt: {e}") from None
         agent.surrogate = surrogate_from_state(state)
         agent.fit_stats = dict(meta["fit_stats"])
         agent.quality_evals = int(meta["quality_evals"])
