@@ -151,6 +151,8 @@ def resolve_config(config: Mapping | None = None, preset: str | None = None) -> 
     ``config`` may name ``"preset"`` itself (RLlib passes only the dict); naming a different one than ``preset`` is an
     error.
     """
+    if config is not None and not isinstance(config, Mapping):  # a list of pairs, a string: not a config
+        raise ValueError(f"config must be a dict, got {type(config).__name__}")
     user = dict(config or {})
     cfg_preset = user.pop("preset", None)
     if preset is not None and cfg_preset is not None and preset != cfg_preset:

@@ -44,6 +44,8 @@ def env_config(
 ) -> dict:
     """The resolved config of an env made from a config (and preset), top-level config keys, or a compiled problem;
     ``ValueError`` for a mix that does not go together (both envs' constructors)."""
+    if config is not None and not isinstance(config, Mapping):  # before it is merged or named in another message
+        raise ValueError(f"config must be a dict, got {type(config).__name__}")
     if config_keys:  # top-level config keys as keyword arguments (gym.make(id, reward={...}), RLlib)
         if problem is not None:
             raise ValueError(f"pass either problem= or config keys, not both (got {sorted(config_keys)})")

@@ -52,6 +52,11 @@ BAD = [
     (["--m", "0.1"], "error: --m: m (Nakagami shape) must be a finite number in [0.5, 10000.0]"),
     (["--scheme", "digital", "--bits", "0"], "error: --bits: bits must be an integer in [1, 16], got 0"),
     (["--scheme", "digital", "--threshold-db", "inf"], "error: --threshold-db: threshold_db must be a finite number"),
+    # a parameter of another scheme (build_args gives --scheme analog)
+    (["--bits", "4"], "error: --bits only goes with --scheme digital, not analog; drop it"),
+    (["--threshold-db", "3"], "error: --threshold-db only goes with --scheme digital, not analog; drop it"),
+    (["--bits", "4", "--threshold-db", "3"], "error: --bits, --threshold-db only go with --scheme digital, not analog"),
+    (["--scheme", "erasure", "--levels", "0", "0.1", "--m", "3"], "error: --m only goes with --scheme analog or dig"),
     # --splits against the model's L = 4 (from its config.json)
     (["--splits", "1", "2"], "error: --splits must cover the splits up to L = 4"),
     (["--splits", "3", "4", "5"], "error: --splits must lie in [1, 4] (the model has L = 4 layers), got [3, 4, 5]"),

@@ -5,6 +5,7 @@ reading of a run's ``summary.json``. Light: no torch, no Ray."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,22 @@ def cli_main(build_parser: Callable[[], Any], run: Callable[[Any], int], argv: l
         return 130
 
 
+def check_output_folder(folder: str | Path, flag: str) -> None:
+    """``ValueError`` naming ``flag`` and the path now, before any work, if ``folder`` cannot be created or written:
+    it (or the nearest existing folder above it) is a file, or is not writable."""
+    folder = Path(folder)
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{flag} {folder} exists and is not a folder")
+        parent = next((p for p in folder.parents if p.exists()), Path(".")) if not folder.exists() else folder
+    except OSError as e:  # a folder on the way that may not be searched
+        raise ValueError(f"{flag} {folder}: cannot be checked ({e.strerror or e})") from None
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {folder}: {parent} is a file, so no folder can be made under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {folder}: cannot create or write to {parent} (not writable)")
+
+
 def train_eval_seeds(seed: int, n: int) -> list[int]:
     """The episodes ``llmsplit train`` (and the sweep) score an agent of training seed ``seed`` on."""
     return [1_000_000 + seed * 1000 + i for i in range(n)]
@@ -37,8 +54,9 @@ def read_summary(path: str | Path) -> dict:
     path = Path(path)
     try:
         summary = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        msg = f"{path} is not a readable training summary ({e}); remove it or use another --log-folder"
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, an integer too long, nested too deeply
+        why = e if isinstance(e, ValueError) else "nested too deeply"
+        msg = f"{path} is not a readable training summary ({why}); remove it or use another --log-folder"
         raise ValueError(msg) from None
     if not isinstance(summary, dict) or not isinstance(summary.get("agents"), dict):
         raise ValueError(f"{path} is not a training summary (no 'agents' table); remove it or use another --log-folder")

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from agents.zoo.common import cli_main, read_summary
+from agents.zoo.common import check_output_folder, cli_main, read_summary
 
 PARTIAL = 3  # exit status: some agents evaluated, the others listed with their reasons
 
@@ -55,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if args.n_eval_episodes < 2:
         raise ValueError(f"--n-eval-episodes must be >= 2 (for a confidence interval), got {args.n_eval_episodes}")
     summary_path = Path(args.log_folder) / args.env / "summary.json"
+    for folder in (Path(args.log_folder), summary_path.parent):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"-f/--log-folder {args.log_folder}: {folder} is a file, not the train command's folder")
     if not summary_path.is_file():
         raise FileNotFoundError(f"no training summary at {summary_path}: run `llmsplit train --env {args.env}` first")
     summary = read_summary(summary_path)
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"no saved agent for {', '.join(missing)} in {summary_path}; saved: {', '.join(have)}")
         entries = {k: e for k, e in entries.items() if e["algo"] in args.algo}
     plots = args.plots or summary_path.parent / "plots"
-    check_output_folder(plots, "--plots")
+    check_output_folder(plots, "--plots" if args.plots else "-f/--log-folder (the default --plots)")
     if args.json:
         check_output_file(args.json, "--json")
     seeds = [2_000_000 + 1000 * args.seed + i for i in range(args.n_eval_episodes)]
@@ -133,15 +135,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"partial: {len(failed)} of the {len(entries)} agents could not be evaluated", file=sys.stderr)
         return PARTIAL
     return 0
-
-
-def check_output_folder(folder: Path, flag: str) -> None:
-    """``ValueError`` now, not after the evaluation, if ``folder`` cannot hold the outputs."""
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{flag} {folder} exists and is not a folder")
-    parent = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {folder}: cannot create or write to {parent}")
 
 
 def check_output_file(path: Path, flag: str) -> None:

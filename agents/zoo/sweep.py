@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agents.zoo.args import parse_grid
-from agents.zoo.common import cli_main
+from agents.zoo.common import check_output_folder, cli_main
 from agents.zoo.sweep_results import read_result, result_path, table_rows, write_outputs
 from llmsplit_env.util.mapping import deep_merge, leaf_keys, nest
 from llmsplit_env.util.ray_cluster import LOCAL, connect_ray, ray_missing
@@ -307,11 +307,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m agents.zoo.sweep"
 
 def check_out(out: Path) -> None:
     """``ValueError`` now, not after the sweep, if ``--out`` cannot hold the outputs."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: cannot create or write to {parent}")
+    check_output_folder(out, "--out")
+    check_output_folder(out / "trials", "--out")
 
 
 def run(args: argparse.Namespace) -> int:

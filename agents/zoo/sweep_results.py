@@ -6,7 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
+
+#: no return or score of an env of this package comes near it: a larger one is a damaged file, not a result
+MAX_ABS = 1e12
 
 
 def result_path(out: Path, spec: dict) -> Path:
@@ -20,11 +24,51 @@ def read_result(out: Path, spec: dict) -> dict | None:
         return None
     try:
         saved = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a readable trial result ({e}); remove it to rerun that trial") from None
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, an integer too long, nested too deeply
+        why = e if isinstance(e, ValueError) else "nested too deeply"
+        raise ValueError(f"{path} is not a readable trial result ({why}); remove it to rerun that trial") from None
     if not isinstance(saved, dict) or saved.get("spec") != spec or not isinstance(saved.get("result"), dict):
         raise ValueError(f"{path} holds another trial's result; remove it to rerun that trial")
+    problem = check_result(saved["result"])
+    if problem:
+        raise ValueError(f"{path} is damaged: 'result.{problem}; remove it to rerun that trial")
     return saved["result"]
+
+
+def _number(value) -> float | None:
+    """``value`` as a finite float within ±`MAX_ABS`, else None (NaN, inf, 1e308, a string, a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        x = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return x if abs(x) <= MAX_ABS else None  # NaN fails the comparison
+
+
+def check_result(result: dict) -> str | None:
+    """What is wrong with a trial's saved ``result`` (``"field' must be …, got …"``), or None if the table can
+    show it: finite numbers in range, counts as integers >= 0, and the score the one its return gives."""
+    for key in ("mean_return", "normalized_score", "R_random", "R_oracle", "train_s", "quality_evals", "n_timesteps"):
+        if key not in result:
+            return f"{key}' is missing"
+    for key in ("mean_return", "normalized_score", "R_random", "R_oracle", "train_s"):
+        if _number(result[key]) is None:
+            return f"{key}' must be a finite number within ±{MAX_ABS:g}, got {result[key]!r:.60}"
+    if result["train_s"] < 0:
+        return f"train_s' must be >= 0, got {result['train_s']!r}"
+    for key in ("quality_evals", "n_timesteps"):
+        value = result[key]
+        count = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ABS
+        if not count and not (key == "n_timesteps" and value is None):
+            return f"{key}' must be an integer >= 0, got {value!r:.60}"
+    r_random, r_oracle = float(result["R_random"]), float(result["R_oracle"])
+    if r_oracle <= r_random:
+        return f"R_oracle' ({r_oracle!r}) must exceed 'R_random' ({r_random!r})"
+    score = (float(result["mean_return"]) - r_random) / (r_oracle - r_random)
+    if not math.isclose(score, float(result["normalized_score"]), rel_tol=1e-9, abs_tol=1e-9):
+        return f"normalized_score' ({result['normalized_score']!r}) is not the score of 'mean_return' ({score!r})"
+    return None
 
 
 COLUMNS = ["env_id", "env_config", "algo", "seed", "status", "mean_return", "normalized_score", "quality_evals",

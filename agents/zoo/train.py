@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from agents.zoo.args import parse_key_values
-from agents.zoo.common import cli_main, read_summary, train_eval_seeds
+from agents.zoo.common import check_output_folder, cli_main, read_summary, train_eval_seeds
 
 DEFAULT_ALGOS = ["mbrl", "ppo", "rsm_ppo", "oracle", "random", "fixed", "threshold"]
 
@@ -73,6 +73,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     if args.ray_address and "rllib_ppo" not in args.algo:
         raise ValueError("--ray-address is for rllib_ppo (its env runners); no rllib_ppo in --algo")
+    # the output folders, before any env is built or agent trained: a file or a read-only folder there is named now
+    run_dir = Path(args.log_folder) / args.env
+    for folder in (run_dir, *(run_dir / f"{algo}_seed{args.seed}" for algo in args.algo)):
+        check_output_folder(folder, "-f/--log-folder")
+    if (run_dir / "summary.json").exists() and not (run_dir / "summary.json").is_file():
+        raise ValueError(f"-f/--log-folder {args.log_folder}: {run_dir / 'summary.json'} exists and is not a file")
+    if args.tensorboard_log:
+        check_output_folder(Path(args.tensorboard_log) / args.env, "-tb/--tensorboard-log")
     # One env, built once: it checks the id and config, every agent is built on it (a bad hyperparameter or budget
     # fails before the first agent trains), the scorer evaluates on it (each episode starts from env.reset(seed)) and
     # each saved agent reloads onto it. Training builds its own envs.
@@ -85,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
 
         # fails fast, naming the flag, when nothing answers there
         connect_ray(args.ray_address, who="--ray-address", extra="rllib")
-    run_dir = Path(args.log_folder) / args.env
     eval_seeds = train_eval_seeds(args.seed, args.eval_episodes)
     scorer = OracleNormalizer(env, eval_seeds)
     tb = args.tensorboard_log or None

@@ -44,6 +44,7 @@ from llmsplit_env.quality.profile import (
     FORMAT,
     FORMAT_VERSION,
     LEVEL_NAMES,
+    MAX_SEED,
     SCHEMES,
     check_splits,
     profile_from_dict,
@@ -61,7 +62,6 @@ DEFAULT_LEVELS = {
 #: the ``--dtype`` names `llmsplit_env.llm.model.resolve_dtype` accepts (checked against it by the tests)
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16")
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-MAX_SEED = 2**63 - 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,9 +85,10 @@ def build_parser(prog: str = "python -m llmsplit_env.profiling.builder") -> argp
         help="channel levels (default: SNR -5..35 step 2.5 dB, rho 0..0.3 step 0.025)",
     )
     p.add_argument("--splits", type=int, nargs="+", help="split points (default: 1..L)")
-    p.add_argument("--m", type=float, default=2.0, help="Nakagami m of analog/digital fading (default: 2)")
-    p.add_argument("--bits", type=int, default=8, help="digital: bits per element (default: 8)")
-    p.add_argument("--threshold-db", type=float, default=10 * math.log10(3.0), help="digital: outage threshold (dB)")
+    # None: not given (a flag of another scheme is refused); `_scheme_params` fills in SCHEME_DEFAULTS
+    p.add_argument("--m", type=float, help="analog/digital: Nakagami m of the fading (default: 2)")
+    p.add_argument("--bits", type=int, help="digital: bits per element (default: 8)")
+    p.add_argument("--threshold-db", type=float, help="digital: outage threshold in dB (default: 10·log10(3))")
     p.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16 (default: auto)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--probe-fit-tokens", type=int, default=12288, help="leakage probe: tokens to fit (default: 12288)")
@@ -106,12 +107,21 @@ def build_parser(prog: str = "python -m llmsplit_env.profiling.builder") -> argp
     return p
 
 
+#: each scheme's channel parameters (the flag's ``dest``) and their defaults
+SCHEME_DEFAULTS = {"analog": {"m": 2.0}, "digital": {"m": 2.0, "bits": 8, "threshold_db": 10 * math.log10(3.0)},
+                   "erasure": {}}  # fmt: skip
+
+
 def _scheme_params(args) -> dict:
-    if args.scheme == "analog":
-        return {"m": args.m}
-    if args.scheme == "digital":
-        return {"m": args.m, "bits": args.bits, "threshold_db": args.threshold_db}
-    return {}
+    """``args.scheme``'s channel parameters, defaults filled in; `UsageError` for a flag of another scheme's."""
+    given = {k: getattr(args, k) for k in ("m", "bits", "threshold_db") if getattr(args, k) is not None}
+    stray = [k for k in given if k not in SCHEME_DEFAULTS[args.scheme]]
+    if stray:
+        takes = " or ".join(s for s, ps in SCHEME_DEFAULTS.items() if set(stray) <= set(ps))
+        one = len(stray) == 1
+        raise UsageError(f"{', '.join('--' + k.replace('_', '-') for k in stray)} only {'goes' if one else 'go'} "
+                         f"with --scheme {takes}, not {args.scheme}; drop {'it' if one else 'them'}")  # fmt: skip
+    return SCHEME_DEFAULTS[args.scheme] | given
 
 
 def _check_out(out: Path) -> Path:
@@ -183,10 +193,10 @@ def validate(args: argparse.Namespace) -> Plan:
     # channel: the checks the channel classes run, flag by flag
     params = _scheme_params(args)
     if "m" in params:
-        flag_error("--m", check_nakagami_m, args.m)
+        flag_error("--m", check_nakagami_m, params["m"])
     if "bits" in params:
-        flag_error("--bits", check_bits, args.bits)
-        flag_error("--threshold-db", check_threshold_db, args.threshold_db)
+        flag_error("--bits", check_bits, params["bits"])
+        flag_error("--threshold-db", check_threshold_db, params["threshold_db"])
     levels = [float(v) for v in (args.levels if args.levels else DEFAULT_LEVELS[args.scheme])]
     if len(levels) < 2:
         raise UsageError(

@@ -27,10 +27,23 @@ from pathlib import Path
 
 import numpy as np
 
+from llmsplit_env.link import check_channel_args
+
 FORMAT = "llmsplit-profile"
 FORMAT_VERSION = 1
 LEVEL_NAMES = {"analog": "snr_db", "digital": "snr_db", "erasure": "rho"}
 SCHEMES = tuple(LEVEL_NAMES)  # kept here, not imported from channel, so loading a profile never imports torch
+#: the largest perplexity a profile may hold (log-PPL <= MAX_LOG_PPL): far above any measured one (a split model on a
+#: noisy link has reached ~1e75), low enough that the env's ``exp(mean + std·z)`` stays a finite double
+MAX_PPL = 1e200
+MAX_LOG_PPL = math.log(MAX_PPL)
+#: ``E[PPL] = exp(mean + std²/2)`` of a cell must be a finite double (the env's closed-form expectations)
+MAX_LOG_EXPECTED_PPL = math.log(np.finfo(np.float64).max)
+MAX_SEED = 2**63 - 1  # the builder's --seeds range
+MAX_LAYERS = 10_000  # splits and metadata num_layers: a profile's tables have a row per split
+#: integer metadata a backend reads, and the range each may take
+INT_METADATA = {"num_layers": (1, MAX_LAYERS), "hidden_size": (0, 2**24), "num_tokens": (1, 2**31),
+                "window": (1, 2**31)}  # fmt: skip
 
 
 class ProfileError(ValueError):
@@ -93,8 +106,8 @@ def _array(data: dict, key: str, ndim: int, where: str) -> np.ndarray:
         raise ProfileError(f"{where}: missing field {key!r}")
     try:
         arr = np.asarray(data[key], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ProfileError(f"{where}: field {key!r} is not a numeric array") from None
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        raise ProfileError(f"{where}: field {key!r} is not a numeric array (of finite numbers)") from None
     if arr.ndim != ndim:
         raise ProfileError(f"{where}: field {key!r} must have {ndim} dimensions, has {arr.ndim}")
     if not np.all(np.isfinite(arr)):
@@ -112,6 +125,44 @@ def _integers(values, what: str) -> list[int]:
             raise ProfileError(f"{what} must be integers, got {v!r}")
         out.append(int(v))
     return out
+
+
+def _shown(value, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (an integer too long to print is described instead)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than sys.get_int_max_str_digits() digits
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _cell(arr: np.ndarray, bad: np.ndarray, names: tuple[str, ...]) -> str:
+    """``"split #3, level #2: -50.0"``: where the first ``True`` of ``bad`` is, and the value there."""
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    return ", ".join(f"{n} #{i}" for n, i in zip(names, idx, strict=False)) + f": {float(arr[idx])!r}"
+
+
+def _check_range(where: str, key: str, arr: np.ndarray, lo: float, hi: float, why: str) -> None:
+    bad = (arr < lo) | (arr > hi)
+    if np.any(bad):
+        at = _cell(arr, bad, ("split", "level", "seed"))
+        raise ProfileError(f"{where}: {key!r} must lie in [{lo:g}, {hi:g}] ({why}), got at {at}")
+
+
+def _check_metadata(metadata, where: str, last_split: int) -> dict:
+    if not isinstance(metadata, dict):
+        raise ProfileError(f"{where}: 'metadata' must be an object")
+    for key, (lo, hi) in INT_METADATA.items():
+        if key in metadata:
+            value = metadata[key]  # an int, or an integral float (30.0)
+            ok = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+            if isinstance(value, bool) or not ok or not lo <= value <= hi:
+                raise ProfileError(f"{where}: 'metadata.{key}' must be an integer in [{lo}, {hi}], got {_shown(value)}")
+    if metadata.get("num_layers", last_split) < last_split:
+        raise ProfileError(f"{where}: 'metadata.num_layers' ({metadata['num_layers']}) is below the last split")
+    if not isinstance(metadata.get("scheme_params", {}), dict):
+        raise ProfileError(f"{where}: 'metadata.scheme_params' must be an object")
+    return metadata
 
 
 def check_splits(splits, what: str = "'splits'", num_layers: int | None = None) -> list[int]:
@@ -158,12 +209,20 @@ def profile_from_dict(data: dict, where: str = "profile") -> Profile:
     S, V, R = len(splits), len(levels), len(seeds)
     if S == 0 or V < 2 or R < 1:
         raise ProfileError(f"{where}: needs >= 1 split, >= 2 levels and >= 1 seed (got {S}, {V}, {R})")
-    check_splits(data["splits"], f"{where}: 'splits'")
-    _integers(data["seeds"], f"{where}: 'seeds'")
+    ks = check_splits(data["splits"], f"{where}: 'splits'")
+    if ks[-1] > MAX_LAYERS:
+        raise ProfileError(f"{where}: 'splits' must lie in [1, {MAX_LAYERS}], got up to {ks[-1]}")
+    if not all(0 <= s <= MAX_SEED for s in _integers(data["seeds"], f"{where}: 'seeds'")):
+        raise ProfileError(f"{where}: 'seeds' must be integers in [0, 2**63 - 1], got {_shown(data['seeds'], 200)}")
     if np.any(np.diff(levels) <= 0):
         raise ProfileError(f"{where}: 'levels' must be strictly increasing")
     if scheme == "erasure" and (levels[0] < 0 or levels[-1] > 1):
         raise ProfileError(f"{where}: erasure levels (rho) must lie in [0, 1]")
+    for v in (levels[0], levels[-1]):
+        try:
+            check_channel_args(scheme, v)
+        except ValueError as e:
+            raise ProfileError(f"{where}: 'levels': {e}") from None
     log_ppl = _array(data, "log_ppl", 3, where)
     if log_ppl.shape != (S, V, R):
         raise ProfileError(
@@ -182,17 +241,31 @@ def profile_from_dict(data: dict, where: str = "profile") -> Profile:
             raise ProfileError(f"{where}: {key!r} must lie in [0, 1]")
     if np.any(arrays["loss_fraction"] < 0) or np.any(arrays["loss_fraction"] > 1):
         raise ProfileError(f"{where}: 'loss_fraction' must lie in [0, 1]")
+    why = f"a perplexity is >= 1 and at most {MAX_PPL:g} here"
+    _check_range(where, "log_ppl", log_ppl, 0.0, MAX_LOG_PPL, why)
+    _check_range(where, "std_log_ppl", arrays["std_log_ppl"], 0.0, MAX_LOG_PPL, "a standard deviation is >= 0")
     if not np.allclose(arrays["mean_log_ppl"], log_ppl.mean(axis=2), rtol=0, atol=1e-9):
         raise ProfileError(f"{where}: 'mean_log_ppl' is not the mean of 'log_ppl' over seeds")
     std = log_ppl.std(axis=2, ddof=1) if R > 1 else np.zeros((S, V))
     if not np.allclose(arrays["std_log_ppl"], std, rtol=0, atol=1e-9):
         raise ProfileError(f"{where}: 'std_log_ppl' is not the sample std (ddof=1) of 'log_ppl' over seeds")
+    expected = arrays["mean_log_ppl"] + 0.5 * arrays["std_log_ppl"] ** 2
+    if np.any(expected > MAX_LOG_EXPECTED_PPL):
+        at = _cell(expected, expected > MAX_LOG_EXPECTED_PPL, ("split", "level"))
+        raise ProfileError(
+            f"{where}: 'mean_log_ppl' + 'std_log_ppl'^2 / 2 (the log of a cell's expected perplexity) must be <= "
+            f"{MAX_LOG_EXPECTED_PPL:.2f} (a finite double), got at {at}"
+        )
     clean = data.get("clean_ppl")
-    if isinstance(clean, bool) or not isinstance(clean, (int, float)) or not np.isfinite(clean) or clean < 1:
-        raise ProfileError(f"{where}: 'clean_ppl' must be a finite number >= 1, got {clean!r}")
-    metadata = data.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise ProfileError(f"{where}: 'metadata' must be an object")
+    ok = not isinstance(clean, bool) and isinstance(clean, (int, float))
+    try:
+        ok = ok and 1 <= float(clean) <= MAX_PPL  # NaN fails both comparisons
+    except OverflowError:  # an integer too large for a float
+        ok = False
+    if not ok:
+        shown = _shown(clean)
+        raise ProfileError(f"{where}: 'clean_ppl' must be a finite number >= 1 (and <= {MAX_PPL:g}), got {shown}")
+    metadata = _check_metadata(data.get("metadata", {}), where, ks[-1])
     return Profile(
         scheme=scheme,
         level_name=level_name,
@@ -223,8 +296,10 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ProfileError(f"{path}: not a UTF-8 text file (byte {e.start}); is it a profile JSON?") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, or an integer literal too long to convert
         raise ProfileError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ProfileError(f"{path}: not a profile (its JSON is nested too deeply to read)") from None
     except OSError as e:
         raise ProfileError(f"{path}: cannot be read ({e.__class__.__name__}: {e.strerror or e})") from None
     return profile_from_dict(data, str(path))
