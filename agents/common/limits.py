@@ -61,11 +61,18 @@ def too_large(where: str, size: int | None, limit: int, what: str = "uncompresse
 
 def read_bounded(stream: IO[bytes], limit: int, where: str) -> bytes:
     """At most ``limit`` bytes of ``stream``; ``ValueError`` (naming ``where`` and the limit) if it holds more. Never
-    reads more than ``limit + 1`` bytes, whatever a header said."""
-    data = stream.read(limit + 1)
-    if len(data) > limit:
+    reads more than ``limit + 1`` bytes, whatever a header said, and reads in chunks of 1 MiB (``zipfile`` inflates
+    as much as is asked for before it cuts a part to its declared size)."""
+    chunks, total = [], 0
+    while total <= limit:
+        chunk = stream.read(min(MiB, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > limit:
         raise too_large(where, None, limit, "uncompressed size")
-    return data
+    return b"".join(chunks)
 
 
 def zip_entry_count(tail: bytes) -> int | None:
