@@ -207,7 +207,8 @@ def test_damaged_or_foreign_files_are_refused_by_name(trained, tmp_path):
     [
         ({"fcnet_activation": "bogus"}, "fcnet_activation must be one of tanh"),
         ({"num_epochs": "x"}, "num_epochs must be int"),
-        ({"lr": -1.0}, "lr must be >= 0"),
+        ({"lr": -1.0}, r"rllib_ppo.lr must be > 0, got -1.0"),
+        ({"lr": 0.0}, r"rllib_ppo.lr must be > 0"),
         ({"train_batch_size": 100, "minibatch_size": 200}, "minibatch_size .200. must be <= train_batch_size"),
         ({"fcnet_hiddens": [64, 0]}, "fcnet_hiddens must be a list of positive ints"),
         ({"learning_rate": 0.1}, "unknown hyperparameter"),
