@@ -7,6 +7,7 @@ built from configs with random weights (seeded).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,13 @@ def interrupt_evaluation(monkeypatch):
 
     start.restore = lambda: monkeypatch.setattr(SplitRunner, "evaluate", real)
     return start
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_ends_with_its_module():
+    """Each test module starts without a Ray instance: one left running by a module (an agent that starts Ray when
+    none runs) would otherwise be joined by the next module's fixtures with the wrong resources."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

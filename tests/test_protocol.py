@@ -89,7 +89,13 @@ def _train(algo: str, env: gym.Env):
 
 
 @pytest.mark.parametrize("algo", _algo_params())
-def test_tiny_agent_round_trips_with_the_same_actions(algo, tmp_path):
+def test_tiny_agent_round_trips_with_the_same_actions(algo, tmp_path, request):
+    if algo == "rllib_ppo":  # RLlib's agent joins a running Ray or starts one: this test owns it and ends it
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            request.addfinalizer(ray.shutdown)
     env = gym.make(ENV_ID)
     entry, built, evals = _train(algo, env)
     agent = built.agent
