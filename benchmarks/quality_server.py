@@ -40,9 +40,9 @@ def rss_mib() -> float:
 
 
 class EnvHost:
-    """One env in its own process."""
+    """One env in its own process (as an RLlib env runner holds one); `tests/test_quality_server.py` uses it too."""
 
-    def __init__(self, config: dict, threads: int | None) -> None:
+    def __init__(self, config: dict, threads: int | None = None) -> None:
         import importlib
 
         import gymnasium as gym
@@ -62,8 +62,15 @@ class EnvHost:
         obs, r, term, trunc, info = self.env.step(action)
         return obs.tolist(), r, term, trunc, info
 
+    def evaluations(self) -> int:
+        return self.env.unwrapped.quality_backend.evaluations
+
+    def loaded(self) -> dict:
+        """Whether this process imported torch and holds a model (an env served by a quality server does neither)."""
+        return {"torch": "torch" in sys.modules, "runner": self.env.unwrapped.quality_backend.runner is not None}
+
     def report(self) -> dict:
-        return {"rss_mib": rss_mib(), "evaluations": self.env.unwrapped.quality_backend.evaluations}
+        return {"rss_mib": rss_mib(), "evaluations": self.evaluations()}
 
 
 def run_mode(ray, mode: str, args: argparse.Namespace, section: dict) -> dict:

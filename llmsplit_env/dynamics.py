@@ -381,11 +381,5 @@ class PaperErasureDrift(UniformLevelChannel):
         state["level"] = np.clip(state["level"] * (1.0 - self.rate * move), 0.0, self.rho_max)
 
     def describe(self) -> dict:
-        return {
-            "class": type(self).__name__,
-            "rho_low": self.rho_low,
-            "rho_high": self.rho_high,
-            "rate": self.rate,
-            "rho_max": self.rho_max,
-            "csi_error": self.csi_error,
-        }
+        names = ("rho_low", "rho_high", "rate", "rho_max", "csi_error")
+        return {"class": type(self).__name__, **{name: getattr(self, name) for name in names}}

@@ -8,6 +8,7 @@ The tiny random Llama serves the fast tests; the real SmolLM2 (256 tokens) the s
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -114,31 +115,19 @@ def test_server_envs_equal_own_model_envs(tiny_server, tiny_llm_section, own_mod
     assert d["server"] == "tiny" and d["num_layers"] == 4 and d["model"] == tiny_llm_section["model"]
 
 
-@ray.remote(num_cpus=0)
-class EnvHost:
-    """An env in its own process (as an RLlib env runner holds one)."""
+def _benchmark_module():
+    """``benchmarks/quality_server.py``, imported from its file; Ray ships its classes by value (the workers cannot
+    import it by name)."""
+    spec = importlib.util.spec_from_file_location("quality_server_benchmark", ROOT / "benchmarks" / "quality_server.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    ray.cloudpickle.register_pickle_by_value(module)
+    return module
 
-    def __init__(self, config: dict) -> None:
-        import importlib
 
-        import gymnasium as gym
-
-        importlib.import_module("llmsplit_env")  # registers the ids in this worker process
-        self.env = gym.make("LLMSplit-LLM-v0", config=config)
-
-    def reset(self, seed: int) -> tuple:
-        obs, info = self.env.reset(seed=seed)
-        return obs.tolist(), info
-
-    def step(self, action: int) -> tuple:
-        obs, r, term, trunc, info = self.env.step(action)
-        return obs.tolist(), r, term, trunc, info
-
-    def evaluations(self) -> int:
-        return self.env.unwrapped.quality_backend.evaluations
-
-    def loaded(self) -> dict:
-        return {"torch": "torch" in sys.modules, "runner": self.env.unwrapped.quality_backend.runner is not None}
+#: an env in its own process (as an RLlib env runner holds one): the benchmark's, so both measure the same thing
+EnvHost = ray.remote(num_cpus=0)(_benchmark_module().EnvHost)
 
 
 def lockstep(hosts: list, seeds: list[int], actions=ACTIONS) -> list[list]:
