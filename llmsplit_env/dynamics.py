@@ -175,17 +175,11 @@ class MobilityChannel(ChannelDynamics):
         self._heading_noise = mob.heading_std * math.sqrt(1.0 - mob.memory**2)
         self._max_speed = 3.0 * mob.mean_speed
         self._pl_scale = 10.0 * self.path_loss.exponent
-        self._one_minus_a = 1.0 - mob.memory
-        self._dt = mob.dt
-        self._radius = mob.cell_radius
-        self._decorrelation = self.shadowing.decorrelation_m
-        self._sigma_db = self.shadowing.sigma_db
-        self._ref_distance = self.path_loss.ref_distance
-        self._snr_ref_db = self.path_loss.snr_ref_db
+        # the scalar update's constants in the order `advance` unpacks them (the batch update reads the ones above)
+        pl, sh = self.path_loss, self.shadowing
         self._advance_constants = (
-            self._a, self._speed_drift, self._speed_noise, self._max_speed, self._one_minus_a, self._heading_noise,
-            self._dt, self._radius, self._decorrelation, self._sigma_db, self._ref_distance, self._snr_ref_db,
-            self._pl_scale,
+            self._a, self._speed_drift, self._speed_noise, self._max_speed, 1.0 - mob.memory, self._heading_noise,
+            mob.dt, mob.cell_radius, sh.decorrelation_m, sh.sigma_db, pl.ref_distance, pl.snr_ref_db, self._pl_scale,
         )  # fmt: skip
         self.x = self.y = self.speed = self.heading = self.mean_heading = self.shadow = 0.0
         self.level = self.estimate = 0.0
