@@ -103,7 +103,10 @@ registrations add no `TimeLimit`).
 ## Info
 
 ``rewards`` (components), ``ppl``, ``split``, ``snr_db`` (or ``rho`` for the erasure scheme: the true level the
-step's transmission saw), ``packet_loss``, ``quality_evals`` (real LLM evaluations this env has run since it was
+step's transmission saw), ``packet_loss``, ``outside_grid`` (``True`` when that level lay outside the profile's measured
+grid and the step was scored at the grid's nearer end; always ``False`` for the live backend; building an env whose
+channel does this on more than 5 % of steps, at an end where the profile's quality has not settled, warns once:
+`llmsplit_env.factory.grid_coverage`), ``quality_evals`` (real LLM evaluations this env has run since it was
 last seeded, i.e. over the whole run when seeded once; counting from the last ``reset(seed=...)`` keeps infos
 identical for identical seeds, which Gymnasium's checker requires; the lifetime total is `total_quality_evals`;
 always 0 for the profile backend); ``ppl0`` when the paper terms are in use. `reset` returns the true level, the
@@ -394,6 +397,7 @@ class LLMSplitEnv(gym.Env):
             "split": k,
             problem.level_name: level,
             "packet_loss": loss,
+            "outside_grid": not qb.level_lo <= level <= qb.level_hi,
             "quality_evals": qb.evaluations - self._evals_at_seed,
         }
         if problem.needs_ppl0:

@@ -15,8 +15,8 @@ convention); ``seed=[...]`` gives one seed per sub-env; ``options={"reset_mask":
 Autoreset: ``AutoresetMode.NEXT_STEP``, like Gymnasium's default. The step after a sub-env truncates resets it: its
 action is ignored, its observation is the reset observation, its reward 0 and its flags ``False``; its infos are the
 reset infos (``split``, the level, ``quality_evals``, ``ppl0``), and the step-only keys (``rewards``, ``ppl``,
-``packet_loss``) are masked out (``info["_ppl"][i]`` is ``False``). Info arrays never share memory with the env's
-state, so infos kept across steps and autoresets do not change.
+``packet_loss``, ``outside_grid``) are masked out (``info["_ppl"][i]`` is ``False``). Info arrays never share memory
+with the env's state, so infos kept across steps and autoresets do not change.
 """
 
 from __future__ import annotations
@@ -308,6 +308,8 @@ class LLMSplitVectorEnv(VectorEnv):
         info: dict[str, Any] = {"rewards": rewards, "_rewards": step_mask}
         info["ppl"], info["_ppl"] = scatter(ppl), step_mask
         info["packet_loss"], info["_packet_loss"] = scatter(loss), step_mask
+        outside = (level < self._qb.level_lo) | (level > self._qb.level_hi)
+        info["outside_grid"], info["_outside_grid"] = scatter(outside, bool), step_mask
         # keys a reset also reports: sub-envs reset this step show their reset values
         everyone = np.ones(N, dtype=bool)
         info["split"], info["_split"] = self._ep.prev_split.copy(), everyone

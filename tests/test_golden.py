@@ -20,6 +20,9 @@ more case moved in the last bit and is not recorded here: with both base and pap
 now sums ``(B + G) + P`` as the vector env always has, where it summed ``B + (G + P)``.) The live case runs torch
 kernels, whose last bits may differ between CPUs, so its floats are compared to 1e-6 relative (its integers and
 everything that does not come from the model still exactly).
+
+Info keys added after the recording (`ADDED_INFO_KEYS`) are not in the files; each is checked against the recorded
+values it derives from instead (``outside_grid``: the recorded level against the profile's grid).
 """
 
 from __future__ import annotations
@@ -69,6 +72,29 @@ VECTOR_STEPS = 180  # three autoresets of a 50-step episode, one normal-stream r
 EXPECTED_RTOL, EXPECTED_ATOL = 1e-14, 1e-15  # a few ulp (see the module docstring)
 FLOAT_RTOL = 1e-11  # the vector cases' float fingerprints, relative to the array's L1 norm (see _digests)
 VECTOR_ER_EVERY = 7  # expected_rewards() of every sub-env on every 7th step (it loops over sub-envs)
+
+
+#: info keys the env gained after the recording: checked by `_check_added_keys`, then left out of the comparison
+ADDED_INFO_KEYS = ("outside_grid",)
+
+
+def _check_added_keys(env, info: dict) -> dict:
+    """``info`` without `ADDED_INFO_KEYS`, after checking ``outside_grid`` against the step's level and the profile's
+    grid (the live backend has no grid: always False)."""
+    info = dict(info)
+    if "outside_grid" not in info:  # a vector step where every sub-env was reset reports reset infos only
+        return info
+    flag, mask = np.asarray(info.pop("outside_grid")), np.asarray(info.pop("_outside_grid", True))
+    u = env.unwrapped
+    level = np.asarray(info[u.level_name])
+    qb = u.quality_backend
+    if hasattr(qb, "profile") and type(qb).__name__ == "ProfileQuality":
+        grid = np.asarray(qb.profile.levels)
+        want = (level < grid.min()) | (level > grid.max())
+    else:
+        want = np.zeros_like(level, dtype=bool)
+    np.testing.assert_array_equal(flag[mask], np.broadcast_to(want, flag.shape)[mask])
+    return info
 
 
 def _with_mode(config: dict, mode: str) -> dict:
@@ -132,7 +158,7 @@ def run_single(env_id: str, config: dict, steps: int, seed: int) -> dict[str, np
         mask = u.action_masks()
         a = int(rng.choice(np.flatnonzero(mask)))
         obs, r, term, trunc, info = env.step(a)
-        rec.add_step(a, obs, r, term, trunc, info)
+        rec.add_step(a, obs, r, term, trunc, _check_added_keys(env, info))
         if term or trunc:
             rec.add_reset(*env.reset())
     env.close()
@@ -150,7 +176,8 @@ def run_vector(env_id: str, config: dict, num_envs: int, seed: int) -> dict[str,
         if t % VECTOR_ER_EVERY == 0:
             rec.add("expected_rewards", u.expected_rewards())
         a = np.array([rng.choice(np.flatnonzero(m)) for m in masks], dtype=np.int64)
-        rec.add_step(a, *env.step(a))
+        obs, r, term, trunc, info = env.step(a)
+        rec.add_step(a, obs, r, term, trunc, _check_added_keys(env, info))
     env.close()
     return rec.arrays(f"{env_id}/n{num_envs}/{seed}")
 

@@ -102,6 +102,11 @@ class QualityBackend(ABC):
     #: 0: `sample` already returns the transmission's realised fraction (live backend)
     loss_units: int = 0
 
+    #: the levels the backend scores as they are: a level outside ``[level_lo, level_hi]`` is scored at the nearer
+    #: end (a profile's measured grid; the live backend measures any level)
+    level_lo: float = -math.inf
+    level_hi: float = math.inf
+
     #: whether `sample` draws from the env's generator (the live backend draws the channel seed); the env passes
     #: ``rng=None`` to a backend that does not
     uses_env_rng: bool = True
