@@ -231,6 +231,51 @@ def test_sigint_during_train_keeps_saved_agents(small_run, tmp_path):
         load_agent(rec["algo"], rec["path"], None if rec["algo"] == "ppo" else _env())
 
 
+def test_ctrl_c_while_rescoring_leaves_the_new_agents_own_entry(small_run, tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the new agent is saved, while train re-scores it: the summary already describes the new file (its
+    digest and real-evaluation count), just without a final score, and evaluate reports the new count."""
+    import agents.zoo.registry as registry
+    from llmsplit_env.util.files import file_digest
+
+    run = _copy_run(small_run, tmp_path / "run")
+    summary_path = run / "LLMSplit-v0" / "summary.json"
+    old = json.loads(summary_path.read_text())["agents"]["ppo_seed0"]
+    assert old["quality_evals"] == 128 and "final" in old
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "load_agent", interrupt)  # train's re-score loads the saved agent first
+    assert train.main(["--algo", "ppo", "-f", str(run), *SMALL, "-n", "192"]) == 130
+    monkeypatch.undo()
+    new = json.loads(summary_path.read_text())["agents"]["ppo_seed0"]
+    assert new["quality_evals"] == 192 and "final" not in new
+    assert new["sha256"] == file_digest(new["path"]) != old.get("sha256")
+    out = tmp_path / "e.json"
+    assert evaluate.main(["-f", str(run), "--n-eval-episodes", "2", "--json", str(out), "--plots", str(tmp_path)]) == 0
+    assert json.loads(out.read_text())["ppo_seed0"]["quality_evals"] == 192
+
+
+def test_an_entry_whose_agent_file_changed_is_listed_not_scored(small_run, tmp_path, capsys):
+    run = _copy_run(small_run, tmp_path / "run")
+    summary_path = run / "LLMSplit-v0" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    ppo, rnd = summary["agents"]["ppo_seed0"], summary["agents"]["random_seed0"]
+    assert len(ppo["sha256"]) == 64
+    with open(rnd["path"], "ab") as f:  # the random agent's file replaced behind the summary's back
+        f.write(b" ")
+    out = tmp_path / "e.json"
+    rc = evaluate.main(["-f", str(run), "--n-eval-episodes", "2", "--json", str(out), "--plots", str(tmp_path)])
+    assert rc == 3
+    res = json.loads(out.read_text())
+    assert "changed after its summary entry was written" in res["random_seed0"]["error"]
+    assert "normalized_score" in res["ppo_seed0"]
+    # a summary written before digests were recorded is taken as it is
+    del rnd["sha256"]
+    summary_path.write_text(json.dumps(summary))
+    assert evaluate.main(["-f", str(run), "--n-eval-episodes", "2", "--plots", str(tmp_path)]) == 0
+
+
 def _env():
     from agents.common.env_util import make_env
 

@@ -85,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
     results, traces, failed = {}, {}, {}
     try:
         for name, e in entries.items():
+            stale = stale_entry(e)
+            if stale:
+                failed[name] = stale
+                print(f"skipped {name}: {stale}", file=sys.stderr, flush=True)
+                continue
             try:  # one agent that cannot be loaded (missing, damaged, refused) must not cost the others
                 agent = load_agent(e["algo"], e["path"], env)
             except (ValueError, FileNotFoundError, OSError) as err:
@@ -135,6 +140,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"partial: {len(failed)} of the {len(entries)} agents could not be evaluated", file=sys.stderr)
         return PARTIAL
     return 0
+
+
+def stale_entry(entry: dict) -> str | None:
+    """Why a summary entry no longer describes its agent file (the file was replaced after the entry was written),
+    or None. Entries written before digests were recorded are taken as they are."""
+    from llmsplit_env.util.files import file_digest
+
+    want, path = entry.get("sha256"), Path(entry["path"])
+    if want is None or not path.is_file():  # a missing file is the loader's to report
+        return None
+    if file_digest(path) != want:
+        return (f"{path} changed after its summary entry was written (an interrupted or concurrent run?): its "
+                "real-evaluation count and curve are not this file's; train it again")  # fmt: skip
+    return None
 
 
 def check_output_file(path: Path, flag: str) -> None:

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from agents.common.env_util import make_env
     from agents.common.evaluation import OracleNormalizer
     from agents.zoo.registry import REGISTRY, check_agent, load_agent, train_agent
-    from llmsplit_env.util.files import atomic_write_json
+    from llmsplit_env.util.files import atomic_write_json, file_digest
 
     env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
     hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
@@ -107,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
     for algo in args.algo:
         t0 = time.perf_counter()
         print(f"== {algo} on {args.env} (seed {args.seed})", flush=True)
+        name = f"{algo}_seed{args.seed}"
+        # The entry carries the digest of the file it describes (evaluate refuses an entry whose file has changed
+        # since) and is written as soon as the file is saved; the final score follows once the saved agent is
+        # re-scored (a Ctrl-C in between leaves an entry without "final", never one of another file).
         record = train_agent(
             algo,
             args.env,
@@ -120,11 +124,13 @@ def run(args: argparse.Namespace) -> int:
             progress_bar=not args.no_progress,
             hyperparams=hyperparams.get(algo),
         )
+        summary["agents"][name] = entry = record.to_json() | {"sha256": file_digest(record.path)}
+        atomic_write_json(summary_path, summary)
         final = scorer(load_agent(record.algo, record.path, env))  # the saved agent: what evaluate will load
         final = {"mean_return": float(final["mean_return"]), "normalized_score": float(final["normalized_score"])}
         rows.append((algo, final["mean_return"], final["normalized_score"], record.quality_evals,
                      time.perf_counter() - t0))  # fmt: skip
-        summary["agents"][f"{algo}_seed{args.seed}"] = record.to_json() | {"final": final}
+        entry["final"] = final
         atomic_write_json(summary_path, summary)
 
     print(f"\n{args.env}: mean return over {len(eval_seeds)} evaluation episodes (seeds {eval_seeds[0]}…)")
