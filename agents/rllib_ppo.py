@@ -15,6 +15,7 @@ episodes of the iteration), ``model/*`` (RLlib's learner statistics: ``policy_lo
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -101,6 +102,61 @@ def check_rllib_hyperparams(hp: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"rllib_ppo: fcnet_activation must be one of {', '.join(ACTIVATIONS)}, got {value!r}")
         out[key] = value
     return out
+
+
+def runner_bundles(hp: Mapping[str, Any]) -> list[dict[str, float]]:
+    """The Ray resources the env runners of hyperparameters ``hp`` hold (``RLlibPPOAgent``'s defaults for missing
+    keys): one ``{"CPU": num_cpus_per_env_runner}`` per remote runner. The learner runs in the driver (RLlib's local
+    learner), so it holds nothing of the cluster."""
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(RLlibPPOAgent.__init__).parameters.items()}
+    n = int(hp.get("num_env_runners", defaults["num_env_runners"]))
+    cpus = float(hp.get("num_cpus_per_env_runner", defaults["num_cpus_per_env_runner"]))
+    return [{"CPU": cpus}] * n if cpus > 0 else []
+
+
+def _runners_text(bundles: list[dict[str, float]]) -> str:
+    n, cpus = len(bundles), bundles[0]["CPU"]
+    return (f"rllib_ppo: {n} env runner{'s' * (n != 1)} x {cpus:g} CPU (num_env_runners {n}, "
+            f"num_cpus_per_env_runner {cpus:g})")  # fmt: skip
+
+
+def check_runner_resources(hp: Mapping[str, Any], fixed: bool | None = None) -> None:
+    """``ValueError`` naming the runners asked for and what there is, instead of RLlib waiting for ever for env
+    runners that can never be placed. In a placement group (a Tune trial: ``llmsplit sweep``) the runners go into
+    the group's bundles beside the trial's own (bundle 0), which never grow: checked at once. Elsewhere against the
+    cluster's nodes (`llmsplit_env.util.ray_cluster.require_resources`: at once on a local instance, within a
+    bounded wait on a cluster that may grow)."""
+    from ray.util import get_current_placement_group
+
+    from llmsplit_env.util.ray_cluster import require_resources
+
+    bundles = runner_bundles(hp)
+    if not bundles:
+        return
+    pg = get_current_placement_group()
+    if pg is None:
+        require_resources(bundles, _runners_text(bundles), fixed=fixed)
+        return
+    problem = runners_in_bundles(hp, pg.bundle_specs[1:], "the Tune trial's placement group beyond its own bundle")
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def runners_in_bundles(hp: Mapping[str, Any], room: list[dict[str, float]], where: str) -> str | None:
+    """Why the env runners of ``hp`` can never fit in the placement-group bundles ``room`` (``where`` names them),
+    with the sweep flag that gives them room; None if they fit."""
+    from llmsplit_env.util.ray_cluster import unplaceable
+
+    bundles = runner_bundles(hp)
+    why = unplaceable(bundles, room, where, "bundle") if bundles else None
+    if why is None:
+        return None
+    # the sweep's worker bundles hold 1 CPU each: enough of them for every runner
+    need = sum(math.ceil(len(bundles) / max(1, math.floor(1 / b["CPU"] + 1e-9))) for b in bundles[:1])
+    return (f"{_runners_text(bundles)} need {why}; in a sweep give --worker-cpus-per-trial {need} (one-CPU bundles "
+            "for the runners), or fewer runners")  # fmt: skip
 
 
 def _build_module(observation_space: gym.Space, action_space: gym.Space, model_config: Mapping[str, Any]):
@@ -241,8 +297,13 @@ class RLlibPPOAgent:
             raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
         if self.module is not None:
             raise ValueError("this rllib_ppo agent is trained already; build a new one to train again")
+        fixed = None  # a local instance started by connect_ray is fixed; a cluster joined elsewhere may grow
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)  # RAY_ADDRESS, when set, names the cluster
+            fixed = not os.environ.get("RAY_ADDRESS")  # a local instance: what it lacks now it never gets
+        # RLlib would wait for ever for env runners the cluster can never place (2 runners x 1 CPU inside a sweep
+        # trial without worker bundles, or on a 1-CPU cluster): refuse, naming both, before anything is built
+        check_runner_resources(self.hparams, fixed)
         by_evals = bool(eval_at)
         step = eval_freq or total_timesteps
         marks = sorted(int(x) for x in eval_at) if eval_at else list(range(step, total_timesteps + step, step))

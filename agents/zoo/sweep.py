@@ -115,6 +115,15 @@ def plan(args: argparse.Namespace) -> list[dict]:
             budget = args.n_timesteps if algo in REGISTRY and REGISTRY[algo].uses_budget else None
             check_agent(algo, env, args.env, args.seeds[0], budget, hyperparams.get(algo))
         env.close()
+    if "rllib_ppo" in args.algo:  # its env runners go into the trial's worker bundles: without room they wait for ever
+        from agents.common.hyperparameters import load_hyperparams
+        from agents.rllib_ppo import runners_in_bundles
+
+        hp = load_hyperparams("rllib_ppo", args.env, hyperparams.get("rllib_ppo"))
+        room = trial_bundles(args)[1:]
+        problem = runners_in_bundles(hp, room, f"--worker-cpus-per-trial {args.worker_cpus_per_trial}")
+        if problem is not None:
+            raise ValueError(f"--algo {problem}")
     specs = []
     for (label, config), algo, seed in itertools.product(configs, args.algo, args.seeds):
         spec = {
@@ -232,6 +241,32 @@ def _describe(spec: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ Tune
+def trial_bundles(args: argparse.Namespace) -> list[dict[str, float]]:
+    """A trial's placement group: its own bundle, and one CPU bundle per Ray worker the agent starts itself (Tune
+    schedules a trial's child tasks and actors inside its placement group, so they need room there, or they would
+    wait for ever)."""
+    head = {"CPU": args.cpus_per_trial} | ({"GPU": args.gpus_per_trial} if args.gpus_per_trial else {})
+    return [head] + [{"CPU": 1.0}] * args.worker_cpus_per_trial
+
+
+def check_resources(args: argparse.Namespace) -> None:
+    """``ValueError`` (naming the flags, what a trial needs and what the cluster has) if the connected cluster can
+    never run one trial: Tune would keep it pending for ever. A local instance fails at once; a cluster that may grow
+    is watched for a bounded time (`llmsplit_env.util.ray_cluster.require_resources`)."""
+    from llmsplit_env.util.ray_cluster import require_resources
+
+    require_resources(trial_bundles(args), _trial_flags(args))
+
+
+def _trial_flags(args: argparse.Namespace) -> str:
+    flags = [f"--cpus-per-trial {args.cpus_per_trial:g}"]
+    if args.gpus_per_trial:
+        flags.append(f"--gpus-per-trial {args.gpus_per_trial:g}")
+    if args.worker_cpus_per_trial:
+        flags.append(f"--worker-cpus-per-trial {args.worker_cpus_per_trial}")
+    return f"a trial ({', '.join(flags)})"
+
+
 def _tune(args: argparse.Namespace, out: Path, todo: list[dict], errors: dict, total: int) -> None:
     """Run ``todo`` as Tune trials (returns when they have all ended, or when Ctrl-C stopped Tune)."""
     from ray import tune
@@ -240,11 +275,7 @@ def _tune(args: argparse.Namespace, out: Path, todo: list[dict], errors: dict, t
     # its classic output prints nothing at verbose=0, and the collector prints a line per trial instead
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tb = str(Path(args.tensorboard_log).resolve()) if args.tensorboard_log else None
-    # The trial's own bundle, and one CPU bundle per Ray worker the agent starts itself (Tune schedules a trial's
-    # child tasks and actors inside its placement group, so they need room there, or they would wait for ever).
-    head = {"CPU": args.cpus_per_trial} | ({"GPU": args.gpus_per_trial} if args.gpus_per_trial else {})
-    bundles = [head] + [{"CPU": 1}] * args.worker_cpus_per_trial
-    trainable = tune.with_resources(_trainable, tune.PlacementGroupFactory(bundles))
+    trainable = tune.with_resources(_trainable, tune.PlacementGroupFactory(trial_bundles(args)))
     # out is absolute: Tune runs each trial in a working directory of its own
     space = {"spec": tune.grid_search(todo), "cpus": args.cpus_per_trial, "tensorboard_log": tb, "out": str(out)}
 
@@ -334,7 +365,18 @@ def run(args: argparse.Namespace) -> int:
             import ray.tune  # only the sweep needs Ray: the rest of the package works without it
         except ImportError:
             raise ValueError(RAY_MISSING) from None
+        if args.num_cpus is not None:  # a local instance of that size: no need to start it to know
+            need = sum(b["CPU"] for b in trial_bundles(args))
+            if need > args.num_cpus:
+                raise ValueError(f"{_trial_flags(args)} needs {need:g} CPUs; the local Ray instance has "
+                                 f"--num-cpus {args.num_cpus}")  # fmt: skip
         owns = connect_ray(args.ray_address, args.num_cpus, who="the sweep")
+        try:  # before any file is written, like every other input check
+            check_resources(args)
+        except BaseException:
+            if owns:
+                ray.shutdown()
+            raise
         try:
             _tune(args, out, todo, errors, len(specs))
         finally:
