@@ -38,7 +38,7 @@ import time
 
 import llmsplit_env
 from llmsplit_env.profiling.cells import Job, Plan, UsageError, WorkersLost, measure_cell, measure_probe
-from llmsplit_env.util.ray_cluster import connect_ray
+from llmsplit_env.util.ray_cluster import connect_ray, require_resources
 
 MAX_RESTARTS = 3  # per worker; its in-flight cells are retried on the restarted actor
 IN_FLIGHT = 2  # cells queued at each actor
@@ -149,7 +149,18 @@ class RayBackend:
                 local_gpus = torch.cuda.device_count()
                 if args.device == "cuda" and local_gpus == 0:
                     raise UsageError("--device cuda: this machine has no GPU for the Ray workers")
-            workers = args.workers or (local_gpus or max(1, _cpu_count() // self.cpus))
+            machine = _cpu_count()
+            workers = args.workers or (local_gpus or max(1, machine // self.cpus))
+            if workers * self.cpus > machine:
+                # a local instance sized past the machine would start them all, each loading the model, on the
+                # machine's few cores (no answer for minutes, or out of memory): an explicit count is refused,
+                # rather than silently cut down
+                fits = f"--workers {machine // self.cpus}" if machine >= self.cpus else f"--cpus-per-worker {machine}"
+                raise UsageError(
+                    f"--workers {workers} x --cpus-per-worker {self.cpus} needs {workers * self.cpus} CPUs; this "
+                    f"machine has {machine} for a local Ray instance (give {fits} or fewer, or --ray ADDRESS of a "
+                    "cluster)"
+                )
             self.owns_ray = connect_ray(None, workers * self.cpus, num_gpus=local_gpus)
         else:
             self.owns_ray = connect_ray(self.address, flag="--ray", who="--ray")
@@ -159,13 +170,14 @@ class RayBackend:
             raise UsageError("--device cuda: the Ray cluster has no GPUs")
         self.gpu = args.device == "cuda" or (args.device == "auto" and gpus > 0)
         self.workers = args.workers or (gpus if self.gpu else max(1, cpus // self.cpus))
-        if self.gpu and self.workers > gpus:
-            raise UsageError(f"--workers {self.workers} needs {self.workers} GPUs; the Ray cluster has {gpus}")
-        if self.workers * self.cpus > cpus:
-            raise UsageError(
-                f"--workers {self.workers} x --cpus-per-worker {self.cpus} needs {self.workers * self.cpus} CPUs; "
-                f"the Ray cluster has {cpus}"
-            )
+        # every worker on one node with its CPUs (and GPU): checked against the nodes, at once on a local instance,
+        # within a bounded wait on a cluster that may grow, instead of waiting for ever for workers never placed
+        bundle = {"CPU": float(self.cpus)} | ({"GPU": 1.0} if self.gpu else {})
+        try:
+            require_resources([bundle] * self.workers, f"--workers {self.workers} x --cpus-per-worker {self.cpus}"
+                              + (" (1 GPU each)" if self.gpu else ""))  # fmt: skip
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         if not self.gpu:
             # on CPUs the driver resolves the dtype, as the serial build would, and the workers use it as given
             import torch
