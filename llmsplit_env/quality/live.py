@@ -72,6 +72,9 @@ class LLMQuality(QualityBackend):
         self.server = None
         self.runner = None
         if server is None:
+            from llmsplit_env.llm.model_info import check_wheels
+
+            check_wheels(self.model_name, text)  # every missing wheel named at once, with the pip command
             from llmsplit_env.llm import SplitRunner
             from llmsplit_env.llm.channel import make_channel  # torch enters here, not at env import
 
