@@ -262,8 +262,8 @@ def test_an_entry_whose_agent_file_changed_is_listed_not_scored(small_run, tmp_p
     summary = json.loads(summary_path.read_text())
     ppo, rnd = summary["agents"]["ppo_seed0"], summary["agents"]["random_seed0"]
     assert len(ppo["sha256"]) == 64
-    with open(rnd["path"], "ab") as f:  # the random agent's file replaced behind the summary's back
-        f.write(b" ")
+    # the random agent's file replaced behind the summary's back by another whole agent file
+    Path(rnd["path"]).write_text(json.dumps(json.loads(Path(rnd["path"]).read_text()), indent=3))
     out = tmp_path / "e.json"
     rc = evaluate.main(["-f", str(run), "--n-eval-episodes", "2", "--json", str(out), "--plots", str(tmp_path)])
     assert rc == 3

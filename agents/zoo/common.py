@@ -6,10 +6,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+class SaveFailed(RuntimeError):
+    """Work finished but could not be saved where asked; the message says where it was kept instead (or that it could
+    not be kept anywhere). A front door prints it as one ``error:`` line and exits 1."""
+
+
+#: the free space an output folder's disk must have before any work starts (agents, summaries, logs and plots take
+#: a few MB; a disk this close to full would fail at the first save, after the work)
+MIN_FREE_BYTES = 32 * 2**20
 
 
 def cli_main(build_parser: Callable[[], Any], run: Callable[[Any], int], argv: list[str] | None) -> int:
@@ -21,15 +32,19 @@ def cli_main(build_parser: Callable[[], Any], run: Callable[[Any], int], argv: l
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SaveFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # every file is written atomically, so what finished before the interrupt is whole and kept
         print("interrupted: stopped; everything saved before the interrupt is kept", file=sys.stderr)
         return 130
 
 
-def check_output_folder(folder: str | Path, flag: str) -> None:
+def check_output_folder(folder: str | Path, flag: str, min_free: int = MIN_FREE_BYTES) -> None:
     """``ValueError`` naming ``flag`` and the path now, before any work, if ``folder`` cannot be created or written:
-    it (or the nearest existing folder above it) is a file, or is not writable."""
+    it (or the nearest existing folder above it) is a file, is not writable, or its disk has less than ``min_free``
+    bytes free."""
     folder = Path(folder)
     try:
         if folder.exists() and not folder.is_dir():
@@ -41,6 +56,10 @@ def check_output_folder(folder: str | Path, flag: str) -> None:
         raise ValueError(f"{flag} {folder}: {parent} is a file, so no folder can be made under it")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {folder}: cannot create or write to {parent} (not writable)")
+    free = shutil.disk_usage(parent).free
+    if free < min_free:
+        raise ValueError(f"{flag} {folder}: its disk has {free / 2**20:.1f} MiB free, under the {min_free / 2**20:g} "
+                         "MiB needed before any work starts; free space or choose another folder")  # fmt: skip
 
 
 def train_eval_seeds(seed: int, n: int) -> list[int]:

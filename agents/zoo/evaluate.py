@@ -85,13 +85,11 @@ def run(args: argparse.Namespace) -> int:
     results, traces, failed = {}, {}, {}
     try:
         for name, e in entries.items():
-            stale = stale_entry(e)
-            if stale:
-                failed[name] = stale
-                print(f"skipped {name}: {stale}", file=sys.stderr, flush=True)
-                continue
             try:  # one agent that cannot be loaded (missing, damaged, refused) must not cost the others
                 agent = load_agent(e["algo"], e["path"], env)
+                stale = stale_entry(e)  # a whole file, but not the one the entry describes
+                if stale:
+                    raise ValueError(stale)
             except (ValueError, FileNotFoundError, OSError) as err:
                 failed[name] = str(err)
                 print(f"skipped {name}: {err}", file=sys.stderr, flush=True)

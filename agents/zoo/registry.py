@@ -13,6 +13,7 @@ the benchmarks). ``REGISTRY`` maps each algo to its `AlgoEntry` (agent class, tr
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import json
@@ -26,6 +27,7 @@ import gymnasium as gym
 
 from agents.common.env_util import make_env
 from agents.common.hyperparameters import check_hyperparams, check_values, load_hyperparams
+from agents.zoo.common import SaveFailed
 
 if TYPE_CHECKING:
     from agents.common.evaluation import OracleNormalizer
@@ -390,9 +392,63 @@ def train_agent(
     evals = entry.fit(job, built)
     train_s = time.perf_counter() - t0
     path = (out / entry.file_name).resolve()  # absolute: evaluate.py may run from elsewhere
-    entry.save(built.agent, path, {"algo": algo, "hyperparams": built.hp, "seed": seed})
-    return TrainRecord(algo, env_id, seed, str(path), int(evals), train_s, int(built.steps), curve,
-                       _jsonable(built.hp))  # fmt: skip
+    record = TrainRecord(algo, env_id, seed, str(path), int(evals), train_s, int(built.steps), curve,
+                         _jsonable(built.hp))  # fmt: skip
+    save = functools.partial(entry.save, built.agent, record={"algo": algo, "hyperparams": built.hp, "seed": seed})
+    try:
+        save(path=path)
+    except OSError as e:  # a full or failing disk after the work: keep the work elsewhere and say where
+        raise rescue_save(save, entry.file_name, record, e) from e
+    return record
+
+
+#: where a trained agent goes when its own folder cannot take it: ``$LLMSPLIT_RESCUE_DIR``, else a ``rescued``
+#: folder in the user cache, the system's temporary folder or the home folder (the first that takes it)
+RESCUE_ENV_VAR = "LLMSPLIT_RESCUE_DIR"
+
+
+def rescue_save(save: Callable[..., None], file_name: str, record: TrainRecord, error: OSError) -> SaveFailed:
+    """Save the agent (``save(path=...)``) and its training record to the first rescue folder that takes them; the
+    `SaveFailed` to raise, naming the failed path, the reason and where the work now is."""
+    import contextlib
+    import os
+    import shutil
+    import tempfile
+
+    from llmsplit_env.util.cache import cache_dir
+    from llmsplit_env.util.files import atomic_write_json
+
+    target = Path(record.path)
+    env_root = os.environ.get(RESCUE_ENV_VAR)
+    bases = [lambda: Path(env_root)] if env_root else []
+    bases += [lambda: cache_dir("rescued"), lambda: Path(tempfile.gettempdir()) / "llmsplit-rescued",
+              lambda: Path.home() / "llmsplit-rescued"]  # fmt: skip
+    name = f"{record.algo}_seed{record.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tried = []
+    for base in bases:
+        folder = None
+        try:
+            folder = base() / name
+            folder.mkdir(parents=True, exist_ok=True)
+            save(path=folder / file_name)
+            atomic_write_json(folder / "train_record.json", record.to_json())
+        except OSError as e:
+            tried.append(f"{folder or 'the user cache'} ({e.strerror or e})")
+            if folder is not None:  # leave nothing behind where the rescue failed
+                shutil.rmtree(folder, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    folder.parent.rmdir()  # only if empty
+            continue
+        return SaveFailed(
+            f"could not save the trained {record.algo} agent to {target} ({error.strerror or error}); it was saved "
+            f"to {folder / file_name} with its training record (train_record.json: real evaluations, curve, "
+            f"hyperparameters) instead. Free space, then move it: mv {folder / file_name} {target} (the run's "
+            "summary.json has no entry for it; train again to get one)"
+        )
+    return SaveFailed(
+        f"could not save the trained {record.algo} agent to {target} ({error.strerror or error}), nor to any rescue "
+        f"folder: {'; '.join(tried)}. The training is lost: free space (or set ${RESCUE_ENV_VAR}) and train again"
+    )
 
 
 def check_agent(

@@ -24,8 +24,11 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     interrupt, the temporary file is removed and ``path`` keeps its previous content.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _naming(e, path) from e
     os.close(fd)
     try:
         yield Path(tmp)
@@ -34,9 +37,19 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         # mkstemp makes 0600; give the file the mode a plain open() would: the old file's, else 0666 less the umask
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from e
         raise
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """``e`` as an error naming the file being written (a full disk fails in ``write`` with no file name at all, or
+    names the temporary file): same errno, so the same ``OSError`` subclass."""
+    if e.errno is None:
+        return e
+    return OSError(e.errno, e.strerror, str(path))
 
 
 @contextlib.contextmanager
