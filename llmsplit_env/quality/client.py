@@ -7,15 +7,24 @@ Needs the optional dependency (``pip install llmsplit[ray]``); the rest of the p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any
 
-from llmsplit_env.quality.server import BATCHING, DEFAULT_WAIT_S, QualityServer
+from llmsplit_env.quality.server import BATCHING, DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_WAIT_S, QualityServer
 from llmsplit_env.util.ray_cluster import connect_ray, ray_missing
 
 NAMESPACE = "llmsplit"  # fixed, so drivers started separately find the same server by name
 CONNECT_TIMEOUT_S = 600.0  # an env waits this long for the server to answer (it may still be loading the model)
+# methods that may rightly run longer than one evaluation (the inversion probe's fit, once per setting): they get
+# at least CONNECT_TIMEOUT_S
+_SLOW = {"probe_leakage": CONNECT_TIMEOUT_S}
 _STARTED: dict[str, Any] = {}  # handles of the servers this process started: a named actor dies with its last handle
+_TIMEOUTS: dict[str, float] = {}  # request timeout of each server this process connected to (its setting)
+
+
+class ServerTimeout(RuntimeError):
+    """The quality server did not answer a request within its timeout (stopped, hung or overloaded)."""
 
 
 def _load_spec(
@@ -59,6 +68,7 @@ def start_quality_server(
     batching: str = "checked",
     detached: bool = False,
     timeout_s: float = CONNECT_TIMEOUT_S,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
 ):
     """Start the quality server ``name`` on the connected Ray cluster (or return the running one of that name, after
     checking it has the same settings); wait until its model is loaded; return its actor handle.
@@ -66,8 +76,10 @@ def start_quality_server(
     ``model``, ``text``, ``num_tokens``, ``window``, ``dtype``, ``device`` are the env config's ``llm`` settings
     (envs check that theirs match). ``device="auto"``: a GPU (``num_gpus=1``) when the cluster has one.
     ``num_cpus``: the actor's CPUs and torch threads. ``max_batch``: requests per forward (default 16 on a GPU, 4 on
-    CPUs, where a batch mostly saves thread contention). The server lives as long as this driver (this module keeps
-    its handle), or until `stop_quality_server`; ``detached``: outlive this driver."""
+    CPUs, where a batch mostly saves thread contention). ``request_timeout_s``: how long an env waits for one answer
+    before it raises `ServerTimeout` naming the server (every env that connects reads it; `call` can override it).
+    ``timeout_s``: how long this call waits for the model to load. The server lives as long as this driver (this
+    module keeps its handle), or until `stop_quality_server`; ``detached``: outlive this driver."""
     ray = _ray()
     if not ray.is_initialized():
         raise RuntimeError("start_quality_server needs Ray: call ray.init(...) first (e.g. ray.init(num_cpus=2))")
@@ -80,6 +92,7 @@ def start_quality_server(
             raise ValueError(f"{key} must be an integer >= {lo}{' or None' if key == 'max_batch' else ''}, got {v!r}")
     if isinstance(batch_wait_s, bool) or not isinstance(batch_wait_s, (int, float)) or not 0 <= batch_wait_s <= 10:
         raise ValueError(f"batch_wait_s must be a number of seconds in [0, 10], got {batch_wait_s!r}")
+    _check_timeout("request_timeout_s", request_timeout_s)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if device == "auto":
         device = "cuda" if gpus else "cpu"
@@ -92,6 +105,7 @@ def start_quality_server(
         "max_batch": max_batch,
         "batch_wait_s": float(batch_wait_s),
         "batching": batching,
+        "request_timeout_s": float(request_timeout_s),
     }
     handle = (
         ray.remote(QualityServer)
@@ -145,10 +159,49 @@ def stop_quality_server(name: str = "quality") -> bool:
     return True
 
 
-def server_stats(name: str = "quality") -> dict[str, Any]:
-    """The server's counters (`QualityServer.stats`)."""
+def server_stats(name: str = "quality", timeout_s: float | None = None) -> dict[str, Any]:
+    """The server's counters (`QualityServer.stats`); `ServerTimeout` after ``timeout_s`` (default: the server's
+    request timeout)."""
     ray = _ray()
-    return ray.get(ray.get_actor(name, namespace=NAMESPACE).stats.remote())
+    handle = ray.get_actor(name, namespace=NAMESPACE)
+    if timeout_s is None:
+        timeout_s = _TIMEOUTS.get(name)
+        if timeout_s is None:
+            timeout_s = _request_timeout(_get(handle, name, "info", (), CONNECT_TIMEOUT_S)["spec"])
+    return _get(handle, name, "stats", (), timeout_s)
+
+
+def _check_timeout(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86400:
+        raise ValueError(f"{key} must be a number of seconds in (0, 86400], got {value!r}")
+    return float(value)
+
+
+def _request_timeout(spec: dict[str, Any]) -> float:
+    """A server's request timeout (servers started before the setting existed: the default)."""
+    return float(spec.get("request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S))
+
+
+def _get(handle: Any, name: str, method: str, args: tuple, timeout_s: float) -> Any:
+    """``handle.method(*args)`` waited for at most ``timeout_s``: `ServerTimeout` naming the server, the method and
+    the timeout after that (the request is cancelled, should the server ever come back)."""
+    import ray
+    from ray.exceptions import GetTimeoutError
+
+    ref = getattr(handle, method).remote(*args)
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except GetTimeoutError:
+        with contextlib.suppress(Exception):  # a courtesy: the error below is what matters
+            ray.cancel(ref)
+        raise ServerTimeout(
+            _key_error(
+                name,
+                f"the quality server did not answer {method} within {timeout_s:g} s (its request timeout: is its "
+                "process stopped, hung or overloaded?); check it with `llmsplit server stats --name "
+                f"{name}`, restart it, or start it with a longer request_timeout_s",
+            )
+        ) from None
 
 
 def _key_error(name: str, what: str) -> str:
@@ -200,17 +253,20 @@ def connect(name: str, timeout_s: float = CONNECT_TIMEOUT_S) -> tuple[Any, dict[
         raise RuntimeError(_key_error(name, f"the server is not reachable ({type(e).__name__}); restart it")) from None
     if info["error"] is not None:
         raise RuntimeError(_key_error(name, f"the server failed to load its model: {info['error'][1]}"))
+    _TIMEOUTS[name] = _request_timeout(info["spec"])
     return handle, info
 
 
-def call(handle: Any, name: str, method: str, *args: Any) -> Any:
-    """``handle.method(*args)``, waited for; a dead server raises naming ``llm.server``, the server's own
-    ``ValueError`` comes back as a plain ``ValueError``."""
-    import ray
+def call(handle: Any, name: str, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+    """``handle.method(*args)``, waited for at most ``timeout_s`` (default: the server's ``request_timeout_s``, read
+    by `connect`; longer for the probe), then `ServerTimeout` naming ``llm.server`` and the timeout; a dead server
+    raises naming ``llm.server``, the server's own ``ValueError`` comes back as a plain ``ValueError``."""
     from ray.exceptions import RayActorError, RayTaskError
 
+    if timeout_s is None:
+        timeout_s = max(_TIMEOUTS.get(name, DEFAULT_REQUEST_TIMEOUT_S), _SLOW.get(method, 0.0))
     try:
-        return ray.get(getattr(handle, method).remote(*args))
+        return _get(handle, name, method, args, _check_timeout("timeout_s", timeout_s))
     except RayActorError as e:
         raise RuntimeError(_key_error(name, f"the server is not reachable ({type(e).__name__}); restart it")) from None
     except RayTaskError as e:
@@ -240,6 +296,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m llmsplit_env.qual
     p.add_argument("--max-batch", type=int, default=None)
     p.add_argument("--batch-wait-s", type=float, default=DEFAULT_WAIT_S)
     p.add_argument("--batching", choices=BATCHING, default="checked")
+    p.add_argument("--request-timeout-s", type=float, default=DEFAULT_REQUEST_TIMEOUT_S,
+                   help="how long an env waits for one answer before it raises (default: %(default)g)")  # fmt: skip
     a = p.parse_args(argv)
     if a.address in ("", "local"):  # a local instance ends with this command, and the detached server with it
         print(f"error: --address {a.address!r}: the server would stop when this command ends; start a cluster "
@@ -256,7 +314,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m llmsplit_env.qual
             start_quality_server(
                 a.name, model=a.model, text=a.text, num_tokens=a.num_tokens, window=a.window, dtype=a.dtype,
                 device=a.device, num_cpus=a.num_cpus, max_batch=a.max_batch, batch_wait_s=a.batch_wait_s,
-                batching=a.batching, detached=True,
+                batching=a.batching, detached=True, request_timeout_s=a.request_timeout_s,
             )  # fmt: skip
             print(f"quality server {a.name!r} running (namespace {NAMESPACE!r}); envs: llm={{'server': {a.name!r}}}")
         elif a.command == "stop":

@@ -39,6 +39,13 @@ Design
   gets the same log-PPL from the server as from its own model (same machine kind; torch's CPU results here do not
   depend on the thread count). ``batching="trusted"`` skips the check (a GPU user who accepts last-bit
   differences for throughput), ``"off"`` never batches.
+- **Failures stay with their request**: a request is checked when it arrives (split, channel, level, seed), so a
+  bad one fails alone, before it joins a batch; should a batched forward still fail, its requests are run again one
+  by one, so only the request that fails gets the error and the others their numbers (the same bits: batches are
+  checked to equal single forwards).
+- **Timeouts**: an env waits at most ``request_timeout_s`` (`DEFAULT_REQUEST_TIMEOUT_S`, a server setting every env
+  reads when it connects) for an answer, then raises naming the server and the timeout, rather than blocking for
+  ever on a server whose process stopped.
 - **Counting** stays with the env: `LLMQuality.evaluations` counts its own requests exactly as with its own model;
   the server counts requests, forwards and batch sizes (`stats`).
 
@@ -57,6 +64,11 @@ from typing import Any
 
 BATCHING = ("checked", "trusted", "off")
 DEFAULT_WAIT_S = 0.01  # how long a lone request waits for others: small against a forward (~1 s CPU, ~10 ms GPU)
+# How long an env waits for one answer before it raises (the server's setting, read by every env that connects): far
+# above an honest wait (a queue of many envs' requests, each forward about 1 s on a CPU), far below "for ever" for a
+# server whose process stopped or hangs
+DEFAULT_REQUEST_TIMEOUT_S = 300.0
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds in [0, 2**64 - 1]
 CHECK_LEVEL_DB = 10.0  # the start-up check's channel (analog, m = 2): realistic noisy hidden states
 
 
@@ -183,8 +195,12 @@ class QualityServer:
 
         if self.error is not None:
             raise RuntimeError(f"the quality server failed to load its model: {self.error[1]}")
+        # a bad request fails alone, here, before it joins a batch (where it would fail the others' forward)
         split = self.runner.check_split(split)
-        channel = make_channel(scheme, level, **params)  # a bad request fails alone, before it joins a batch
+        if not isinstance(params, dict):
+            raise ValueError(f"channel params must be a dict, got {type(params).__name__}")
+        channel = make_channel(scheme, level, **params)
+        seed = check_seed(seed)
         self.counts["requests"] += 1
         loop = asyncio.get_running_loop()
         if split == self.runner.num_layers:  # nothing crosses the link: the runner's deterministic path
@@ -226,10 +242,26 @@ class QualityServer:
                 ev = await loop.run_in_executor(
                     self._pool, self.runner.forward_draws, split, [(ch, seed) for ch, seed, _, _ in take]
                 )
-            except Exception as e:  # every request of the batch gets the error
-                for _, _, fut, _ in take:
+            except Exception as e:
+                if len(take) == 1:
+                    if not take[0][2].done():
+                        take[0][2].set_exception(e)
+                    continue
+                # one request the arrival checks let through can fail a batch: each is run alone, so only a
+                # request that fails by itself gets an error (batches equal single forwards, so the others' bits too)
+                for ch, seed, fut, _ in take:
+                    if fut.done():  # the caller has gone
+                        continue
+                    try:
+                        one = await loop.run_in_executor(self._pool, self.runner.forward_draws, split, [(ch, seed)])
+                    except Exception as e1:
+                        if not fut.done():
+                            fut.set_exception(e1)
+                        continue
+                    self.counts["forwards"] += 1
+                    self.batch_sizes[1] += 1
                     if not fut.done():
-                        fut.set_exception(e)
+                        fut.set_result((float(one.log_ppl[0]), float(one.loss_fraction[0])))
                 continue
             self.counts["forwards"] += 1
             self.counts["forward_s"] += time.perf_counter() - t0
@@ -237,6 +269,15 @@ class QualityServer:
             for i, (_, _, fut, _) in enumerate(take):
                 if not fut.done():  # the caller may have gone
                     fut.set_result((float(ev.log_ppl[i]), float(ev.loss_fraction[i])))
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int in ``[0, MAX_SEED]`` (what a torch generator takes); ``ValueError`` naming it otherwise."""
+    import numpy as np
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
+    return int(seed)
 
 
 def _rss_mib() -> float | None:
