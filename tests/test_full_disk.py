@@ -146,3 +146,45 @@ def test_atomic_writes_name_the_file_when_the_disk_is_full(tmp_path):
             atomic_write_bytes(disk / "big.bin", b"\0" * (2 << 20))
         assert e.value.errno == errno.ENOSPC
         assert list(disk.iterdir()) == []  # no temporary file left behind
+
+
+def test_profile_builder_refuses_a_nearly_full_disk_and_resumes_after_one_fills(
+    tiny_models, tmp_path, capsys, monkeypatch
+):
+    """The builder checks --out's disk before loading the model; a disk that fills during the build ends it with exit
+    1 naming the partial file (the finished cells kept); rerunning the same command once there is space finishes the
+    profile, equal to one built in one go."""
+    from test_profile import build_args
+
+    from llmsplit_env.llm import SplitRunner
+    from llmsplit_env.profiling import builder
+
+    with tmpfs(tmp_path / "small", "4m") as small:
+        assert builder.main(build_args(tiny_models["llama"], small / "p.json")) == 2
+        assert "MiB free, under the 32 MiB needed" in capsys.readouterr().err
+
+    whole = tmp_path / "whole.json"
+    assert builder.main(build_args(tiny_models["llama"], whole)) == 0
+    with tmpfs(tmp_path / "disk", "40m") as disk:
+        out = disk / "p.json"
+        args = build_args(tiny_models["llama"], out)
+        real, calls = SplitRunner.evaluate, {"n": 0}
+
+        def evaluate(self, *a, **k):
+            calls["n"] += 1
+            if calls["n"] == 3:  # two cells are written: the disk fills up now
+                fill(disk)
+            return real(self, *a, **k)
+
+        monkeypatch.setattr(SplitRunner, "evaluate", evaluate)
+        assert builder.main(args) == 1
+        err = capsys.readouterr().err
+        partial = out.with_name("p.json.partial.json")
+        assert f"No space left on device: '{partial}'" in err
+        assert f"the finished cells are kept in {partial}" in err and "rerun the same command to resume" in err
+        monkeypatch.setattr(SplitRunner, "evaluate", real)
+        (disk / "filler").unlink()
+        assert builder.main(args) == 0
+        a, b = json.loads(out.read_text()), json.loads(whole.read_text())
+        for key in ("log_ppl", "loss_fraction", "clean_ppl", "leakage"):
+            assert a[key] == b[key], key

@@ -12,15 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmsplit_env.util.files import MIN_FREE_BYTES
+
 
 class SaveFailed(RuntimeError):
     """Work finished but could not be saved where asked; the message says where it was kept instead (or that it could
     not be kept anywhere). A front door prints it as one ``error:`` line and exits 1."""
-
-
-#: the free space an output folder's disk must have before any work starts (agents, summaries, logs and plots take
-#: a few MB; a disk this close to full would fail at the first save, after the work)
-MIN_FREE_BYTES = 32 * 2**20
 
 
 def cli_main(build_parser: Callable[[], Any], run: Callable[[Any], int], argv: list[str] | None) -> int:

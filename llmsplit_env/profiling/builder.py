@@ -17,12 +17,14 @@ and the numbers are the serial build's, bit for bit.
 from __future__ import annotations
 
 import argparse
+import errno
 import itertools
 import json
 import math
 import os
 import re
 import shlex
+import shutil
 import sys
 import time
 from datetime import datetime, timezone
@@ -49,7 +51,7 @@ from llmsplit_env.quality.profile import (
     check_splits,
     profile_from_dict,
 )
-from llmsplit_env.util.files import atomic_write_json
+from llmsplit_env.util.files import MIN_FREE_BYTES, atomic_write_json
 from llmsplit_env.util.ray_cluster import add_ray_flag, ray_missing
 
 DEFAULT_LEVELS = {
@@ -137,6 +139,11 @@ def _check_out(out: Path) -> Path:
         raise UsageError(f"--out {str(out)!r}: directory {str(parent)!r} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"--out {str(out)!r}: directory {str(parent)!r} is not writable")
+    free = shutil.disk_usage(parent).free
+    if free < MIN_FREE_BYTES:  # the profile and its partial file are small; a disk this full fails at the first cell
+        raise UsageError(f"--out {str(out)!r}: the disk of {str(parent)!r} has {free / 2**20:.1f} MiB free, under the "
+                         f"{MIN_FREE_BYTES / 2**20:g} MiB needed before any work starts; free space or choose another "
+                         "--out")  # fmt: skip
     for path in (out, partial):
         if path.exists() and not path.is_file():
             raise UsageError(f"--out: {str(path)!r} exists and is not a regular file")
@@ -434,7 +441,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m llmsplit_env.prof
         kept = f"the finished cells are kept in {partial}" if partial.is_file() else "no cell had finished"
         print(f"interrupted: {kept}; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:  # UsageError, ProfileError, FileNotFoundError, CacheError, ...
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk filled up meanwhile: the finished cells are safe
+            kept = f"the finished cells are kept in {partial}" if partial.is_file() else "no cell had finished"
+            print(f"error: {e}; {kept}; free space and rerun the same command to resume", file=sys.stderr)
+            return 1
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # UsageError, ProfileError, CacheError, ...
         print(f"error: {e}", file=sys.stderr)
         return 2
     except WorkersLost as e:

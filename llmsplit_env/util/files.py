@@ -15,6 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+#: the free space an output folder's disk must have before work starts (agents, summaries, logs, plots and profiles
+#: take a few MB; a disk this close to full would fail at the first save, after the work)
+MIN_FREE_BYTES = 32 * 2**20
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
