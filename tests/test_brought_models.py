@@ -270,6 +270,16 @@ def test_profile_builder_takes_a_gguf_gets_the_bos_and_reuses_the_probe(bos_gguf
     assert pa["metadata"]["bos_ids"] == [1] and pa["metadata"]["model"] == str(bos_gguf)
     direct = SplitRunner.from_pretrained(str(bos_gguf), **SMALL)
     assert pa["clean_ppl"] == pytest.approx(direct.clean_perplexity(), rel=1e-12)
+    # the live env attaches the profile (same BOS); one recording no BOS (made before BOS windows) is refused
+    from llmsplit_env.quality.live import LLMQuality
+
+    live = {"model": str(bos_gguf), **SMALL, "probe_fit_tokens": 256, "probe_test_tokens": 64}
+    assert LLMQuality(**live, profile=a).profile_quality is not None
+    del pa["metadata"]["bos_ids"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(pa))
+    with pytest.raises(ValueError, match=r"bos_ids: the profile records none .* adds \[1\]"):
+        LLMQuality(**live, profile=old)
 
 
 # --- 10. the probe's cache --------------------------------------------------------------------------------------------

@@ -112,6 +112,7 @@ class LLMQuality(QualityBackend):
                 "window": int(window),
             }  # fmt: skip
             bad = profile_mismatches(pq.profile, wanted, PROFILE_FIELDS if profile_match == "strict" else MODEL_FIELDS)
+            bad += self._bos_mismatch(pq.profile)
             if bad and profile_explicit:
                 raise ValueError(
                     f"config 'profile' {pq.profile.source!r} does not match the live backend "
@@ -178,6 +179,19 @@ class LLMQuality(QualityBackend):
         self.num_layers = int(info["num_layers"])
         self.hidden_size = int(info["hidden_size"])
         self.clean_ppl = float(info["clean_ppl"])
+
+    def _bos_mismatch(self, profile: Profile) -> list[str]:
+        """A profile measured with other BOS tokens at the start of its windows than this backend's (one made before
+        windows got the tokenizer's BOS records none: it matches only a model whose tokenizer adds none)."""
+        describe = self.runner.describe() if self.runner is not None else self.server_info["describe"]
+        mine = list(describe.get("bos_ids", []))
+        theirs = profile.metadata.get("bos_ids") if isinstance(profile.metadata, dict) else None
+        if (theirs if theirs is not None else []) == mine:
+            return []
+        if theirs is None:
+            return [f"bos_ids: the profile records none (made before windows started with the tokenizer's BOS), this "
+                    f"model's tokenizer adds {mine}; rebuild the profile with its metadata.command"]  # fmt: skip
+        return [f"bos_ids: profile {theirs!r}, this backend {mine!r}"]
 
     def _probe_leakage(self, fit_tokens: int, test_tokens: int) -> list[float]:
         if self.server is not None:
