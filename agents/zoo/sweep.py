@@ -23,7 +23,9 @@ Tune (a second Ctrl-C skips its last save), writes the table of what finished an
 
 Every input is checked before Ray starts: each algo and its hyperparameters and budget
 (`agents.zoo.registry.check_agent`), the env id, every env config (the env is built), the grid, the seeds and the
-resources.
+resources (with ``--num-cpus``; RLlib's env runners against ``--worker-cpus-per-trial``). Once connected, and before
+any file is written, a trial the cluster can never hold fails naming what it needs and what the cluster has, rather
+than pending for ever (`check_resources`).
 """
 
 from __future__ import annotations
