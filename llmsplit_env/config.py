@@ -160,6 +160,11 @@ def resolve_config(config: Mapping | None = None, preset: str | None = None) -> 
     name = preset or cfg_preset or "default"
     cfg = deep_merge(default_config(name), user, known_only=True)
     cfg["preset"] = name
+    if "scheme" not in user and "scheme" not in _PRESET_OVERRIDES[name] and isinstance(cfg["profile"], str):
+        # a profile knows its scheme: a config that names the profile and not the scheme means the profile's
+        from llmsplit_env.quality.profile import load_profile
+
+        cfg["scheme"] = load_profile(cfg["profile"]).scheme
     _validate(cfg)
     return cfg
 

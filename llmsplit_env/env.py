@@ -126,7 +126,8 @@ Top-level keys (see `default_config()` for every nested default):
 | key                 | default                 | meaning                                                      |
 |---------------------|-------------------------|--------------------------------------------------------------|
 | `backend`           | `"profile"`             | `"profile"` (shipped measurements) or `"llm"` (live model)   |
-| `scheme`            | `"analog"`              | `"analog"`, `"digital"` or `"erasure"`                       |
+| `scheme`            | `"analog"`              | `"analog"`, `"digital"` or `"erasure"`; with a `profile` and |
+|                     |                         | no `scheme` (nor a preset's): the profile's                  |
 | `profile`           | `None`                  | name or path; `None`: `smollm2-135m-<scheme>`                |
 | `sample_quality`    | `True`                  | profile: sample log-PPL ~ N(mean, std); `False`: the mean    |
 | `llm`               | SmolLM2, wiki, 2048 tok | live model: `model`, `text`, `num_tokens`, `window`, ...      |

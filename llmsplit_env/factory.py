@@ -30,7 +30,10 @@ def make_backend(cfg: dict) -> QualityBackend:
     if cfg["backend"] == "profile":
         qb = ProfileQuality(profile, sample=cfg["sample_quality"])
         if qb.scheme != scheme:
-            raise ValueError(f"config 'profile' {profile!r} was measured with scheme {qb.scheme!r}, not {scheme!r}")
+            raise ValueError(
+                f"config 'profile' {profile!r} was measured with scheme {qb.scheme!r}, but config 'scheme' is "
+                f"{scheme!r}; drop 'scheme' (a profile's scheme is taken from it) or use a {scheme} profile"
+            )
         m = qb.scheme_params.get("m")
         if m is not None and float(m) != cfg["channel"]["nakagami_m"]:
             raise ValueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -113,3 +114,23 @@ def _rollout(env, steps: int = 60):
         obs, r, *_ = env.step(t % env.action_space.n)
         out += [obs, np.array([r])]
     return out
+
+
+def test_a_profile_brings_its_scheme_unless_the_config_sets_a_conflicting_one():
+    from llmsplit_env.quality.profile import load_profile
+
+    digital = load_profile("smollm2-135m-digital").source
+    env = gym.make("LLMSplit-v0", profile=digital)
+    assert env.unwrapped.config["scheme"] == "digital"
+    assert env.unwrapped.quality_backend.scheme == "digital"
+    assert gym.make("LLMSplit-v0", profile=digital, scheme="digital").unwrapped.config["scheme"] == "digital"
+    with pytest.raises(ValueError, match=r"measured with scheme 'digital', but config 'scheme' is 'analog'; drop"):
+        gym.make("LLMSplit-v0", profile=digital, scheme="analog")
+    # an erasure profile on the default (SNR) channel: the config error names the channel, not the scheme
+    with pytest.raises(ValueError, match="scheme 'erasure' needs 'paper_drift' or 'static'"):
+        gym.make("LLMSplit-v0", profile="smollm2-135m-erasure")
+    ok = gym.make("LLMSplit-v0", profile="smollm2-135m-erasure", channel={"model": "paper_drift", "csi_error": 0.0})
+    assert ok.unwrapped.level_name == "rho"
+    # a preset's scheme counts as set: the paper preset (erasure) with an analog profile conflicts
+    with pytest.raises(ValueError, match="measured with scheme 'analog', but config 'scheme' is 'erasure'"):
+        gym.make("LLMSplit-Paper-v0", profile="smollm2-135m-analog")

@@ -164,7 +164,7 @@ def test_live_backend_rejects_a_configured_profile_that_does_not_match(tiny_conf
     for field in ("model:", "num_layers: profile 30, env 4", "text:", "num_tokens:", "window:"):
         assert field in str(e.value), field
     with pytest.raises(ValueError) as e:
-        gym.make("LLMSplit-LLM-v0", config={**tiny_config, "profile": "smollm2-135m-digital"})
+        gym.make("LLMSplit-LLM-v0", config={**tiny_config, "scheme": "analog", "profile": "smollm2-135m-digital"})
     assert "scheme: profile 'digital', env 'analog'" in str(e.value)
     assert "scheme_params:" in str(e.value) and "bits" in str(e.value)
 
