@@ -2,6 +2,9 @@
 ``llmsplit server``, ``train --algo rllib_ppo --ray-address``, ``benchmarks/sample_efficiency.py --ray``).
 
 Torch-free, and Ray is imported only when `connect_ray` runs, so the package works without ``llmsplit[ray]``.
+
+`require_resources` is the one check, for every command, that what it asks of the cluster (trials, env runners,
+workers) can ever be placed: Ray itself would keep such a request pending for ever.
 """
 
 from __future__ import annotations
