@@ -1,6 +1,6 @@
 """Calibration of the default reward weights of `LLMSplit-v0` against the oracle.
 
-    python benchmarks/calibrate_rewards.py [--episodes 200] [--weights '{"privacy": 0.3}'] [--scan]
+    python benchmarks/calibrate_rewards.py [--episodes 200] [--weights '{"privacy": 0.3}'] [--scan] [--profile P]
 
 Runs, with `agents.common.evaluation.evaluate_agent` on the same seeds (common random numbers), the oracle
 (`agents.baselines.OracleAgent`: true expected rewards, dynamic programming over the true future channel when
@@ -36,9 +36,18 @@ from agents.common.evaluation import best_fixed_split, evaluate_agent
 ENV_ID = "LLMSplit-v0"
 
 
-def run_policies(weights: dict | None, episodes: int, seed0: int = 0) -> dict:
+def env_config(profile: str | None = None, weights: dict | None = None) -> dict:
+    """The env config of a calibration run: ``profile`` (a shipped name or a path; None: the default's, its scheme
+    taken from it) and reward ``weights`` over the defaults."""
+    cfg: dict = {"reward": {"weights": weights or {}}}
+    if profile is not None:
+        cfg["profile"] = profile
+    return cfg
+
+
+def run_policies(weights: dict | None, episodes: int, seed0: int = 0, profile: str | None = None) -> dict:
     """Mean returns of the oracle, every fixed split and the random policy on seeds ``seed0 .. seed0+episodes-1``."""
-    env = make_env(ENV_ID, {"reward": {"weights": weights or {}}})
+    env = make_env(ENV_ID, env_config(profile, weights))
     seeds = list(range(seed0, seed0 + episodes))
     oracle = evaluate_agent(OracleAgent(env), env, seeds, trace=True)
     best, fixed = best_fixed_split(env, seeds)
@@ -53,9 +62,9 @@ def run_policies(weights: dict | None, episodes: int, seed0: int = 0) -> dict:
     }
 
 
-def channel_levels(episodes: int) -> np.ndarray:
+def channel_levels(episodes: int, profile: str | None = None) -> np.ndarray:
     """True mean SNR of every state of ``episodes`` default episodes (seeds 0..episodes-1)."""
-    env = make_env(ENV_ID).unwrapped
+    env = make_env(ENV_ID, env_config(profile)).unwrapped
     out = []
     for ep in range(episodes):
         env.reset(seed=ep)
@@ -82,9 +91,9 @@ def snr_histogram(levels: np.ndarray, lo: float = -10.0, hi: float = 45.0, width
     return "\n".join(lines)
 
 
-def scan(episodes: int) -> None:
+def scan(episodes: int, profile: str | None = None) -> None:
     """Best fixed split / myopic argmax policy per number of distinct splits it uses, over a grid of weights."""
-    env = make_env(ENV_ID).unwrapped
+    env = make_env(ENV_ID, env_config(profile)).unwrapped
     qb = env.quality_backend
     L = env.num_layers
     ks = np.arange(1, L + 1)
@@ -135,12 +144,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--weights", type=json.loads, default=None, help="JSON dict of weights overriding the defaults")
     p.add_argument("--snr-episodes", type=int, default=2000, help="episodes for the SNR histogram")
     p.add_argument("--scan", action="store_true", help="also scan a grid of weights (expected rewards)")
+    p.add_argument(
+        "--profile", help="quality profile, a shipped name or a path (default: the env's; its scheme is used)"
+    )
     args = p.parse_args(argv)
 
-    res = run_policies(args.weights, args.episodes)
+    res = run_policies(args.weights, args.episodes, profile=args.profile)
     env = res["env"]
     weights = env.reward_weights
-    print(f"## Reward calibration on {ENV_ID}")
+    print(f"## Reward calibration on {ENV_ID}" + (f" with profile {args.profile}" if args.profile else ""))
     print(f"weights: {json.dumps({k: v for k, v in weights.items() if v})}")
     print(f"{args.episodes} episodes x {env.max_episode_steps} steps, seeds 0..{args.episodes - 1}\n")
     oracle, fixed, k_best = res["oracle"], res["fixed"], res["best_split"]
@@ -165,9 +177,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"criterion 1, oracle takes >= 4 distinct splits: {'PASS' if n_distinct >= 4 else 'FAIL'} ({n_distinct})")
     print(f"criterion 2, best fixed <= 90 % of oracle: {'PASS' if share <= 0.9 else 'FAIL'} ({100 * share:.1f} %)")
     print(f"\n## Channel SNR histogram (true mean SNR of every state, {args.snr_episodes} episodes, seeds 0..)")
-    print(snr_histogram(channel_levels(args.snr_episodes)))
+    print(snr_histogram(channel_levels(args.snr_episodes, args.profile)))
     if args.scan:
-        scan(min(args.episodes, 300))
+        scan(min(args.episodes, 300), args.profile)
     return {"oracle": oracle, "best_fixed": float(fixed[k_best]), "share": share, "distinct": n_distinct}
 
 

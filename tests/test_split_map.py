@@ -41,3 +41,23 @@ def test_cli_prints_the_table_and_writes_a_png(tmp_path, capsys):
     assert main(["no-such-profile"]) == 2
     assert main(["smollm2-135m-analog", "--config", '{"reward": {"weights": {"qualityy": 1}}}']) == 2
     assert "qualityy" in capsys.readouterr().err
+
+
+def test_the_colour_scale_is_capped_so_the_range_near_clean_is_legible(tmp_path, capsys):
+    from llmsplit_env.profiling.split_map import DEFAULT_PPL_CAP, colour_position
+
+    m = split_map("smollm2-135m-analog")
+    pos = colour_position(m)
+    ratio = m.mean_ppl / m.clean_ppl
+    assert ratio.max() > 1e3 and DEFAULT_PPL_CAP == 10.0  # uncapped, 1–3× would be a sliver of the scale
+    assert np.all((pos >= 0) & (pos <= 1))
+    np.testing.assert_array_equal(pos[ratio >= 10], 1.0)
+    near = (ratio > 1.0) & (ratio <= 3.0)
+    assert near.any()
+    np.testing.assert_allclose(pos[near], np.log(ratio[near]) / np.log(10.0))  # 3× sits at 0.48: half the scale
+    assert colour_position(m, cap=3.0)[near].max() <= 1.0
+    with pytest.raises(ValueError, match="finite ratio > 1"):
+        colour_position(m, cap=1.0)
+    assert main(["smollm2-135m-analog", "--out", str(tmp_path / "m.png"), "--ppl-cap", "3"]) == 0
+    assert main(["smollm2-135m-analog", "--ppl-cap", "0.5"]) == 2
+    assert "--ppl-cap must be a finite ratio > 1" in capsys.readouterr().err

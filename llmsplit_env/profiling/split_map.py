@@ -4,7 +4,9 @@
 perplexity of every measured (split, level) cell, and over it the split that earns the highest expected reward when
 the channel holds still at that level (no switching cost: the split the oracle settles on under a constant channel),
 for the env's reward weights (``--config`` JSON overrides them, as in ``gym.make(id, config=...)``). It prints the
-best split per level as a table. The same numbers come from `split_map` in Python.
+best split per level as a table. Colours are the cell's PPL relative to the clean PPL on a log scale that ends at
+``--ppl-cap`` times clean (default 10×; worse cells share the top colour), so the range just above clean stays
+legible. The same numbers come from `split_map` in Python.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +38,21 @@ class SplitMap:
     mean_ppl: np.ndarray
     expected_reward: np.ndarray
     best_split: np.ndarray
+    clean_ppl: float
+
+
+#: the split map's colour scale ends at this many times the clean perplexity (``--ppl-cap``): cells beyond it share
+#: the top colour, so the informative range just above clean (1–3×) spans half the scale instead of a sliver of it
+DEFAULT_PPL_CAP = 10.0
+
+
+def colour_position(m: SplitMap, cap: float = DEFAULT_PPL_CAP) -> np.ndarray:
+    """Where each cell's mean perplexity sits on the colour scale: ``log(PPL / PPL_clean) / log(cap)`` in [0, 1]
+    (1: ``cap`` times clean or worse)."""
+    if not math.isfinite(cap) or cap <= 1.0:
+        raise ValueError(f"the perplexity cap must be a finite ratio > 1 to the clean perplexity, got {cap!r}")
+    ratio = np.maximum(m.mean_ppl / m.clean_ppl, 1.0)
+    return np.minimum(np.log(ratio) / math.log(cap), 1.0)
 
 
 def split_map(profile: str, config: Mapping | None = None) -> SplitMap:
@@ -63,19 +81,25 @@ def split_map(profile: str, config: Mapping | None = None) -> SplitMap:
         for j, x in enumerate(levels.tolist()):
             reward[i, j] = problem.expected_reward(k, 0, x, qb.expectations)
     best = splits[np.argmax(reward, axis=0)]
-    return SplitMap(splits, levels, prof.level_name, np.exp(np.asarray(prof.mean_log_ppl)), reward, best)
+    mean_ppl = np.exp(np.asarray(prof.mean_log_ppl))
+    return SplitMap(splits, levels, prof.level_name, mean_ppl, reward, best, float(prof.clean_ppl))
 
 
-def plot_split_map(m: SplitMap, path: str | Path, title: str = "") -> None:
-    """Heat map of log10 PPL over split × level with the best split per level on top; written atomically (PNG)."""
+def plot_split_map(m: SplitMap, path: str | Path, title: str = "", cap: float = DEFAULT_PPL_CAP) -> None:
+    """Heat map of the mean PPL over split × level, relative to the clean PPL on a log scale capped at ``cap`` times
+    clean (`colour_position`), with the best split per level on top; written atomically (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    mesh = ax.pcolormesh(m.levels, m.splits, np.log10(m.mean_ppl), shading="nearest", cmap="viridis")
-    fig.colorbar(mesh, ax=ax, label="log10 mean perplexity")
+    mesh = ax.pcolormesh(m.levels, m.splits, colour_position(m, cap), shading="nearest", cmap="viridis",
+                         vmin=0.0, vmax=1.0)  # fmt: skip
+    ticks = [r for r in (1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100, 1000) if r <= cap] + [cap]
+    bar = fig.colorbar(mesh, ax=ax, extend="max", ticks=[math.log(r) / math.log(cap) for r in sorted(set(ticks))])
+    bar.ax.set_yticklabels([f"{r:g}×" for r in sorted(set(ticks))])
+    bar.set_label(f"mean PPL / clean PPL ({m.clean_ppl:.2f}); ≥ {cap:g}× one colour")
     ax.plot(m.levels, m.best_split, "w-o", ms=3, lw=1.5, label="best split (channel held at the level)")
     ax.set_xlabel("SNR (dB)" if m.level_name == "snr_db" else "erasure probability ρ")
     ax.set_ylabel("split k (layers on the UE)")
@@ -93,6 +117,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m llmsplit_env.prof
     p.add_argument("profile", help="a shipped profile name (e.g. smollm2-135m-analog) or a profile JSON path")
     p.add_argument("--out", type=Path, help="PNG to write (default: only print the table)")
     p.add_argument("--config", default="{}", help="env config overrides as JSON, e.g. '{\"reward\": {...}}'")
+    p.add_argument("--ppl-cap", type=float, default=DEFAULT_PPL_CAP,
+                   help=f"the colour scale's top, in clean PPLs (default {DEFAULT_PPL_CAP:g})")  # fmt: skip
     args = p.parse_args(argv)
     try:
         config = json.loads(args.config)
@@ -100,6 +126,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m llmsplit_env.prof
             raise ValueError(f"--config must be a JSON object, got {args.config!r}")
         if args.out is not None and args.out.is_dir():
             raise ValueError(f"--out {args.out} is a directory; give a .png file name")
+        if not math.isfinite(args.ppl_cap) or args.ppl_cap <= 1.0:
+            raise ValueError(f"--ppl-cap must be a finite ratio > 1 to the clean perplexity, got {args.ppl_cap:g}")
         m = split_map(args.profile, config)
     except (ValueError, FileNotFoundError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -110,7 +138,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m llmsplit_env.prof
         i = int(np.flatnonzero(m.splits == m.best_split[j])[0])
         print(f"{x:>6.3g}{unit:>2}  {int(m.best_split[j]):>10}  {m.mean_ppl[i, j]:>14.2f}")
     if args.out is not None:
-        plot_split_map(m, args.out, title=str(args.profile))
+        plot_split_map(m, args.out, title=str(args.profile), cap=args.ppl_cap)
         print(f"plot: {args.out}")
     return 0
 
