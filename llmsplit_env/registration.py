@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-ENV_IDS = ("LLMSplit-v0", "LLMSplit-LLM-v0", "LLMSplit-Paper-v0")
+ENV_IDS = ("LLMSplit-v0", "LLMSplit-LLM-v0", "LLMSplit-Paper-v0", "LLMSplit-Cell-v0")
 
 
 def with_episode_length(spec, steps: int):
@@ -22,6 +22,7 @@ def register_envs() -> None:
     | `LLMSplit-v0`       | `default` | SmolLM2 analog profile      | yes                |
     | `LLMSplit-LLM-v0`   | `llm`     | live SmolLM2 (config `llm`) | no                 |
     | `LLMSplit-Paper-v0` | `paper`   | SmolLM2 erasure profile     | yes                |
+    | `LLMSplit-Cell-v0`  | (cell)    | SmolLM2 analog profile      | no: N UEs in one env (`llmsplit_env.cell`) |
 
     No `OrderEnforcing` wrapper: the env refuses ``step()``, ``render()`` and ``expected_rewards()`` before
     ``reset()`` itself. Episodes are truncated by the env itself (config ``max_episode_steps``), so no `TimeLimit` is
@@ -48,3 +49,5 @@ def register_envs() -> None:
             # Gymnasium's OrderEnforcing would only add a layer to every step.
             order_enforce=False,
         )
+    if "LLMSplit-Cell-v0" not in registry:
+        register(id="LLMSplit-Cell-v0", entry_point="llmsplit_env.cell.env:LLMSplitCellEnv", order_enforce=False)
