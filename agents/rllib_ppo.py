@@ -39,6 +39,7 @@ from agents.common.save_util import (
     read_json,
     require_saved,
     space_from,
+    state_dict_of_tensors,
     weights_bytes,
     write_files,
 )
@@ -439,7 +440,7 @@ class RLlibPPOAgent:
             if key.endswith("hiddens") and widths:
                 check_network(list(widths), f"{path}: {key}", gym.spaces.flatdim(obs_space), n_out)
         module = _build_module(obs_space, act_space, model_config)
-        state = load_weights(weights, f"{path}: {WEIGHTS}")
+        state = state_dict_of_tensors(load_weights(weights, f"{path}: {WEIGHTS}"), f"{path}: {WEIGHTS}")
         try:
             module.load_state_dict(state)
         except (RuntimeError, ValueError, KeyError, TypeError) as e:

@@ -42,6 +42,7 @@ from agents.common.save_util import (
     parse_json,
     require_saved,
     space_from,
+    state_dict_of_tensors,
     zip_parts,
 )
 from llmsplit_env.util.files import atomic_write_bytes
@@ -262,7 +263,8 @@ def _load_parts(read: Parts, path: str, env: gym.Env | None, algo: str | None, d
             raise ValueError(f"{path}: unknown algo {saved_algo!r}; allowed: {', '.join(ALGOS)}")
         if algo is not None and saved_algo != algo:
             raise ValueError(f"{path} holds a {saved_algo} agent, not {algo}")
-        policy_state = load_weights(read("policy.pth"), f"{path}: policy.pth")
+        where = f"{path}: policy.pth"
+        policy_state = state_dict_of_tensors(load_weights(read("policy.pth"), where), where)
         optim = "policy.optimizer.pth"
         optim_state = load_weights(read(optim), f"{path}: {optim}") if optim in read.names else None
     except KeyError as e:

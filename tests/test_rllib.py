@@ -183,6 +183,10 @@ def test_saved_agent_loads_as_data_and_acts_the_same(trained):
     assert scorer(agent)["normalized_score"] == pytest.approx(record.curve[-1]["normalized_score"])
 
 
+class PicklePayload:
+    """An object pickled into a crafted weights file."""
+
+
 def test_damaged_or_foreign_files_are_refused_by_name(trained, tmp_path):
     from agents.zoo.registry import load_agent
 
@@ -200,6 +204,28 @@ def test_damaged_or_foreign_files_are_refused_by_name(trained, tmp_path):
         load_agent("rllib_ppo", foreign)
     with pytest.raises(ValueError, match="observation_space differs"):
         load_agent("rllib_ppo", record.path, gym.make("LLMSplit-v0", observation={"extras": ["log_ppl0"]}))
+    # weights replaced by pickled data: plain data (which weights_only lets through) and an object (refused)
+    import io
+
+    import torch
+
+    for name, payload, needle in (
+        ("data", {"w": [1, 2, 3]}, r"holds list under 'w' where a state dict has tensors"),
+        (
+            "object",
+            {"w": PicklePayload()},
+            r"refused: it holds pickled objects, not only tensors \(.*PicklePayload.*\); no code ran",
+        ),
+    ):
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        crafted = tmp_path / f"{name}.zip"
+        with zipfile.ZipFile(record.path) as src, zipfile.ZipFile(crafted, "w") as dst:
+            for info in src.infolist():
+                data = src.read(info.filename)
+                dst.writestr(info, buf.getvalue() if info.filename.endswith(".pt") else data)
+        with pytest.raises(ValueError, match=needle):
+            load_agent("rllib_ppo", crafted)
 
 
 @pytest.mark.parametrize(

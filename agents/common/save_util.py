@@ -7,7 +7,7 @@ Saved agents are data: JSON for everything but tensors, tensors read back with `
   loaded only to predict)
 * files: `require_saved` (``FileNotFoundError``), `write_files` / `read_files` (a zip archive or a directory of
   named parts), `read_json` (a part as a JSON object), `check_format`, `not_a_saved` (the error naming the file)
-* tensors: `weights_bytes`, `load_weights`
+* tensors: `weights_bytes`, `load_weights`, `state_dict_of_tensors`
 * limits: every read is bounded by `agents.common.limits` (part and total sizes, JSON and pickle sizes, declared
   spaces); a refusal is a ``ValueError`` naming the file, the part and the limit
 * acting: `predict_actions`
@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import stat
 import zipfile
 from collections.abc import Callable, Collection, Mapping
@@ -56,6 +57,7 @@ __all__ = [
     "read_json",
     "require_saved",
     "space_from",
+    "state_dict_of_tensors",
     "weights_bytes",
     "write_files",
     "zip_parts",
@@ -311,8 +313,25 @@ def load_weights(data: bytes, where: str) -> Any:
     check_torch_records(data, where)
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # a crafted pickle is refused by weights_only; a truncated file fails to parse
+    except pickle.UnpicklingError as e:  # weights_only met a class or function: refused before anything ran
+        why = next((ln.strip() for ln in str(e).splitlines() if "global" in ln.lower()), str(e).splitlines()[0])
+        raise ValueError(f"{where} refused: it holds pickled objects, not only tensors ({why}); no code ran") from None
+    except Exception as e:  # a truncated or damaged file fails to parse
         raise ValueError(f"{where} refused or unreadable ({type(e).__name__}: {e})") from None
+
+
+def state_dict_of_tensors(state: Any, where: str) -> dict:
+    """``state`` if it is a ``{name: tensor}`` mapping (what a module's ``state_dict`` saves), else ``ValueError``
+    naming ``where`` and what it holds instead (plain pickled data that ``weights_only`` lets through)."""
+    import torch
+
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{where} holds a pickled {type(state).__name__}, not a state dict of tensors")
+    for name, value in state.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise ValueError(f"{where} holds {type(value).__name__} under {str(name)[:60]!r} where a state dict has "
+                             "tensors: not weights an agent saved")  # fmt: skip
+    return dict(state)
 
 
 def check_torch_records(data: bytes, where: str) -> None:
