@@ -176,19 +176,23 @@ class CellSimulator:
 
     # --- contention ------------------------------------------------------------------------------------------------
 
-    def contention(self, k: np.ndarray, level: np.ndarray, active: np.ndarray, backlog_s: float) -> Contention:
+    def contention(self, k: np.ndarray, level: np.ndarray, active: np.ndarray, backlog_s: float,
+                   shared: bool = True) -> Contention:  # fmt: skip
         """The airtimes, edge finish times, latencies and energies of requests at splits ``k`` (``[N]``) at the true
-        levels ``level`` from ``backlog_s`` seconds of earlier edge work; idle UEs (``~active``) get zeros."""
+        levels ``level`` from ``backlog_s`` seconds of earlier edge work; idle UEs (``~active``) get zeros.
+        ``shared=False``: each request as if it were the only one (the full band, the edge to itself)."""
         p, L = self.problem, self.num_layers
         tx = active & (k < L)
         n_tx = int(np.count_nonzero(tx))
         snr = level if p.level_is_snr else self._snr_nominal
         alone = airtime_s(p.payload_bits, p.bandwidth_hz, snr)
-        air = np.where(tx, alone * max(n_tx, 1), 0.0)
+        air = np.where(tx, alone * (max(n_tx, 1) if shared else 1), 0.0)
         capped = np.minimum(air, p.max_airtime_s)
         work = np.where(tx, self._edge_work[k], 0.0)
         finish = np.zeros(self.n_ues)
-        if n_tx:  # processor sharing among this step's requests, after the backlog
+        if n_tx and not shared:
+            finish = work + np.where(tx, backlog_s, 0.0)
+        elif n_tx:  # processor sharing among this step's requests, after the backlog
             idx = np.flatnonzero(tx)
             order = idx[np.argsort(work[idx], kind="stable")]
             s = work[order]
@@ -332,28 +336,35 @@ class CellSimulator:
         return eq, ep_
 
     def expected_rewards(self, k: np.ndarray, table: tuple[np.ndarray, np.ndarray] | None = None,
-                         alone: bool = False) -> np.ndarray:  # fmt: skip
-        """``[N]`` expected reward of each UE if the UEs with a request play splits ``k`` now (idle UEs: 0). The
-        quality is the expectation at the true level; the contention is exact given ``k``. ``alone``: each UE as if
-        no other UE transmitted and the edge were idle (what a selfish UE assumes)."""
-        eq, ep_ = self.expected_quality_table() if table is None else table
-        rows = np.arange(self.n_ues)
+                         backlog_s: float | None = None) -> np.ndarray:  # fmt: skip
+        """``[N]`` expected reward of each UE if the UEs with a request play splits ``k`` now (idle UEs: 0): the
+        quality's expectation at the true level (``table``: `expected_quality_table`, computed if None), the
+        contention exact given ``k`` and the edge backlog (``backlog_s``; None: the current one)."""
+        eq, eppl = self.expected_quality_table() if table is None else table
         level = self.ues._state["level"]
-        prev = self.ues._ep.prev_split
-        if alone:
-            out = np.zeros(self.n_ues)
-            for i in np.flatnonzero(self.active):
-                mask = np.zeros(self.n_ues, dtype=bool)
-                mask[i] = True
-                c = self.contention(k, level, mask, 0.0)
-                out[i] = self._score(k, prev, level, eq, ep_, rows, c)[i]
-            return out
-        c = self.contention(k, level, self.active, self.backlog_s)
-        return np.where(self.active, self._score(k, prev, level, eq, ep_, rows, c), 0.0)
+        backlog = self.backlog_s if backlog_s is None else backlog_s
+        c = self.contention(k, level, self.active, backlog)
+        return np.where(self.active, self._score(k, level, eq, eppl, c), 0.0)
 
-    def _score(self, k, prev, level, eq, ep_, rows, c: Contention) -> np.ndarray:
+    def alone_reward_table(self, table: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """``[N, n_actions]`` (absolute actions): each UE's expected reward at every split as if it were the only UE
+        transmitting and the edge were idle (``-inf`` for masked actions): what a selfish UE maximises."""
         p = self.problem
-        o = CellOutcome(k, k - prev, level, eq[rows, k], ep_[rows, k], self.ues._ep.ppl0,
+        if p.relative:
+            raise ValueError("alone_reward_table is for absolute actions (config action_mode 'absolute')")
+        eq, eppl = self.expected_quality_table() if table is None else table
+        level = self.ues._state["level"]
+        out = np.full((self.n_ues, p.n_actions), -np.inf)
+        everyone = np.ones(self.n_ues, dtype=bool)
+        for k in p.allowed_splits:
+            ks = np.full(self.n_ues, k)
+            c = self.contention(ks, level, everyone, 0.0, shared=False)
+            out[:, k - p.k_min] = self._score(ks, level, eq, eppl, c)
+        return out
+
+    def _score(self, k, level, eq, eppl, c: Contention) -> np.ndarray:
+        p, rows = self.problem, np.arange(self.n_ues)
+        o = CellOutcome(k, k - self.ues._ep.prev_split, level, eq[rows, k], eppl[rows, k], self.ues._ep.ppl0,
                         np.minimum(c.airtime_s, p.max_airtime_s), c.latency_s, c.capped_latency_s,
                         c.energy_j / self._energy_ref_j, self.deadline_s)  # fmt: skip
         return np.asarray(p.score(o)[1], dtype=np.float64)
