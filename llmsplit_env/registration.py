@@ -22,7 +22,7 @@ def register_envs() -> None:
     | `LLMSplit-v0`       | `default` | SmolLM2 analog profile      | yes                |
     | `LLMSplit-LLM-v0`   | `llm`     | live SmolLM2 (config `llm`) | no                 |
     | `LLMSplit-Paper-v0` | `paper`   | SmolLM2 erasure profile     | yes                |
-    | `LLMSplit-Cell-v0`  | (cell)    | SmolLM2 analog profile      | no: N UEs in one env (`llmsplit_env.cell`) |
+    | `LLMSplit-Cell-v0`  | (cell)    | SmolLM2 analog profile      | yes (cells; N UEs each: `llmsplit_env.cell`) |
 
     No `OrderEnforcing` wrapper: the env refuses ``step()``, ``render()`` and ``expected_rewards()`` before
     ``reset()`` itself. Episodes are truncated by the env itself (config ``max_episode_steps``), so no `TimeLimit` is
@@ -50,4 +50,9 @@ def register_envs() -> None:
             order_enforce=False,
         )
     if "LLMSplit-Cell-v0" not in registry:
-        register(id="LLMSplit-Cell-v0", entry_point="llmsplit_env.cell.env:LLMSplitCellEnv", order_enforce=False)
+        register(
+            id="LLMSplit-Cell-v0",
+            entry_point="llmsplit_env.cell.env:LLMSplitCellEnv",
+            vector_entry_point="llmsplit_env.cell.vector:LLMSplitCellVectorEnv",
+            order_enforce=False,
+        )

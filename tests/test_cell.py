@@ -108,7 +108,7 @@ def test_contention_is_the_documented_model():
          L * sim.ue_layer_s, 0.0],
         rtol=1e-12,
     )  # fmt: skip
-    assert c.backlog_after_s == pytest.approx(max(0.0, 0.3 + s0 + s1 - sim.slot_s))
+    assert c.backlog_after_s[0] == pytest.approx(max(0.0, 0.3 + s0 + s1 - sim.slot_s))
 
 
 def test_a_slow_edge_builds_a_backlog_that_carries_over():
@@ -119,11 +119,11 @@ def test_a_slow_edge_builds_a_backlog_that_carries_over():
     backlog = []
     for _ in range(3):
         out = sim.step(np.zeros(sim.n_ues, dtype=np.int64))
-        backlog.append(out["edge_backlog_s"])
+        backlog.append(float(out["edge_backlog_s"][0]))
     work = sim.n_ues * (sim.num_layers - 1) * slow["edge_layer_s"]
     assert backlog[0] == 0.0
     assert backlog[1] == pytest.approx(work - sim.slot_s) and backlog[2] == pytest.approx(2 * (work - sim.slot_s))
-    assert sim.shared_features()[0] == pytest.approx(min(3 * (work - sim.slot_s) / sim.slot_s, 10.0))
+    assert sim.shared_features()[0, 0] == pytest.approx(min(3 * (work - sim.slot_s) / sim.slot_s, 10.0))
 
 
 def test_idle_ues_keep_their_split_and_earn_nothing():
@@ -140,7 +140,7 @@ def test_idle_ues_keep_their_split_and_earn_nothing():
         np.testing.assert_array_equal(out["reward"][idle], 0.0)
         assert not out["offloaded"][idle].any() and not out["deadline_miss"][idle].any()
         np.testing.assert_array_equal(out["split"][active], 1)
-        assert out["team_reward"] == pytest.approx(out["reward"].mean())
+        assert out["team_reward"][0] == pytest.approx(out["reward"].mean())
     assert seen_idle > 0
 
 
@@ -186,3 +186,27 @@ def test_bad_actions_name_the_ue():
         env.step(np.array([0, 4, 0, 0, 0, 0, 0, 0]))
     with pytest.raises(ValueError, match="shape \\(8,\\)"):
         env.step(np.zeros(3, dtype=np.int64))
+
+
+def test_the_vector_env_of_cells_is_each_cell_alone():
+    vec = gym.make_vec("LLMSplit-Cell-v0", num_envs=3, vectorization_mode="vector_entry_point", cell={"n_ues": 4})
+    singles = [gym.make("LLMSplit-Cell-v0", cell={"n_ues": 4}).unwrapped for _ in range(3)]
+    obs, info = vec.reset(seed=20)
+    for c, env in enumerate(singles):
+        o, i = env.reset(seed=20 + c)
+        np.testing.assert_array_equal(obs[c], o)
+        np.testing.assert_array_equal(info["split"][c], i["split"])
+    rng = np.random.default_rng(0)
+    for t in range(60):  # past the end of the 50-step episodes: the autoreset step, then a new episode
+        a = rng.integers(30, size=(3, 4))
+        obs, r, _, trunc, info = vec.step(a)
+        for c, env in enumerate(singles):
+            if t == 50:  # the autoreset step: reset observations, reward 0
+                o, _ = env.reset()
+                assert r[c] == 0.0 and not trunc[c]
+            else:
+                o, rc, _, tc, ic = env.step(a[c])
+                assert r[c] == pytest.approx(rc, rel=1e-12, abs=1e-12) and trunc[c] == tc
+                np.testing.assert_array_equal(info["split"][c], ic["split"])
+                assert info["edge_work_s"][c] == pytest.approx(ic["edge_work_s"], rel=1e-12, abs=0.0)
+            np.testing.assert_allclose(obs[c], o, rtol=1e-6, atol=1e-6)

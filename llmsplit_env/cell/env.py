@@ -96,7 +96,7 @@ class LLMSplitCellEnv(gym.Env):
         sim = self.sim
         n = sim.n_ues * sim.n_own
         self._obs[:n] = sim.own_features().ravel()
-        self._obs[n:] = sim.shared_features()
+        self._obs[n:] = sim.shared_features()[0]
         return self._obs.astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -116,8 +116,10 @@ class LLMSplitCellEnv(gym.Env):
     def step(self, action):
         out = self.sim.step(action)
         info = {k: v for k, v in out.items() if k != "truncated"}
+        for key in ("team_reward", "edge_backlog_s", "edge_work_s"):  # the one cell's
+            info[key] = float(out[key][0])
         info["quality_evals"] = 0
-        return self._observe(), out["team_reward"], False, out["truncated"], info
+        return self._observe(), info["team_reward"], False, out["truncated"], info
 
     def action_masks(self) -> np.ndarray:
         """``[N, n]`` bool: each UE's `LLMSplit-v0` action mask."""

@@ -65,7 +65,7 @@ class CellParallelEnv(ParallelEnv):
 
     def _observations(self) -> dict[str, np.ndarray]:
         own = self.sim.own_features()
-        shared = self.sim.shared_features()
+        shared = self.sim.shared_features()[0]
         obs = np.concatenate([own, np.broadcast_to(shared, (len(own), len(shared)))], axis=1).astype(np.float32)
         return {a: obs[i] for i, a in enumerate(self.possible_agents)}
 
@@ -86,7 +86,7 @@ class CellParallelEnv(ParallelEnv):
             raise ValueError(f"actions must give one action per agent; missing {missing}, unknown {unknown}")
         a = np.array([int(actions[agent]) for agent in self.possible_agents], dtype=np.int64)
         out = self.sim.step(a)
-        team = out["team_reward"]
+        team = float(out["team_reward"][0])
         r = (1.0 - self._mix) * out["reward"] + self._mix * team
         rewards = {agent: float(r[i]) for i, agent in enumerate(self.possible_agents)}
         done = out["truncated"]

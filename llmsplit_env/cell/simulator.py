@@ -81,35 +81,39 @@ def _energy(p: SplitProblem, o: CellOutcome):
     return -o.energy
 
 
-@dataclasses.dataclass(frozen=True)
-class Contention:
-    """What sharing did in one step, arrays over UEs (0 for idle UEs)."""
+class Contention(NamedTuple):
+    """What sharing did in one step: arrays over UEs (0 for idle UEs) and over cells."""
 
     airtime_s: np.ndarray  # at the UE's share, uncapped
     edge_finish_s: np.ndarray  # after the backlog
     latency_s: np.ndarray
     capped_latency_s: np.ndarray
     energy_j: np.ndarray
-    backlog_after_s: float
-    edge_work_s: float
     transmitting: np.ndarray  # bool
+    edge_work_s: np.ndarray  # [C]: this step's edge work
+    backlog_after_s: np.ndarray  # [C]
 
 
 class CellSimulator:
     """The cell's dynamics and scoring (see the module docstring); the envs in `llmsplit_env.cell` are its faces.
 
-    ``reset(seed)`` then ``step(actions)`` with an ``[N]`` integer array of per-UE actions (each UE's action space is
-    `LLMSplit-v0`'s for the config's splits and action mode).
+    ``num_cells`` independent cells are stepped at once (the vector env's cells; each cell's trajectory is the one it
+    has alone). UEs are indexed ``c · N + i`` (cell c, UE i): ``reset(seed)`` then ``step(actions)`` with a
+    ``[num_cells · N]`` integer array of per-UE actions (each UE's action space is `LLMSplit-v0`'s for the config's
+    splits and action mode).
     """
 
-    def __init__(self, config: Mapping | None = None) -> None:
+    def __init__(self, config: Mapping | None = None, num_cells: int = 1) -> None:
+        if isinstance(num_cells, bool) or not isinstance(num_cells, (int, np.integer)) or num_cells < 1:
+            raise ValueError(f"num_cells must be an integer >= 1, got {num_cells!r}")
         self.config = cfg = resolve_cell_config(config)
         cell = cfg["cell"]
         self.n_ues = N = cell["n_ues"]
+        self.num_cells = C = int(num_cells)
         single = {k: v for k, v in cfg.items() if k != "cell"}
         single["reward"] = {"weights": {k: v for k, v in cfg["reward"]["weights"].items() if k not in CELL_COMPONENTS}}
-        # the UEs: one vector env over N sub-envs holds their channels, streams of normals and episodes
-        self.ues = ues = LLMSplitVectorEnv(N, config=single)
+        # the UEs: one vector env over C·N sub-envs holds their channels, streams of normals and episodes
+        self.ues = ues = LLMSplitVectorEnv(C * N, config=single)
         base = ues.problem
         lat = cfg["latency"]
         self.ue_layer_s, self.edge_layer_s = float(lat["ue_layer_s"]), float(lat["edge_layer_s"])
@@ -127,18 +131,20 @@ class CellSimulator:
                    "energy": cfg["reward"]["weights"]["energy"]}  # fmt: skip
         self.problem = p = dataclasses.replace(base, components=components, weights=weights)
         L = p.num_layers
-        self._energy_ref_j = max(self.compute_w * L * self.ue_layer_s, 1e-300)
         self.qb = ues.quality_backend
         self.num_layers = L
+        self._energy_ref_j = max(self.compute_w * L * self.ue_layer_s, 1e-300)
         self._ue_time = np.arange(L + 1) * self.ue_layer_s  # UE compute per split
         self._edge_work = (L - np.arange(L + 1)) * self.edge_layer_s  # edge work of a request alone per split
-        self._snr_nominal = np.full(N, p.nominal_snr_db)
+        self._airtime_alone = None if p.level_is_snr else airtime_s(p.payload_bits, p.bandwidth_hz, p.nominal_snr_db)
+        self._ps = (N - np.arange(N)).astype(np.float64)  # processor sharing: the jobs still running at each finish
         self.n_own = len(p.obs_low) + 1  # a UE's own features and whether it has a request
-        self.active = np.ones(N, dtype=bool)
-        self.backlog_s = 0.0
-        self.last_offload_share = 0.0
-        self.last_edge_load = 0.0
-        self._arrivals: np.random.Generator | None = None
+        self.active = np.ones(C * N, dtype=bool)
+        self.backlog_s = np.zeros(C)
+        self.last_offload_share = np.zeros(C)
+        self.last_edge_load = np.zeros(C)
+        self._arrivals: list[np.random.Generator | None] = [None] * C
+        self._own = np.empty((C * N, self.n_own))
         self._started = False
 
     # --- episodes -------------------------------------------------------------------------------------------------
@@ -152,90 +158,116 @@ class CellSimulator:
             out.append(int(a) << 32 | int(b))
         return out
 
-    def reset(self, seed: int | None = None) -> None:
-        """A new episode for every UE (``seed``: see `ue_seeds`; None continues the UEs' streams)."""
-        if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-                raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-            self.ues.reset(seed=self.ue_seeds(int(seed)))
-            self._arrivals = np.random.default_rng([int(seed), 0x5EED])
+    def reset(self, seed: int | list[int | None] | None = None) -> None:
+        """A new episode in every cell. ``seed``: an int (cell c takes ``seed + c``: see `ue_seeds`), a list with one
+        seed (or None) per cell, or None (every stream continues)."""
+        C = self.num_cells
+        if seed is None or isinstance(seed, (int, np.integer)):
+            seeds = [None] * C if seed is None else [int(seed) + c for c in range(C)]
         else:
-            if self._arrivals is None:
-                self._arrivals = np.random.default_rng()
-            self.ues.reset()
-        self.backlog_s = 0.0
-        self.last_offload_share = self.last_edge_load = 0.0
+            seeds = list(seed)
+            if len(seeds) != C:
+                raise ValueError(f"seed list must have one entry per cell ({C}), got {len(seeds)}")
+        for s in seeds:
+            if s is not None and (isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0):
+                raise ValueError(f"seeds must be non-negative integers or None, got {s!r}")
+        ue_seeds = [u for s in seeds for u in ([None] * self.n_ues if s is None else self.ue_seeds(s))]
+        self.ues.reset(seed=ue_seeds)
+        for c, s in enumerate(seeds):
+            if s is not None:
+                self._arrivals[c] = np.random.default_rng([int(s), 0x5EED])
+            elif self._arrivals[c] is None:
+                self._arrivals[c] = np.random.default_rng()
+        self.backlog_s = np.zeros(C)
+        self.last_offload_share = np.zeros(C)
+        self.last_edge_load = np.zeros(C)
         self._draw_arrivals()
         self._started = True
 
     def _draw_arrivals(self) -> None:
         if self.arrival_prob >= 1.0:
-            self.active = np.ones(self.n_ues, dtype=bool)
+            self.active = np.ones(self.num_cells * self.n_ues, dtype=bool)
+        elif self.num_cells == 1:
+            self.active = self._arrivals[0].random(self.n_ues) < self.arrival_prob
         else:
-            self.active = self._arrivals.random(self.n_ues) < self.arrival_prob
+            u = np.concatenate([g.random(self.n_ues) for g in self._arrivals])
+            self.active = u < self.arrival_prob
 
     # --- contention ------------------------------------------------------------------------------------------------
 
-    def contention(self, k: np.ndarray, level: np.ndarray, active: np.ndarray, backlog_s: float,
+    def contention(self, k: np.ndarray, level: np.ndarray, active: np.ndarray, backlog_s,
                    shared: bool = True) -> Contention:  # fmt: skip
-        """The airtimes, edge finish times, latencies and energies of requests at splits ``k`` (``[N]``) at the true
-        levels ``level`` from ``backlog_s`` seconds of earlier edge work; idle UEs (``~active``) get zeros.
-        ``shared=False``: each request as if it were the only one (the full band, the edge to itself)."""
-        p, L = self.problem, self.num_layers
-        tx = active & (k < L)
-        n_tx = int(np.count_nonzero(tx))
-        snr = level if p.level_is_snr else self._snr_nominal
-        alone = airtime_s(p.payload_bits, p.bandwidth_hz, snr)
-        air = np.where(tx, alone * (max(n_tx, 1) if shared else 1), 0.0)
-        capped = np.minimum(air, p.max_airtime_s)
-        work = np.where(tx, self._edge_work[k], 0.0)
-        finish = np.zeros(self.n_ues)
-        if n_tx and not shared:
-            finish = work + np.where(tx, backlog_s, 0.0)
-        elif n_tx:  # processor sharing among this step's requests, after the backlog
-            idx = np.flatnonzero(tx)
-            order = idx[np.argsort(work[idx], kind="stable")]
-            s = work[order]
-            before = np.concatenate(([0.0], np.cumsum(s)[:-1]))
-            finish[order] = before + (n_tx - np.arange(n_tx)) * s
-            finish[idx] += backlog_s
-        ue = np.where(active, self._ue_time[k], 0.0)
+        """The airtimes, edge finish times, latencies and energies of requests at splits ``k`` at the true levels
+        ``level`` (arrays over UEs) from ``backlog_s`` seconds of earlier edge work (per cell); idle UEs
+        (``~active``) get zeros. ``shared=False``: each request as if it were the only one (the full band, the edge
+        to itself)."""
+        p, C, N = self.problem, self.num_cells, self.n_ues
+        tx = active & (k < self.num_layers)
+        backlog = np.broadcast_to(np.asarray(backlog_s, dtype=np.float64), (C,))
+        if self._airtime_alone is None:
+            alone = airtime_s(p.payload_bits, p.bandwidth_hz, level)
+        else:  # the erasure scheme: its nominal SNR
+            alone = np.full(C * N, self._airtime_alone)
+        work = self._edge_work[k] * tx
+        if shared:
+            tx2 = tx.reshape(C, N)
+            n_tx = tx2.sum(axis=1)
+            air = (alone.reshape(C, N) * n_tx[:, None]).ravel() * tx
+            # processor sharing from the slot's start: with the row sorted by work (idle UEs' zeros first), the job at
+            # position j finishes after the work of those before it plus (N − j) times its own
+            w2 = work.reshape(C, N)
+            order = np.argsort(w2, axis=1, kind="stable")
+            srt = np.take_along_axis(w2, order, axis=1)
+            done = np.cumsum(srt, axis=1)
+            done += (self._ps - 1.0) * srt
+            finish2 = np.empty_like(w2)
+            np.put_along_axis(finish2, order, done, axis=1)
+            finish2 += backlog[:, None]
+            finish = finish2.ravel() * tx
+        else:
+            air = alone * tx
+            finish = (work + np.repeat(backlog, N)) * tx
+        ue = self._ue_time[k] * active
         latency = ue + air + finish
-        total_work = float(work.sum())
+        edge_work = work.reshape(C, N).sum(axis=1)
         return Contention(
-            airtime_s=air,
-            edge_finish_s=finish,
-            latency_s=latency,
-            capped_latency_s=ue + capped + finish,
-            energy_j=self.compute_w * ue + self.tx_w * air,
-            backlog_after_s=max(0.0, backlog_s + total_work - self.slot_s),
-            edge_work_s=total_work,
-            transmitting=tx,
+            air,
+            finish,
+            latency,
+            ue + np.minimum(air, p.max_airtime_s) + finish,
+            self.compute_w * ue + self.tx_w * air,
+            tx,
+            edge_work,
+            np.maximum(backlog + edge_work - self.slot_s, 0.0),
         )
 
     # --- step -----------------------------------------------------------------------------------------------------
 
     def splits_of(self, actions: np.ndarray) -> np.ndarray:
         """The split each UE's action selects now (idle UEs keep theirs), checked: ``ValueError`` naming the UE."""
-        N, p = self.n_ues, self.problem
+        M, p = self.num_cells * self.n_ues, self.problem
         a = np.asarray(actions)
-        if a.shape != (N,) or not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"actions must be an integer array of shape ({N},) (one per UE), got {a.dtype} {a.shape}")
-        bad = np.flatnonzero((a < 0) | (a >= p.n_actions))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"UE {i}'s action {int(a[i])} is out of range 0..{p.n_actions - 1}")
+        if a.shape != (M,) or a.dtype.kind not in "iu":
+            raise ValueError(f"actions must be an integer array of shape ({M},) (one per UE), got {a.dtype} {a.shape}")
+        if a.min() < 0 or a.max() >= p.n_actions:
+            i = int(np.flatnonzero((a < 0) | (a >= p.n_actions))[0])
+            raise ValueError(f"{self._ue_name(i)}'s action {int(a[i])} is out of range 0..{p.n_actions - 1}")
         prev = self.ues._ep.prev_split
         k = np.where(self.active, p.splits_of(a, prev), prev)
-        if not p.relative:
-            excluded = np.flatnonzero(~np.asarray(p.allowed)[k])
-            if excluded.size:
-                i = int(excluded[0])
-                raise ValueError(f"UE {i}'s action {int(a[i])} selects split {int(k[i])}, which the config excludes")
+        if not p.relative and not p.masks.all():
+            bad = ~np.asarray(p.allowed)[k]
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"{self._ue_name(i)}'s action {int(a[i])} selects split {int(k[i])}, which the "
+                                 "config excludes")  # fmt: skip
         return k
 
+    def _ue_name(self, i: int) -> str:
+        return f"UE {i}" if self.num_cells == 1 else f"cell {i // self.n_ues} UE {i % self.n_ues}"
+
     def step(self, actions) -> dict[str, Any]:
-        """One slot for every UE; returns the step's arrays (see `LLMSplitCellEnv` for their meaning)."""
+        """One slot for every UE of every cell; returns the step's arrays (see `LLMSplitCellEnv` for their meaning;
+        per-UE arrays over ``num_cells · N``, per-cell ones over ``num_cells``)."""
         if not self._started:
             raise episode.NotResetError("step() before reset(): call reset(seed=...) first")
         ues, p, qb = self.ues, self.problem, self.qb
@@ -255,9 +287,10 @@ class CellSimulator:
         o = CellOutcome(k, move, level, quality, ppl, ep.ppl0, np.minimum(c.airtime_s, p.max_airtime_s),
                         c.latency_s, c.capped_latency_s, c.energy_j / self._energy_ref_j, self.deadline_s)  # fmt: skip
         comps, r = p.score(o)
-        comps = {n: np.where(active, v, 0.0) for n, v in comps.items()}
-        rewards = np.where(active, r, 0.0)
-        team = float(rewards.mean() if self.team_mean else rewards.sum())
+        comps = {n: v * active if isinstance(v, np.ndarray) else np.where(active, v, 0.0) for n, v in comps.items()}
+        rewards = r * active
+        per_cell = rewards.reshape(self.num_cells, self.n_ues)
+        team = per_cell.mean(axis=1) if self.team_mean else per_cell.sum(axis=1)
 
         est_prev = st["estimate"]
         ues._dyn.advance_batch(st, z)
@@ -270,20 +303,20 @@ class CellSimulator:
             "rewards": comps,
             "reward": rewards,
             "team_reward": team,
-            "ppl": np.where(active, ppl, 0.0),
+            "ppl": ppl * active,
             p.level_name: level,
-            "packet_loss": np.where(active, loss, 0.0),
+            "packet_loss": loss * active,
             "outside_grid": (level < qb.level_lo) | (level > qb.level_hi),
             "airtime_s": c.airtime_s,
-            "latency_s": np.where(active, c.latency_s, 0.0),
+            "latency_s": c.latency_s,
             "deadline_miss": active & (c.latency_s > self.deadline_s),
             "offloaded": c.transmitting,
             "edge_backlog_s": self.backlog_s,
             "edge_work_s": c.edge_work_s,
-            "truncated": bool(np.all(truncated)),
+            "truncated": bool(truncated[0]),  # every UE's episode started together: they end together
         }
         self.backlog_s = c.backlog_after_s
-        self.last_offload_share = float(np.count_nonzero(c.transmitting)) / self.n_ues
+        self.last_offload_share = c.transmitting.reshape(self.num_cells, self.n_ues).mean(axis=1)
         self.last_edge_load = c.edge_work_s / self.slot_s
         self._draw_arrivals()
         return out
@@ -291,22 +324,22 @@ class CellSimulator:
     # --- observation ----------------------------------------------------------------------------------------------
 
     def own_features(self) -> np.ndarray:
-        """``[N, n_own]`` float64: each UE's `LLMSplit-v0` observation and whether it has a request now."""
-        ues = self.ues
-        own = np.empty((self.n_ues, self.n_own))
+        """``[num_cells · N, n_own]`` float64 (a buffer the next call overwrites): each UE's `LLMSplit-v0`
+        observation and whether it has a request now."""
+        ues, own = self.ues, self._own
         ues._observer.columns(ues._ep, ues._state, own[:, :-1])
         own[:, -1] = self.active
         return own
 
     def shared_features(self) -> np.ndarray:
-        """``[4]``: the edge backlog and last step's edge work (in slots, capped at 10), the share of UEs with a
-        request now, the share that offloaded last step (`SHARED_OBSERVATION`)."""
-        return np.array([
-            min(self.backlog_s / self.slot_s, 10.0),
-            float(np.count_nonzero(self.active)) / self.n_ues,
-            self.last_offload_share,
-            min(self.last_edge_load, 10.0),
-        ])  # fmt: skip
+        """``[num_cells, 4]``: the edge backlog and last step's edge work (in slots, capped at 10), the share of UEs
+        with a request now, the share that offloaded last step (`SHARED_OBSERVATION`)."""
+        out = np.empty((self.num_cells, 4))
+        np.minimum(self.backlog_s / self.slot_s, 10.0, out=out[:, 0])
+        out[:, 1] = self.active.reshape(self.num_cells, self.n_ues).mean(axis=1)
+        out[:, 2] = self.last_offload_share
+        np.minimum(self.last_edge_load, 10.0, out=out[:, 3])
+        return out
 
     def own_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         p = self.problem
@@ -316,13 +349,18 @@ class CellSimulator:
     def shared_bounds() -> tuple[np.ndarray, np.ndarray]:
         return np.array([b[1] for b in SHARED_OBSERVATION]), np.array([b[2] for b in SHARED_OBSERVATION])
 
-    # --- expectations (planners) -------------------------------------------------------------------------------------
+    # --- expectations (planners; one cell) ---------------------------------------------------------------------------
+
+    def _one_cell(self, what: str) -> None:
+        if self.num_cells != 1:
+            raise ValueError(f"{what} plans one cell: build the simulator with num_cells=1")
 
     def expected_quality_table(self) -> tuple[np.ndarray, np.ndarray]:
         """``(E[quality], E[PPL])``, each ``[N, L + 1]``: every UE's expectations at every split at its true level
         after no move (row k = 0 unused)."""
+        self._one_cell("expected_quality_table")
         L = self.num_layers
-        eq, ep_ = np.zeros((self.n_ues, L + 1)), np.zeros((self.n_ues, L + 1))
+        eq, eppl = np.zeros((self.n_ues, L + 1)), np.zeros((self.n_ues, L + 1))
         dyn, st = self.ues._dyn, self.ues._state
         saved = dyn.get_state()
         try:
@@ -330,25 +368,27 @@ class CellSimulator:
                 dyn.set_state([st[n][i] for n in dyn.state_names])
                 level = dyn.level_after(0)
                 for k in self.problem.allowed_splits:
-                    eq[i, k], ep_[i, k] = self.qb.expectations(k, level)
+                    eq[i, k], eppl[i, k] = self.qb.expectations(k, level)
         finally:
             dyn.set_state(saved)
-        return eq, ep_
+        return eq, eppl
 
     def expected_rewards(self, k: np.ndarray, table: tuple[np.ndarray, np.ndarray] | None = None,
                          backlog_s: float | None = None) -> np.ndarray:  # fmt: skip
         """``[N]`` expected reward of each UE if the UEs with a request play splits ``k`` now (idle UEs: 0): the
         quality's expectation at the true level (``table``: `expected_quality_table`, computed if None), the
         contention exact given ``k`` and the edge backlog (``backlog_s``; None: the current one)."""
+        self._one_cell("expected_rewards")
         eq, eppl = self.expected_quality_table() if table is None else table
         level = self.ues._state["level"]
         backlog = self.backlog_s if backlog_s is None else backlog_s
         c = self.contention(k, level, self.active, backlog)
-        return np.where(self.active, self._score(k, level, eq, eppl, c), 0.0)
+        return self._score(k, level, eq, eppl, c) * self.active
 
     def alone_reward_table(self, table: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """``[N, n_actions]`` (absolute actions): each UE's expected reward at every split as if it were the only UE
         transmitting and the edge were idle (``-inf`` for masked actions): what a selfish UE maximises."""
+        self._one_cell("alone_reward_table")
         p = self.problem
         if p.relative:
             raise ValueError("alone_reward_table is for absolute actions (config action_mode 'absolute')")
