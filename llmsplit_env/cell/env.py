@@ -64,7 +64,7 @@ from llmsplit_env.config import merge_config_kwargs
 class LLMSplitCellEnv(gym.Env):
     __doc__ = __doc__
 
-    metadata: ClassVar[dict] = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     @classmethod
     def default_config(cls) -> dict:
@@ -73,8 +73,10 @@ class LLMSplitCellEnv(gym.Env):
 
     def __init__(self, config: Mapping | None = None, render_mode: str | None = None, **config_keys: Any) -> None:
         super().__init__()
-        if render_mode is not None:
-            raise ValueError("LLMSplitCellEnv does not render; render_mode must be None")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self._last: dict | None = None
         if config_keys:
             config = merge_config_kwargs(config, config_keys)
         self.sim = sim = CellSimulator(config)
@@ -104,6 +106,7 @@ class LLMSplitCellEnv(gym.Env):
         if options:
             raise ValueError(f"unknown reset options {sorted(options)}; LLMSplitCellEnv takes none")
         self.sim.reset(seed)
+        self._last = None
         sim = self.sim
         info = {
             "split": sim.ues._ep.prev_split.copy(),
@@ -119,7 +122,33 @@ class LLMSplitCellEnv(gym.Env):
         for key in ("team_reward", "edge_backlog_s", "edge_work_s"):  # the one cell's
             info[key] = float(out[key][0])
         info["quality_evals"] = 0
+        self._last = info
         return self._observe(), info["team_reward"], False, out["truncated"], info
+
+    def render(self):
+        """``ansi``: one line per UE of the last step (split, request, latency, deadline); ``rgb_array``: a bar per UE,
+        its height the split (blue: met its deadline, red: missed it, grey: no request)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'rgb_array'")
+            return None
+        sim, info = self.sim, self._last
+        split = sim.ues._ep.prev_split
+        miss = np.zeros(self.n_ues, dtype=bool) if info is None else info["deadline_miss"]
+        active = sim.active if info is None else info["active"]
+        if self.render_mode == "ansi":
+            lines = [f"backlog {sim.backlog_s[0] * 1e3:.1f} ms"]
+            for i in range(self.n_ues):
+                lat = "" if info is None or not active[i] else f" latency {info['latency_s'][i] * 1e3:6.1f} ms"
+                state = "idle" if not active[i] else ("MISS" if miss[i] else "ok")
+                lines.append(f"ue_{i}: split {int(split[i]):2d}/{self.num_layers} {state}{lat}")
+            return "\n".join(lines) + "\n"
+        h, w = 80, 10
+        img = np.full((h, w * self.n_ues, 3), 255, dtype=np.uint8)
+        for i in range(self.n_ues):
+            top = h - 1 - round((h - 2) * int(split[i]) / self.num_layers)
+            colour = (160, 160, 160) if not active[i] else ((200, 40, 40) if miss[i] else (40, 90, 200))
+            img[top:h, i * w + 1 : (i + 1) * w - 1] = colour
+        return img
 
     def action_masks(self) -> np.ndarray:
         """``[N, n]`` bool: each UE's `LLMSplit-v0` action mask."""
