@@ -8,7 +8,8 @@ All implement the agent protocol (`agents.common.protocol.Agent`) on the central
 * `SelfishAgent` (privileged): each UE plays the single-UE myopic oracle on its own channel, as if alone (the full
   band, an idle edge);
 * `CellPlannerAgent` (privileged): coordinate descent over the joint splits on the expected team reward with the
-  exact contention, plus the backlog it leaves (that joint split replayed once more on it).
+  exact contention, plus the backlog it leaves (that joint split replayed once more on it), from two starts (the
+  selfish choice and every UE local), the better kept.
 
 The privileged agents read the true state of the env they are bound to (`set_env`), as `agents.baselines.OracleAgent`
 does; both are myopic in the channel (one step), which is what makes their ratio the value of coordination alone.
@@ -159,8 +160,9 @@ class SelfishAgent(CellAgent):
 
 class CellPlannerAgent(CellAgent):
     """Privileged: coordinate descent over the joint splits of the UEs with a request, on the expected team reward with
-    the exact contention (uplink shares, edge queue), starting from the selfish choice; each UE in turn takes its best
-    split given the others', until a sweep changes nothing (at most ``max_sweeps``). ``backlog_weight`` prices the
+    the exact contention (uplink shares, edge queue): from the selfish choice and from every UE local, each UE in turn
+    takes its best split given the others', until a sweep changes nothing (at most ``max_sweeps``); the better of the
+    two ends is played. ``backlog_weight`` prices the
     backlog a joint split leaves: the team reward lost if the same joint split met that backlog next step (0 ignores
     it)."""
 
@@ -197,11 +199,22 @@ class CellPlannerAgent(CellAgent):
         sim = _cell(self.env).sim
         p = sim.problem
         table = sim.expected_quality_table()
-        alone = sim.alone_reward_table(table)
-        actions = np.argmax(alone, axis=1).astype(np.int64)
-        k = actions + p.k_min
+        selfish = np.argmax(sim.alone_reward_table(table), axis=1) + p.k_min
+        local = np.full(sim.n_ues, p.allowed_splits[-1])
+        # two starts: the selfish choice (every UE offloading where alone it would) and every UE local (the
+        # offloaders are then added one by one); a single UE's move cannot leave an overloaded band where two or more
+        # must leave it at once, so each start may stop at its own local optimum: keep the better
+        best_k, best = None, -np.inf
+        for start in (selfish, local):
+            k, v = self._descend(start.copy(), table)
+            if v > best:
+                best_k, best = k, v
+        return (best_k - p.k_min).astype(np.int64)
+
+    def _descend(self, k: np.ndarray, table) -> tuple[np.ndarray, float]:
+        sim = _cell(self.env).sim
         best = self.objective(k, table)
-        candidates = np.asarray(p.allowed_splits)
+        candidates = np.asarray(sim.problem.allowed_splits)
         for _ in range(self.max_sweeps):
             changed = False
             for i in np.flatnonzero(sim.active):
@@ -217,7 +230,7 @@ class CellPlannerAgent(CellAgent):
                         k[i] = old
             if not changed:
                 break
-        return (k - p.k_min).astype(np.int64)
+        return k, best
 
 
 def evaluate_cell(agent: Any, env: gym.Env, seeds: list[int]) -> dict[str, Any]:
