@@ -25,7 +25,7 @@ from agents.common.save_util import (
     weights_bytes,
     write_files,
 )
-from agents.zoo.registry import ALGOS, REGISTRY, TrainJob
+from agents.zoo.registry import ALGOS, CELL, REGISTRY, SINGLE, TrainJob
 
 ENV_ID = "LLMSplit-v0"
 # algo -> (budget, hyperparameters): tiny, so each trains in about a second
@@ -43,11 +43,18 @@ TINY: dict[str, tuple[int, dict]] = {
     "random": (0, {}),
     "fixed": (0, {"split": 7}),
     "threshold": (60, {}),
+    "cell_planner": (0, {"max_sweeps": 2}),
+    "cell_selfish": (0, {}),
+    "cell_fixed": (0, {"split": 7}),
+    "cell_random": (0, {}),
 }  # fmt: skip
+CELL_ID = "LLMSplit-Cell-v0"
+CELL_CONFIG = {"cell": {"n_ues": 3}, "max_episode_steps": 10}
 
 
 def _algo_params():
-    return [pytest.param(a, marks=pytest.mark.slow) if a == "rllib_ppo" else a for a in ALGOS]
+    return [pytest.param(a, marks=pytest.mark.slow) if a == "rllib_ppo" else a for a in ALGOS
+            if SINGLE in REGISTRY[a].envs]  # fmt: skip
 
 
 def test_every_algo_has_a_tiny_setting():
@@ -79,10 +86,10 @@ def test_protocol_errors_name_what_is_wrong():
     assert not isinstance(object(), Agent)
 
 
-def _train(algo: str, env: gym.Env):
+def _train(algo: str, env: gym.Env, env_id: str = ENV_ID):
     entry = REGISTRY[algo]
     steps, hp = TINY[algo]
-    job = TrainJob(algo, env, ENV_ID, None, 3, steps or None, None, None, None, False, hp, None)
+    job = TrainJob(algo, env, env_id, None, 3, steps or None, None, None, None, False, hp, None)
     built = entry.build(job)
     evals = entry.fit(job, built)
     return entry, built, evals
@@ -129,6 +136,27 @@ def test_tiny_agent_round_trips_with_the_same_actions(algo, tmp_path, request):
         want, _ = agent.predict(batch, deterministic=True)
         got, _ = loaded.predict(batch, deterministic=True)
         assert want.shape == (len(seen),) and np.array_equal(want, got)
+
+
+# RLlib PPO on the cell is its own module's (multi-agent, a shared policy): tested there
+@pytest.mark.parametrize("algo", [a for a in ALGOS if CELL in REGISTRY[a].envs and a != "rllib_ppo"])
+def test_tiny_cell_agent_round_trips_with_the_same_actions(algo, tmp_path):
+    env = gym.make(CELL_ID, config=CELL_CONFIG)
+    entry, built, evals = _train(algo, env, CELL_ID)
+    agent = built.agent
+    assert isinstance(agent, Agent) and agent.quality_evals == evals
+    path = tmp_path / entry.file_name
+    entry.save(agent, path, {"algo": algo, "hyperparams": built.hp, "seed": 3})
+    loaded = entry.load_agent(path, env)
+    assert type(loaded) is type(agent) and loaded.quality_evals == agent.quality_evals
+    obs, _ = env.reset(seed=11)
+    done = False
+    while not done:  # one action per UE, the same from the trained and the loaded agent
+        a, _ = agent.predict(obs, deterministic=True)
+        b, _ = loaded.predict(obs, deterministic=True)
+        assert np.shape(a) == (3,) and np.array_equal(a, b)
+        obs, _, terminated, truncated, _ = env.step(np.asarray(a))
+        done = terminated or truncated
 
 
 # ------------------------------------------------------------------------------------------------ save_util

@@ -11,7 +11,8 @@ from agents.zoo.registry import ALGOS, REGISTRY, load_agent, train_agent
 def test_registry_covers_every_algo():
     assert set(ALGOS) == set(REGISTRY) == {
         "mbrl", "ppo", "a2c", "dqn", "maskable_ppo", "rsm_ppo", "rllib_ppo",
-        "oracle", "random", "fixed", "threshold"}  # fmt: skip
+        "oracle", "random", "fixed", "threshold",
+        "cell_planner", "cell_selfish", "cell_fixed", "cell_random"}  # fmt: skip
     for algo, entry in REGISTRY.items():
         cls = entry.agent_class()
         assert callable(getattr(cls, "load", None)), algo
@@ -19,7 +20,8 @@ def test_registry_covers_every_algo():
         assert entry.hyperparam_keys() is not None, algo
         assert (HYPERPARAMS_DIR / f"{algo}.yml").is_file() == entry.yaml, algo
     assert set(hyperparam_algos()) == {a for a, e in REGISTRY.items() if e.yaml}
-    assert [a for a, e in REGISTRY.items() if not e.uses_budget] == ["oracle", "random", "fixed"]
+    no_budget = ["oracle", "random", "fixed", "cell_planner", "cell_selfish", "cell_fixed", "cell_random"]
+    assert [a for a, e in REGISTRY.items() if not e.uses_budget] == no_budget
     assert "warmup_steps" in REGISTRY["mbrl"].hyperparam_keys() and "n_real" in REGISTRY["rsm_ppo"].hyperparam_keys()
     assert "learning_rate" in REGISTRY["ppo"].hyperparam_keys() and "n_timesteps" in REGISTRY["ppo"].hyperparam_keys()
 

@@ -16,8 +16,15 @@ evaluation during training.
   costs one.
 * ``"none"``: a constant ``initial_evals`` (training inside a learned surrogate, e.g. RSM-PPO's PPO phase, costs no
   real evaluations).
-* ``"auto"`` (default): ``"none"`` if the training env is a surrogate (attribute ``is_surrogate_env``), ``"info"`` if
-  its config names ``backend: llm``, else ``"steps"``.
+* ``"requests"``: one per request served (the sum of ``info["active"]``): the edge cell's count, where a step serves
+  up to N requests, each standing for one evaluation of the real model as a profile step does.
+* ``"auto"`` (default): ``"none"`` if the training env is a surrogate (attribute ``is_surrogate_env``), ``"requests"``
+  if it is the edge cell (attribute ``n_ues``), ``"info"`` if its config names ``backend: llm``, else ``"steps"``.
+
+**The edge cell** (``LLMSplit-Cell-v0``: ``info["rewards"]`` holds ``[N]`` arrays, ``info["active"]`` the UEs with a
+request): ``reward/<c>`` is the mean per request (idle UEs' zeros left out), and the tracker adds ``cell/team_reward``
+(mean per step), ``cell/deadline_miss_rate`` and ``cell/offload_share`` (per request) and ``ue/<i>/reward`` (UE i's
+mean reward per step, idle steps counting 0, as in the team reward), over the same window of finished episodes.
 """
 
 from __future__ import annotations
@@ -34,14 +41,15 @@ from agents.common.env_util import EnvLike, is_live_config
 from agents.common.evaluation import OracleNormalizer
 from agents.common.logger import TagTreeLogger
 
-COUNT_MODES = ("auto", "steps", "info", "none")
+COUNT_MODES = ("auto", "steps", "info", "none", "requests")
 
 
 class RewardComponentTracker:
     """Per-episode sums of ``info["rewards"]`` components and the real-evaluation count, for any training loop.
 
-    ``update(infos, dones)`` after every (vector) step; ``record(logger)`` writes ``reward/<c>`` for the episodes
-    finished since the last ``reset_window()`` and ``cost/quality_evals``. Episodes are tracked per env index.
+    ``update(infos, dones)`` after every (vector) step; ``record(logger)`` writes ``reward/<c>`` (and on the edge cell
+    the ``cell/*`` and ``ue/<i>/*`` tags, module doc) for the episodes finished since the last ``reset_window()`` and
+    ``cost/quality_evals``. Episodes are tracked per env index.
     """
 
     def __init__(self, count: str = "steps", initial_evals: int = 0) -> None:
@@ -52,12 +60,17 @@ class RewardComponentTracker:
         self.count = count
         self.initial_evals = int(initial_evals)
         self.steps = 0
+        self.requests = 0
         self.info_evals = 0
         self._last_info_count: dict[int, int] = {}
         self._ep_sums: dict[int, dict[str, float]] = {}
         self._ep_len: dict[int, int] = {}
         self._win_sums: dict[str, float] = {}
         self._win_steps = 0
+        # the edge cell: per-request components (their denominator is the requests, not the steps) and the cell's sums
+        self._per_request: set[str] = set()
+        self._ep_cell: dict[int, dict[str, Any]] = {}
+        self._win_cell: dict[str, Any] = {}
         self.episodes = 0
 
     @property
@@ -67,6 +80,8 @@ class RewardComponentTracker:
             return self.initial_evals + self.steps
         if self.count == "info":
             return self.initial_evals + self.info_evals
+        if self.count == "requests":
+            return self.initial_evals + self.requests
         return self.initial_evals
 
     def update(self, infos: Sequence[dict], dones: Sequence[bool] | np.ndarray) -> int:
@@ -80,10 +95,19 @@ class RewardComponentTracker:
                 last = self._last_info_count.get(i, 0)
                 self.info_evals += int(qe) - last if qe >= last else int(qe)
                 self._last_info_count[i] = int(qe)
+            active = info.get("active")
+            cell = active is not None and "team_reward" in info
+            if cell:
+                active = np.asarray(active, dtype=bool)
+                self.requests += int(active.sum())
+                self._update_cell(i, info, active)
             comps = info.get("rewards")
             if comps:
                 sums = self._ep_sums.setdefault(i, {})
                 for c, v in comps.items():
+                    if cell and np.ndim(v):  # one value per UE: the requests' sum (idle UEs' zeros are no requests)
+                        self._per_request.add(c)
+                        v = np.asarray(v, dtype=np.float64)[active].sum()
                     sums[c] = sums.get(c, 0.0) + float(v)
             self._ep_len[i] = self._ep_len.get(i, 0) + 1
             if dones[i]:
@@ -92,20 +116,53 @@ class RewardComponentTracker:
                 for c, v in self._ep_sums.pop(i, {}).items():
                     self._win_sums[c] = self._win_sums.get(c, 0.0) + v
                 self._win_steps += self._ep_len.pop(i, 0)
+                for c, v in self._ep_cell.pop(i, {}).items():
+                    self._win_cell[c] = self._win_cell.get(c, 0.0) + v
         return finished
 
+    def _update_cell(self, i: int, info: dict, active: np.ndarray) -> None:
+        sums = self._ep_cell.setdefault(i, {})
+        step = {
+            "team_reward": float(info["team_reward"]),
+            "requests": int(active.sum()),
+            "deadline_miss": int(np.sum(info.get("deadline_miss", 0))),
+            "offloaded": int(np.sum(info.get("offloaded", 0))),
+            "ue_reward": np.asarray(info["reward"], dtype=np.float64),
+        }
+        for c, v in step.items():
+            sums[c] = sums.get(c, 0.0) + v
+
     def window_means(self) -> dict[str, float]:
-        """Mean per-step component values over the episodes finished since the last ``reset_window``."""
+        """Mean per-step component values over the episodes finished since the last ``reset_window`` (on the edge
+        cell: per request)."""
         if self._win_steps == 0:
             return {}
-        return {c: v / self._win_steps for c, v in self._win_sums.items()}
+        requests = self._win_cell.get("requests", 0)
+        return {c: v / (requests if c in self._per_request else self._win_steps)
+                for c, v in self._win_sums.items() if c not in self._per_request or requests}  # fmt: skip
+
+    def cell_means(self) -> dict[str, float]:
+        """The edge cell's tags over the same window (module doc): ``cell/team_reward``, ``cell/deadline_miss_rate``,
+        ``cell/offload_share``, ``ue/<i>/reward``; empty for any other env or before an episode finished."""
+        w = self._win_cell
+        if not w or self._win_steps == 0:
+            return {}
+        out = {"cell/team_reward": w["team_reward"] / self._win_steps}
+        if w["requests"]:
+            out["cell/deadline_miss_rate"] = w["deadline_miss"] / w["requests"]
+            out["cell/offload_share"] = w["offloaded"] / w["requests"]
+        for ue, v in enumerate(np.asarray(w["ue_reward"]) / self._win_steps):
+            out[f"ue/{ue}/reward"] = float(v)
+        return out
 
     def reset_window(self) -> None:
-        self._win_sums, self._win_steps = {}, 0
+        self._win_sums, self._win_steps, self._win_cell = {}, 0, {}
 
     def record(self, logger: Logger) -> None:
         for c, v in self.window_means().items():
             logger.record(f"reward/{c}", v)
+        for tag, v in self.cell_means().items():
+            logger.record(tag, v)
         logger.record("cost/quality_evals", self.quality_evals)
 
 
@@ -119,6 +176,11 @@ def _detect_count_mode(venv: Any) -> str:
             return "none"
     except (AttributeError, NotImplementedError):
         pass
+    try:  # the edge cell (`LLMSplitCellEnv.n_ues`): its steps serve up to N requests each
+        venv.get_attr("n_ues")
+        return "requests"
+    except (AttributeError, NotImplementedError):
+        pass
     try:
         cfgs = venv.get_attr("config")
     except (AttributeError, NotImplementedError):
@@ -127,13 +189,14 @@ def _detect_count_mode(venv: Any) -> str:
 
 
 class RewardComponentCallback(BaseCallback):
-    """Logs ``reward/<component>`` (mean per-step value over the episodes finished since the last dump) and
-    ``cost/quality_evals`` (real quality evaluations spent so far; see the module doc for ``count``).
+    """Logs ``reward/<component>`` (mean per-step value over the episodes finished since the last dump),
+    ``cost/quality_evals`` (real quality evaluations spent so far; see the module doc for ``count``) and, on the edge
+    cell, ``cell/*`` and ``ue/<i>/reward`` (module doc).
 
     It also turns the model's logger into a `TagTreeLogger` (``train/*`` mirrored as ``model/*``), so an SB3 model
     gets the whole tag tree from this one callback.
 
-    :param count: ``"auto"``, ``"steps"``, ``"info"`` or ``"none"`` (module doc)
+    :param count: ``"auto"``, ``"steps"``, ``"info"``, ``"none"`` or ``"requests"`` (module doc)
     :param initial_evals: evaluations already spent before this training (e.g. RSM-PPO's ``n_real``)
     """
 
@@ -182,6 +245,8 @@ class RewardComponentCallback(BaseCallback):
         if tr.update(infos, dones):
             for c, v in tr.window_means().items():
                 self.logger.record(f"reward/{c}", v)
+            for tag, v in tr.cell_means().items():
+                self.logger.record(tag, v)
         evals = self._evals()
         self.logger.record("cost/quality_evals", evals)
         self.model.quality_evals = evals  # the `Agent` protocol's count on the SB3 model
@@ -268,6 +333,9 @@ class OracleNormalisedEvalCallback(BaseCallback):
         self.logger.record("eval/std_reward", res["std_return"])
         self.logger.record("eval/normalized_score", res["normalized_score"])
         self.logger.record("eval/mean_ppl", res["mean_ppl"])
+        for key in ("offload_share", "deadline_miss_rate"):  # the edge cell's (`evaluate_agent`)
+            if key in res:
+                self.logger.record(f"eval/{key}", res[key])
         self.logger.record("eval/quality_evals", evals)
         if self.verbose >= 1:
             print(

@@ -33,6 +33,7 @@ from agents.common.limits import (
     MAX_PART_BYTES,
     MAX_PARTS,
     MAX_PICKLE_BYTES,
+    MAX_SPACE_ELEMENTS,
     MAX_TOTAL_BYTES,
     check_space_size,
     check_zip_entries,
@@ -72,6 +73,9 @@ def describe_space(space: gym.Space) -> dict[str, Any]:
     if isinstance(space, gym.spaces.Box):
         return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
                 "low": np.asarray(space.low).tolist(), "high": np.asarray(space.high).tolist()}  # fmt: skip
+    if isinstance(space, gym.spaces.MultiDiscrete) and space.nvec.ndim == 1 and not space.start.any():
+        # the edge cell's action: one split per UE (`LLMSplit-Cell-v0`)
+        return {"type": "MultiDiscrete", "nvec": [int(n) for n in space.nvec]}
     raise ValueError(f"unsupported space {space}")
 
 
@@ -79,6 +83,15 @@ def space_from(description: Any, path: str | os.PathLike) -> gym.Space:
     """The space `describe_space` described; ``ValueError`` naming ``path`` for anything else, and for a space over
     the limits (`agents.common.limits.check_space_size`: elements, dtype), checked before anything is allocated."""
     d = description
+    if isinstance(d, dict) and d.get("type") == "MultiDiscrete":
+        nvec = d.get("nvec")
+        ok = isinstance(nvec, list) and nvec and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                                                     for n in nvec)  # fmt: skip
+        # the policy has one output per action of each dimension: their total is what the limit bounds
+        if not ok or sum(nvec) > MAX_SPACE_ELEMENTS:
+            raise ValueError(f"{path}: MultiDiscrete nvec is not a non-empty list of integers >= 1 with at most "
+                             f"{MAX_SPACE_ELEMENTS:,} actions in all (the limit)")  # fmt: skip
+        return gym.spaces.MultiDiscrete(nvec)
     if isinstance(d, dict) and d.get("type") in ("Discrete", "Box"):
         check_space_size(d, f"{path}: {d['type']} space")
     if isinstance(d, dict) and d.get("type") == "Discrete":

@@ -7,6 +7,12 @@ SNR policy map) and, with ``--json FILE``, ``{agent: {mean_return, ci95, normali
 (``{agent: {error}}`` for an agent that could not be loaded or failed while acting). Every agent that can be is
 evaluated; each other one is listed with its reason. Exit status: 0 every agent evaluated, `PARTIAL` (3) some,
 1 none (2: bad input, 130: Ctrl-C).
+
+On the edge cell (``--env LLMSplit-Cell-v0``) the return is the team's, normalised with `agents.cell.CellRandomAgent`
+(seed 0) and `agents.cell.CellPlannerAgent` (the cell's "oracle"); the table and the JSON add the offload share and the
+deadline-miss rate (per request), the JSON also the edge utilisation, the mean latency and ``ue_returns`` (each UE's
+mean return per episode); PPL and splits are over requests, and the policy map plots each request's split against its
+UE's observed level.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ import numpy as np
 from agents.zoo.common import check_output_folder, cli_main, read_summary
 
 PARTIAL = 3  # exit status: some agents evaluated, the others listed with their reasons
+#: the edge cell's figures (`agents.common.evaluation.evaluate_agent`) in the results and the JSON
+CELL_KEYS = ("offload_share", "deadline_miss_rate", "edge_utilisation", "mean_latency_s")
+#: what the JSON holds per agent (the edge cell's figures and per-UE returns only on the cell)
+JSON_KEYS = ("mean_return", "ci95", "normalized_score", "mean_ppl", "quality_evals", *CELL_KEYS, "ue_returns")
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -48,7 +58,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from agents.common.env_util import make_env
-    from agents.common.evaluation import OracleNormalizer, evaluate_agent
+    from agents.common.evaluation import OracleNormalizer, evaluate_agent, is_cell_env
     from agents.zoo.registry import load_agent
 
     if args.n_eval_episodes < 2:
@@ -81,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     env = make_env(args.env, env_kwargs)
     reference = OracleNormalizer(env, seeds)
     r_random, r_oracle = reference.reference
+    n_random, n_oracle = reference.reference_names
+    cell = is_cell_env(env)
 
     results, traces, failed = {}, {}, {}
     try:
@@ -111,18 +123,23 @@ def run(args: argparse.Namespace) -> int:
                 "quality_evals": int(e.get("quality_evals", 0)),
                 "split_histogram": {int(k): int(c) for k, c in tr["split_counts"].items() if c},
             }
+            if cell:  # the edge cell's figures (`evaluate_agent`), and each UE's mean return per episode
+                results[name] |= {k: float(tr[k]) for k in CELL_KEYS} | {"ue_returns": tr["ue_returns"].tolist()}
     except KeyboardInterrupt:
         if args.json and results:  # keep what finished
             write_json(args.json, results, failed)
         raise
 
     print(f"{args.env}: {len(seeds)} held-out episodes (seeds {seeds[0]}…{seeds[-1]}); "
-          f"oracle {r_oracle:.2f}, random {r_random:.2f}")  # fmt: skip
-    print(f"{'agent':<18}{'return ± 95% CI':>20}{'norm. score':>13}{'mean PPL':>10}{'real evals':>12}  top splits")
+          f"{n_oracle} {r_oracle:.2f} (score 1), {n_random} {r_random:.2f} (score 0)")  # fmt: skip
+    extra = f"{'offload':>9}{'dl. miss':>10}" if cell else ""
+    print(f"{'agent':<18}{'return ± 95% CI':>20}{'norm. score':>13}{extra}{'mean PPL':>10}{'real evals':>12}  "
+          f"top splits{' (requests)' if cell else ''}")  # fmt: skip
     for name, r in sorted(results.items(), key=lambda kv: -kv[1]["mean_return"]):
         top = sorted(r["split_histogram"].items(), key=lambda kv: -kv[1])[:4]
         tops = " ".join(f"k{k}:{c / sum(r['split_histogram'].values()):.0%}" for k, c in top)
-        print(f"{name:<18}{r['mean_return']:>12.2f} ± {r['ci95']:<5.2f}{r['normalized_score']:>13.3f}"
+        extra = f"{r['offload_share']:>9.1%}{r['deadline_miss_rate']:>10.1%}" if cell else ""
+        print(f"{name:<18}{r['mean_return']:>12.2f} ± {r['ci95']:<5.2f}{r['normalized_score']:>13.3f}{extra}"
               f"{r['mean_ppl']:>10.1f}{r['quality_evals']:>12d}  {tops}")  # fmt: skip
     for name, why in failed.items():
         print(f"{name:<18}not evaluated: {why}")
@@ -132,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if not results:
         print(f"error: none of the {len(entries)} agents could be evaluated", file=sys.stderr)
         return 1
-    write_plots(plots, {k: e for k, e in entries.items() if k in results}, traces)
+    write_plots(plots, {k: e for k, e in entries.items() if k in results}, traces, cell=cell)
     print(f"plots: {plots}/learning_curves.png, {plots}/policy_map.png")
     if failed:
         print(f"partial: {len(failed)} of the {len(entries)} agents could not be evaluated", file=sys.stderr)
@@ -163,8 +180,7 @@ def check_output_file(path: Path, flag: str) -> None:
 def write_json(path: Path, results: dict, failed: dict) -> None:
     from llmsplit_env.util.files import atomic_write_json
 
-    keys = ("mean_return", "ci95", "normalized_score", "mean_ppl", "quality_evals")
-    out = {name: {k: r[k] for k in keys} for name, r in results.items()}
+    out = {name: {k: r[k] for k in JSON_KEYS if k in r} for name, r in results.items()}
     out |= {name: {"error": why} for name, why in failed.items()}
     atomic_write_json(path, out)
 
@@ -180,7 +196,9 @@ def save_png(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_plots(folder: Path, entries: dict, traces: dict) -> None:
+def write_plots(folder: Path, entries: dict, traces: dict, cell: bool = False) -> None:
+    """Learning curves and the policy map (each decision's split against the observed level; on the edge cell, each
+    request's split against its UE's own observed level: the cell's shared load is not on that axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,9 +234,9 @@ def write_plots(folder: Path, entries: dict, traces: dict) -> None:
         ax.scatter(tr["levels"], tr["step_splits"], s=3, alpha=0.4)
         ax.set_title(name, fontsize=9)
     for ax in axes[-1]:
-        ax.set_xlabel("observed level (SNR dB or ρ)")
+        ax.set_xlabel("the UE's observed level (SNR dB or ρ)" if cell else "observed level (SNR dB or ρ)")
     for ax in axes[:, 0]:
-        ax.set_ylabel("chosen split k")
+        ax.set_ylabel("chosen split k (per request)" if cell else "chosen split k")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()

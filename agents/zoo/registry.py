@@ -9,6 +9,14 @@ the benchmarks). ``REGISTRY`` maps each algo to its `AlgoEntry` (agent class, tr
 | `rllib_ppo`     | RLlib PPO with env runners on a Ray cluster (`agents.rllib_ppo`) | its env steps                |
 | `threshold`     | SNR-threshold rule fitted on random real steps              | its fitting steps             |
 | `oracle`, `random`, `fixed` | privileged upper bound, lower bound, the best fixed split (or a given one) | 0 |
+| `cell_planner`, `cell_selfish` | the edge cell's privileged coordinated planner (its "oracle") and selfish UEs | 0 |
+| `cell_fixed`, `cell_random` | the edge cell: every UE at the best fixed split (or a given one); uniform random | 0 |
+
+Each algo acts on the env kinds its entry names (``AlgoEntry.envs``): ``"single"`` (`LLMSplit-v0` and its
+variants: one UE, a ``Discrete`` action) and ``"cell"`` (``LLMSplit-Cell-v0``: N UEs, one ``MultiDiscrete`` action of N
+splits, the team reward). On the cell: SB3 PPO and A2C on the centralised env (``MultiDiscrete`` actions), RLlib PPO
+(`agents.rllib_ppo`) and the cell baselines of `agents.cell`; the rest (DQN and MaskablePPO's tables, the MBRL and
+RSM surrogates, the single-UE heuristics) are refused by name (`check_env_kind`), naming what works there.
 """
 
 from __future__ import annotations
@@ -33,6 +41,13 @@ if TYPE_CHECKING:
     from agents.common.evaluation import OracleNormalizer
 
 SB3_ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo")
+#: the env kinds (`env_kind`): one UE (`LLMSplit-v0`, `LLMSplit-Paper-v0`, `LLMSplit-LLM-v0`), the edge cell
+SINGLE, CELL = "single", "cell"
+#: what each kind is, for the errors that refuse an algo on it
+KIND_NAMES = {
+    SINGLE: "the single-UE env (one Discrete split)",
+    CELL: "the edge cell (one MultiDiscrete action of N splits, the team reward)",
+}
 # Seeds of the episodes that pick the best fixed split (`agents.common.evaluation.best_fixed_split`) for `fixed`.
 BEST_FIXED_EPISODES = 20
 
@@ -115,6 +130,8 @@ class AlgoEntry:
     save: Callable[[Any, Path, dict], None] = lambda agent, path, record: agent.save(str(path))
     #: ``load(path, env)``; default: the class's ``load(path, env=env)``
     load: Callable[[Path, gym.Env | None], Any] | None = None
+    #: the env kinds it can act on (`SINGLE`, `CELL`)
+    envs: tuple[str, ...] = (SINGLE,)
 
     def agent_class(self) -> type:
         return getattr(importlib.import_module(self.module), self.cls)
@@ -317,16 +334,57 @@ def _keys(*names: str) -> Callable[[], list[str]]:
     return lambda: list(names)
 
 
+def _build_cell_planner(job: TrainJob) -> Built:
+    from agents.cell import CellPlannerAgent
+
+    hp = dict(job.hyperparams or {})
+    return Built(CellPlannerAgent(job.env, **hp), 0, hp)
+
+
+def _build_cell_selfish(job: TrainJob) -> Built:
+    from agents.cell import SelfishAgent
+
+    return Built(SelfishAgent(job.env), 0, dict(job.hyperparams or {}))
+
+
+def _build_cell_random(job: TrainJob) -> Built:
+    from agents.cell import CellRandomAgent
+
+    return Built(CellRandomAgent(job.env, seed=job.seed), 0, dict(job.hyperparams or {}))
+
+
+def _build_cell_fixed(job: TrainJob) -> Built:
+    from agents.cell import CellFixedAgent
+
+    hp = dict(job.hyperparams or {})
+    split = hp.get("split")
+    # no split given: `_fit_cell_fixed` picks the best one
+    return Built(CellFixedAgent(job.env, split) if split is not None else None, 0, hp)
+
+
+def _fit_cell_fixed(job: TrainJob, built: Built) -> int:
+    from agents.cell import CellFixedAgent
+    from agents.common.evaluation import best_fixed_split
+
+    if built.agent is None:  # every UE at the best fixed split on the team return (privileged, like `fixed`'s)
+        seeds = [10_000_000 + job.seed * 1000 + ep for ep in range(BEST_FIXED_EPISODES)]
+        split, _ = best_fixed_split(job.env_id, seeds, job.env_kwargs)
+        built.agent = CellFixedAgent(job.env, int(split))
+    return 0
+
+
 REGISTRY: dict[str, AlgoEntry] = {
     "mbrl": AlgoEntry("agents.mbrl.agent", "MBRLAgent", _build_mbrl, _fit_mbrl, "agent.pt",
                       _own_keys("agents.mbrl.agent", "MBRLAgent"), yaml=True),
+    # PPO and A2C act on MultiDiscrete (the cell's centralised env); DQN needs a Discrete action, and MaskablePPO's
+    # table has no cell entry (the cell's masks are static: its excluded splits)
     **{a: AlgoEntry("agents.sb3", cls, _build_sb3, _fit_sb3, "agent.zip", _sb3_keys(a), yaml=True,
-                    save=_save_sb3, load=_load_sb3(a))
+                    save=_save_sb3, load=_load_sb3(a), envs=(SINGLE, CELL) if a in ("ppo", "a2c") else (SINGLE,))
        for a, cls in zip(SB3_ALGOS, ("PPO", "A2C", "DQN", "MaskablePPO"), strict=True)},
     "rsm_ppo": AlgoEntry("agents.rsm.agent", "RSMPPOAgent", _build_rsm, _fit_rsm, "agent.zip",
                          _own_keys("agents.rsm.agent", "RSMPPOAgent"), yaml=True),
     "rllib_ppo": AlgoEntry("agents.rllib_ppo", "RLlibPPOAgent", _build_rllib, _fit_rllib, "agent.zip", _rllib_keys,
-                           yaml=True, load=_load_rllib),
+                           yaml=True, load=_load_rllib, envs=(SINGLE, CELL)),
     "oracle": AlgoEntry("agents.baselines", "OracleAgent", _build_oracle, _no_fit, "agent.json", _keys(),
                         uses_budget=False),
     "random": AlgoEntry("agents.baselines", "RandomAgent", _build_random, _no_fit, "agent.json", _keys(),
@@ -335,8 +393,39 @@ REGISTRY: dict[str, AlgoEntry] = {
                        _keys("split"), uses_budget=False),
     "threshold": AlgoEntry("agents.baselines", "SNRThresholdAgent", _build_threshold, _fit_threshold, "agent.json",
                            _keys("num_steps")),
+    "cell_planner": AlgoEntry("agents.cell", "CellPlannerAgent", _build_cell_planner, _no_fit, "agent.json",
+                              _keys("max_sweeps", "backlog_weight"), uses_budget=False, envs=(CELL,)),
+    "cell_selfish": AlgoEntry("agents.cell", "SelfishAgent", _build_cell_selfish, _no_fit, "agent.json", _keys(),
+                              uses_budget=False, envs=(CELL,)),
+    "cell_fixed": AlgoEntry("agents.cell", "CellFixedAgent", _build_cell_fixed, _fit_cell_fixed, "agent.json",
+                            _keys("split"), uses_budget=False, envs=(CELL,)),
+    "cell_random": AlgoEntry("agents.cell", "CellRandomAgent", _build_cell_random, _no_fit, "agent.json", _keys(),
+                             uses_budget=False, envs=(CELL,)),
 }  # fmt: skip
 ALGOS = tuple(REGISTRY)
+
+
+def env_kind(env: gym.Env) -> str:
+    """`CELL` for the edge cell's centralised env, else `SINGLE`."""
+    from agents.common.evaluation import is_cell_env
+
+    return CELL if is_cell_env(env) else SINGLE
+
+
+def algos_for(kind: str) -> tuple[str, ...]:
+    """The algos that can act on envs of ``kind``, in registry order."""
+    return tuple(a for a, e in REGISTRY.items() if kind in e.envs)
+
+
+def check_env_kind(algo: str, env: gym.Env, env_id: str | None = None) -> None:
+    """``ValueError`` if ``algo`` cannot act on ``env`` (`AlgoEntry.envs`), naming the env and the algos that can."""
+    entry = _entry(algo)
+    kind = env_kind(env)
+    if kind not in entry.envs:
+        name = env_id or getattr(getattr(env, "spec", None), "id", None) or type(env.unwrapped).__name__
+        raise ValueError(f"{algo} cannot act on {name}, {KIND_NAMES[kind]}; it acts on "
+                         f"{' and '.join(KIND_NAMES[k] for k in entry.envs)}. Algos for {name}: "
+                         f"{', '.join(algos_for(kind))}")  # fmt: skip
 
 
 def _entry(algo: str) -> AlgoEntry:
@@ -373,14 +462,17 @@ def train_agent(
     check_hyperparams(algo, hyperparams or {}, entry.hyperparam_keys())
     check_values(algo, hyperparams or {})
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     env = make_env(env_id, env_kwargs)
+    check_env_kind(algo, env, env_id)
+    out.mkdir(parents=True, exist_ok=True)
     curve: list[dict] = []
     t0 = time.perf_counter()
 
     def point(agent, evals: int) -> dict[str, float]:
         res = scorer(agent)
         p = {"mean_reward": float(res["mean_return"]), "normalized_score": float(res["normalized_score"])}
+        # the edge cell's own figures (`evaluate_agent`): on the curve and as eval/* tags beside the return
+        p |= {k: float(res[k]) for k in ("offload_share", "deadline_miss_rate") if k in res}
         curve.append({"quality_evals": int(evals), **p})
         if on_point is not None:
             on_point(dict(curve[-1]))
@@ -462,6 +554,7 @@ def check_agent(
     """Build ``algo`` on ``env`` as `train_agent` would, without training or saving it: ``ValueError`` for a bad
     hyperparameter (name, value, policy_kwargs) or budget, before any work."""
     entry = _entry(algo)
+    check_env_kind(algo, env, env_id)
     check_hyperparams(algo, hyperparams or {}, entry.hyperparam_keys())
     check_values(algo, hyperparams or {})
     job = TrainJob(algo, env, env_id, None, seed, n_timesteps, None, None, None, False, hyperparams, None)
@@ -472,8 +565,10 @@ def check_agent(
 
 
 def load_agent(algo: str, path: str | Path, env: gym.Env | None = None):
-    """Load an agent saved by `train_agent` (heuristics need ``env``)."""
+    """Load an agent saved by `train_agent` (heuristics need ``env``; an algo that cannot act on ``env`` is refused)."""
     entry = _entry(algo)
+    if env is not None:
+        check_env_kind(algo, env)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no saved {algo} agent at {str(path)!r}")

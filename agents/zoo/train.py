@@ -4,6 +4,11 @@ With no arguments: MBRL, PPO and RSM-PPO (plus the oracle, random, best-fixed an
 reference) on ``LLMSplit-v0``; TensorBoard runs under ``runs/tb`` (``tensorboard --logdir runs/tb``), agents under
 ``runs/<env>/<algo>_seed<seed>/``, a summary in ``runs/<env>/summary.json``, and a comparison table at the end.
 ``--algo rllib_ppo`` trains RLlib PPO with env runners on a local Ray instance, or the cluster ``--ray-address`` names.
+
+On the edge cell (``--env LLMSplit-Cell-v0``; default algos: PPO on the centralised env, the coordinated planner, the
+selfish UEs, the best fixed split and random) scores are normalised with ``R_random`` = `agents.cell.CellRandomAgent`
+(seed 0) and ``R_oracle`` = `agents.cell.CellPlannerAgent` on the same seeds, and the table adds the offload share and
+the deadline-miss rate; an algo that cannot act on the env is refused, naming those that can.
 """
 
 from __future__ import annotations
@@ -15,20 +20,25 @@ from pathlib import Path
 from agents.zoo.args import parse_key_values
 from agents.zoo.common import check_output_folder, cli_main, read_summary, train_eval_seeds
 
+#: the edge cell's figures the table and the summary's "final" carry beside the return
+CELL_FIGURES = ("offload_share", "deadline_miss_rate")
 DEFAULT_ALGOS = ["mbrl", "ppo", "rsm_ppo", "oracle", "random", "fixed", "threshold"]
+#: the default algos of the envs whose kind takes others (`agents.zoo.registry.algos_for`)
+DEFAULT_ALGOS_BY_ENV = {"LLMSplit-Cell-v0": ["ppo", "cell_planner", "cell_selfish", "cell_fixed", "cell_random"]}
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     from agents.zoo.registry import ALGOS
 
+    cell_default = f"on LLMSplit-Cell-v0: {' '.join(DEFAULT_ALGOS_BY_ENV['LLMSplit-Cell-v0'])}"
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument(
         "--algo",
         nargs="+",
-        default=DEFAULT_ALGOS,
+        default=None,
         choices=ALGOS,
         metavar="ALGO",
-        help=f"agents to train (default: {' '.join(DEFAULT_ALGOS)}; choices: {', '.join(ALGOS)})",
+        help=f"agents to train (default: {' '.join(DEFAULT_ALGOS)}; {cell_default}; choices: {', '.join(ALGOS)})",
     )
     p.add_argument("--env", default="LLMSplit-v0", help="environment id (default: LLMSplit-v0)")
     p.add_argument("--env-kwargs", nargs="*", metavar="KEY:VALUE", help="env config overrides, e.g. scheme:digital")
@@ -55,10 +65,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from agents.common.env_util import make_env
-    from agents.common.evaluation import OracleNormalizer
+    from agents.common.evaluation import OracleNormalizer, is_cell_env
     from agents.zoo.registry import REGISTRY, check_agent, load_agent, train_agent
     from llmsplit_env.util.files import atomic_write_json, file_digest
 
+    if args.algo is None:
+        args.algo = list(DEFAULT_ALGOS_BY_ENV.get(args.env, DEFAULT_ALGOS))
     env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
     hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
     if args.n_timesteps is not None and args.n_timesteps < 1:
@@ -126,19 +138,28 @@ def run(args: argparse.Namespace) -> int:
         )
         summary["agents"][name] = entry = record.to_json() | {"sha256": file_digest(record.path)}
         atomic_write_json(summary_path, summary)
-        final = scorer(load_agent(record.algo, record.path, env))  # the saved agent: what evaluate will load
-        final = {"mean_return": float(final["mean_return"]), "normalized_score": float(final["normalized_score"])}
-        rows.append((algo, final["mean_return"], final["normalized_score"], record.quality_evals,
-                     time.perf_counter() - t0))  # fmt: skip
+        res = scorer(load_agent(record.algo, record.path, env))  # the saved agent: what evaluate will load
+        # the edge cell's own figures beside the return (`evaluate_agent`: present on the cell only)
+        final = {k: float(res[k]) for k in ("mean_return", "normalized_score", *CELL_FIGURES) if k in res}
+        rows.append((algo, final, record.quality_evals, time.perf_counter() - t0))
         entry["final"] = final
         atomic_write_json(summary_path, summary)
 
-    print(f"\n{args.env}: mean return over {len(eval_seeds)} evaluation episodes (seeds {eval_seeds[0]}…)")
+    cell = is_cell_env(env)
+    print(f"\n{args.env}: mean {'team ' if cell else ''}return over {len(eval_seeds)} evaluation episodes "
+          f"(seeds {eval_seeds[0]}…)")  # fmt: skip
     r_random, r_oracle = scorer.reference
-    print(f"oracle {r_oracle:.2f}, random {r_random:.2f}")
-    print(f"{'agent':<14}{'return':>10}{'norm. score':>13}{'real evals':>12}{'wall s':>9}")
-    for algo, ret, norm, evals, wall in rows:
-        print(f"{algo:<14}{ret:>10.2f}{norm:>13.3f}{evals:>12d}{wall:>9.1f}")
+    n_random, n_oracle = scorer.reference_names
+    print(f"{n_oracle} {r_oracle:.2f} (score 1), {n_random} {r_random:.2f} (score 0)")
+    extra = f"{'offload':>9}{'dl. miss':>10}" if cell else ""
+    print(f"{'agent':<14}{'return':>10}{'norm. score':>13}{extra}{'real evals':>12}{'wall s':>9}")
+    for algo, final, evals, wall in rows:
+        extra = f"{final['offload_share']:>9.1%}{final['deadline_miss_rate']:>10.1%}" if cell else ""
+        print(f"{algo:<14}{final['mean_return']:>10.2f}{final['normalized_score']:>13.3f}{extra}{evals:>12d}"
+              f"{wall:>9.1f}")  # fmt: skip
+    if cell:
+        print("offload: share of requests sent to the edge; dl. miss: share over the deadline; real evals: requests "
+              "served in training")  # fmt: skip
     print(f"\nsummary: {summary_path}" + (f"; TensorBoard: tensorboard --logdir {tb}" if tb else ""))
     return 0
 
