@@ -327,7 +327,9 @@ def load_weights(data: bytes, where: str) -> Any:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only met a class or function: refused before anything ran
-        why = next((ln.strip() for ln in str(e).splitlines() if "global" in ln.lower()), str(e).splitlines()[0])
+        # torch's message is a paragraph of advice; what it met is the first line after "WeightsUnpickler error:"
+        tail = str(e).partition("WeightsUnpickler error:")[2]
+        why = next((ln.strip() for ln in tail.splitlines() if ln.strip()), "refused by torch.load(weights_only=True)")
         raise ValueError(f"{where} refused: it holds pickled objects, not only tensors ({why}); no code ran") from None
     except Exception as e:  # a truncated or damaged file fails to parse
         raise ValueError(f"{where} refused or unreadable ({type(e).__name__}: {e})") from None
