@@ -6,10 +6,20 @@ runner makes its own envs; ids with a numpy vector env step it in each runner. R
 unless it is running already: set ``RAY_ADDRESS`` (or ``train.py --ray-address``) to use a cluster, whose nodes must
 have ``llmsplit_env`` installed.
 
+On the edge cell (``LLMSplit-Cell-v0``) it trains RLlib multi-agent with one policy shared by every UE
+(`llmsplit_env.cell.rllib`: the PettingZoo face, agents ``ue_0 … ue_{N-1}``, reward ``(1 − mix)·own + mix·team``),
+and ``predict`` acts on the centralised env's observation: it splits it into each UE's (own features, then the shared
+ones), runs the shared module on all N and returns the ``[N]`` splits. Saved like the single env's agent: the
+centralised spaces in the JSON (an env of the same cell checks against them) and the shared module's weights.
+
 Tags: ``rollout/ep_rew_mean``, ``rollout/ep_len_mean``, ``reward/<component>`` (mean per-step value over the
 episodes of the iteration), ``model/*`` (RLlib's learner statistics: ``policy_loss``, ``vf_loss``, ``entropy``,
 ``mean_kl_loss``, ...), ``cost/quality_evals`` (env steps on a profile env; the live model's evaluations on
-``LLMSplit-LLM-v0``) and ``eval/*`` from the zoo's scorer.
+``LLMSplit-LLM-v0``) and ``eval/*`` from the zoo's scorer. On the cell, ``rollout/ep_rew_mean`` is the team
+return (RLlib's return summed over agents, divided back: `team_return_divisor`), ``reward/<component>`` the mean per
+request (idle UEs left out), ``cell/team_reward`` (per step) and ``cell/deadline_miss_rate`` (per request), and
+``cost/quality_evals`` the requests served (each stands for one evaluation of the real model, as a profile step does;
+the SB3 callbacks count the cell the same way).
 """
 
 from __future__ import annotations
@@ -49,6 +59,8 @@ VERSION = 1
 META = "llmsplit.json"
 WEIGHTS = "module.pt"
 WHAT = "rllib_ppo agent"
+# The id trained multi-agent with a shared policy (`llmsplit_env.cell.rllib`).
+CELL_ID = "LLMSplit-Cell-v0"
 REQUIRED_META = ("env_id", "hyperparams", "model_config", "seed", "observation_space", "action_space")
 
 # name -> (kind, lowest allowed[, highest allowed]): the hyperparameters this agent takes (besides n_timesteps),
@@ -186,6 +198,56 @@ def _reward_callback_class():
     return RewardComponents
 
 
+def _cell_reward_callback_class():
+    """The cell's counterpart of `_reward_callback_class`, per finished episode (its last chunk), as the SB3 tag tree
+    has them on the cell: each reward component's mean per request (idle UEs left out), the deadline-miss rate per
+    request and the team reward per step."""
+    from ray.rllib.callbacks.callbacks import RLlibCallback
+
+    class CellRewardComponents(RLlibCallback):
+        def on_episode_end(self, *, episode, metrics_logger, **kwargs) -> None:
+            sums: dict[str, float] = {}
+            requests = misses = 0
+            team: dict[int, float] = {}  # step -> the team reward (every agent's info holds it)
+            for agent_episode in episode.agent_episodes.values():
+                steps = agent_episode.get_infos()[1:]  # the first info closes the previous chunk (or is the reset's)
+                for t, info in enumerate(steps):
+                    if "team_reward" in info:
+                        team[t] = float(info["team_reward"])
+                    if not info.get("active"):
+                        continue
+                    requests += 1
+                    misses += bool(info.get("deadline_miss"))
+                    for c, v in (info.get("rewards") or {}).items():
+                        sums[c] = sums.get(c, 0.0) + float(v)
+            for c, v in sums.items():
+                metrics_logger.log_value(("llmsplit", "reward", c), v / max(requests, 1), reduce="mean")
+            if requests:
+                metrics_logger.log_value(("llmsplit", "cell", "deadline_miss_rate"), misses / requests, reduce="mean")
+            if team:
+                metrics_logger.log_value(("llmsplit", "cell", "team_reward"), sum(team.values()) / len(team),
+                                         reduce="mean")  # fmt: skip
+
+    return CellRewardComponents
+
+
+def team_return_divisor(cell_config: Mapping[str, Any]) -> float:
+    """What RLlib's episode return on the cell (every agent's reward summed) is divided by to give the team return of
+    ``LLMSplit-Cell-v0``: agent i earns ``(1 − mix)·r_i + mix·team`` and idle UEs earn 0, so the sum is ``N·team``
+    with the ``"mean"`` team aggregate (``team = Σ r_i / N``) and ``(1 − mix + mix·N)·team`` with ``"sum"``."""
+    cell = cell_config["cell"]
+    n, mix = int(cell["n_ues"]), float(cell["team"]["mix"])
+    return float(n) if cell["team"]["aggregate"] == "mean" else 1.0 - mix + mix * n
+
+
+def _runner_requests_served(runner) -> int:
+    """Requests the env runner's cell envs have served in their lifetime (`llmsplit_env.cell.rllib`'s counter)."""
+    env = getattr(runner, "env", None)
+    if env is None:  # the driver's local runner holds no env when remote runners sample
+        return 0
+    return sum(int(getattr(e.unwrapped, "requests_served", 0)) for e in getattr(env, "envs", [env]))
+
+
 def _runner_quality_evals(runner) -> int:
     """Real evaluations the env runner's envs have run in their lifetime (resets included): the live model's count."""
     env = getattr(runner, "env", None)
@@ -205,7 +267,7 @@ class RLlibPPOAgent:
     :param seed: RLlib's seed (env runners seed their envs from it)
     :param tensorboard_log: TensorBoard root (runs ``RLLIB_PPO_<n>``), or None
     :param num_env_runners: remote env runners (0: sample in the driver)
-    :param train_batch_size: env steps per training iteration
+    :param train_batch_size: env steps per training iteration (on the cell: cell steps, each with N agent steps)
     Other parameters are RLlib's PPO settings (``lambda_`` is GAE's lambda), and the MLP of both heads.
     """
 
@@ -246,6 +308,16 @@ class RLlibPPOAgent:
         self.tensorboard_log = tensorboard_log
         self.observation_space = env.observation_space
         self.action_space = env.action_space
+        # What the module sees and does: the env's spaces, or on the cell one UE's (the shared policy acts per UE)
+        self.cell = self.env_id == CELL_ID
+        self.module_observation_space, self.module_action_space = self.observation_space, self.action_space
+        self.n_ues = None
+        if self.cell:
+            from llmsplit_env.cell.rllib import agent_spaces
+
+            self.n_ues = len(self.action_space.nvec)
+            self.module_observation_space, self.module_action_space = agent_spaces(env.observation_space,
+                                                                                   env.action_space)  # fmt: skip
         self.live = is_live_config(getattr(env.unwrapped, "config", None))
         # PPO's own defaults (separate policy and value encoders) are part of the module's layout, so the saved
         # model config is the merged one RLlib builds from, not just our keys.
@@ -261,6 +333,8 @@ class RLlibPPOAgent:
         from llmsplit_env.rllib import vectorize_mode
 
         h = self.hparams
+        if self.cell:
+            return self._cell_algorithm_config()
         return (
             PPOConfig()
             .environment(f"llmsplit_env:{self.env_id}", env_config=dict(self.env_kwargs))
@@ -275,6 +349,40 @@ class RLlibPPOAgent:
             .callbacks(_reward_callback_class())
             .debugging(seed=self.seed)
         )  # fmt: skip
+
+    def _cell_algorithm_config(self):
+        """The cell's `PPOConfig`: its multi-agent face by the registered name, every UE mapped to one module."""
+        from ray.rllib.algorithms.ppo import PPOConfig
+
+        from llmsplit_env.cell.rllib import CELL_MA_ID, shared_policy
+
+        h = self.hparams
+        # RLlib's multi-agent env runner vectorises with Gymnasium's sync mode (the default): no vector entry point
+        return (
+            PPOConfig()
+            .environment(CELL_MA_ID, env_config=dict(self.env_kwargs))
+            .env_runners(num_env_runners=h["num_env_runners"], num_envs_per_env_runner=h["num_envs_per_env_runner"],
+                         num_cpus_per_env_runner=h["num_cpus_per_env_runner"])
+            .multi_agent(**shared_policy())
+            .training(lr=h["lr"], gamma=h["gamma"], lambda_=h["lambda_"],
+                      train_batch_size_per_learner=h["train_batch_size"], minibatch_size=h["minibatch_size"],
+                      num_epochs=h["num_epochs"], entropy_coeff=h["entropy_coeff"], clip_param=h["clip_param"],
+                      vf_loss_coeff=h["vf_loss_coeff"], vf_clip_param=h["vf_clip_param"])
+            .rl_module(model_config={"fcnet_hiddens": h["fcnet_hiddens"], "fcnet_activation": h["fcnet_activation"]})
+            .callbacks(_cell_reward_callback_class())
+            .debugging(seed=self.seed)
+        )  # fmt: skip
+
+    @property
+    def module_id(self) -> str:
+        """The RLModule id trained: RLlib's default one, or on the cell the one every UE shares."""
+        from ray.rllib.core import DEFAULT_MODULE_ID
+
+        if self.cell:
+            from llmsplit_env.cell.rllib import SHARED_MODULE_ID
+
+            return SHARED_MODULE_ID
+        return DEFAULT_MODULE_ID
 
     def learn(
         self,
@@ -305,6 +413,19 @@ class RLlibPPOAgent:
         # RLlib would wait for ever for env runners the cluster can never place (2 runners x 1 CPU inside a sweep
         # trial without worker bundles, or on a 1-CPU cluster): refuse, naming both, before anything is built
         check_runner_resources(self.hparams, fixed)
+        divisor = 1.0
+        threads = torch.get_num_threads()
+        if self.cell:
+            from llmsplit_env.cell.config import resolve_cell_config
+            from llmsplit_env.cell.rllib import register_cell_with_rllib
+            from llmsplit_env.config import merge_config_kwargs
+
+            register_cell_with_rllib()
+            keys = dict(self.env_kwargs)  # as the env takes them: ``config`` and/or top-level config keys
+            divisor = team_return_divisor(resolve_cell_config(merge_config_kwargs(keys.pop("config", None), keys)))
+            # The cell samples in the driver by default (0 env runners on 2 CPUs): torch's intra-op threads spin
+            # against the sampler for tiny matrices; one thread measured ~8x faster per iteration on 2 shared cores.
+            torch.set_num_threads(1)
         by_evals = bool(eval_at)
         step = eval_freq or total_timesteps
         marks = sorted(int(x) for x in eval_at) if eval_at else list(range(step, total_timesteps + step, step))
@@ -315,18 +436,23 @@ class RLlibPPOAgent:
             while self.num_timesteps < total_timesteps:
                 result = algo.train()
                 self.num_timesteps = int(result["num_env_steps_sampled_lifetime"])
-                if self.live:
+                if self.cell:  # a request served on a profile stands for one evaluation of the real model
+                    counts = algo.env_runner_group.foreach_env_runner(_runner_requests_served, local_env_runner=True)
+                    self.quality_evals = int(sum(counts))
+                elif self.live:
                     counts = algo.env_runner_group.foreach_env_runner(_runner_quality_evals, local_env_runner=True)
                     self.quality_evals = int(sum(counts))
                 else:  # a profile step stands for one evaluation of the real model
                     self.quality_evals = self.num_timesteps
                 runners = result.get("env_runners", {})
                 if "episode_return_mean" in runners:
-                    logger.record("rollout/ep_rew_mean", float(runners["episode_return_mean"]))
+                    logger.record("rollout/ep_rew_mean", float(runners["episode_return_mean"]) / divisor)
                     logger.record("rollout/ep_len_mean", float(runners["episode_len_mean"]))
                 for c, v in runners.get("llmsplit", {}).get("reward", {}).items():
                     logger.record(f"reward/{c}", float(v))
-                for k, v in result.get("learners", {}).get("default_policy", {}).items():
+                for c, v in runners.get("llmsplit", {}).get("cell", {}).items():
+                    logger.record(f"cell/{c}", float(v))
+                for k, v in result.get("learners", {}).get(self.module_id, {}).items():
                     if isinstance(v, (int, float, np.number)):
                         logger.record(f"model/{k}", float(v))
                 logger.record("cost/quality_evals", self.quality_evals)
@@ -345,17 +471,19 @@ class RLlibPPOAgent:
         finally:
             if algo is not None:
                 algo.stop()
+            torch.set_num_threads(threads)
             logger.close()
         return self
 
     def _local_module(self, algo) -> Any:
         """A driver-side copy of the learner's current module (policy and value heads)."""
-        from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+        from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE
 
-        path = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
+        module_id = self.module_id
+        path = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{module_id}"
         state = algo.learner_group.get_state(components=path)
-        state = state[COMPONENT_LEARNER][COMPONENT_RL_MODULE][DEFAULT_MODULE_ID]
-        module = _build_module(self.observation_space, self.action_space, self.model_config)
+        state = state[COMPONENT_LEARNER][COMPONENT_RL_MODULE][module_id]
+        module = _build_module(self.module_observation_space, self.module_action_space, self.model_config)
         # strict: RLModule.set_state would skip keys silently, leaving a layer at its random initialisation
         module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
         module.eval()
@@ -364,9 +492,12 @@ class RLlibPPOAgent:
     # ------------------------------------------------------------------------------------------ acting
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
         """SB3-style: ``(action(s), state)`` for one observation (an ``int``) or a batch (``[N]``): greedy, or sampled
-        with ``deterministic=False``."""
+        with ``deterministic=False``. On the cell: the centralised observation ``[D]`` (or ``[B, D]``) gives the UEs'
+        ``[N]`` (or ``[B, N]``) actions, each from the shared module on that UE's own and the shared features."""
         if self.module is None:
             raise ValueError("this rllib_ppo agent is untrained: call learn() or load a saved one")
+        if self.cell:
+            return self._predict_cell(observation, deterministic), state
 
         def act(batch: np.ndarray, masks: None) -> np.ndarray:
             with torch.no_grad():
@@ -377,6 +508,19 @@ class RLlibPPOAgent:
 
         actions = predict_actions(observation, act)
         return (int(actions) if actions.ndim == 0 else actions), state
+
+    def _predict_cell(self, observation, deterministic: bool) -> np.ndarray:
+        from llmsplit_env.cell.rllib import split_centralised_obs
+
+        dim = self.observation_space.shape[0]
+        obs = np.asarray(observation, dtype=np.float32)
+        if obs.ndim not in (1, 2) or obs.shape[-1] != dim:
+            raise ValueError(f"observation must have shape [{dim}] or [B, {dim}] (the cell's), got {obs.shape}")
+        per_ue = torch.as_tensor(split_centralised_obs(obs, self.n_ues))  # [(B,) N, F + 1 + 4]
+        with torch.no_grad():
+            logits = self.module.forward_inference({"obs": per_ue.reshape(-1, per_ue.shape[-1])})["action_dist_inputs"]
+            acts = logits.argmax(-1) if deterministic else torch.distributions.Categorical(logits=logits).sample()
+        return acts.numpy().astype(np.int64).reshape(per_ue.shape[:-1])
 
     # ------------------------------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> None:
@@ -398,6 +542,10 @@ class RLlibPPOAgent:
             "observation_space": describe_space(self.observation_space),
             "action_space": describe_space(self.action_space),
         }
+        if self.cell:  # what the weights are: informative (load derives the module's spaces from the ones above)
+            meta["shared_policy"] = {"module_id": self.module_id, "n_ues": self.n_ues,
+                                     "module_observation_space": describe_space(self.module_observation_space),
+                                     "module_action_space": describe_space(self.module_action_space)}  # fmt: skip
         try:
             meta_text = json.dumps(meta, indent=1)
         except TypeError as e:
@@ -435,11 +583,12 @@ class RLlibPPOAgent:
         # The module is built from the checked hyperparameters (as `learn` built it), not from the file's model_config:
         # its layer widths are bounded (with the saved spaces' sizes) before anything is allocated.
         model_config = agent.model_config
-        n_out = int(act_space.n) if isinstance(act_space, gym.spaces.Discrete) else 0
+        m_obs, m_act = agent.module_observation_space, agent.module_action_space
+        n_out = int(m_act.n) if isinstance(m_act, gym.spaces.Discrete) else 0
         for key, widths in model_config.items():
             if key.endswith("hiddens") and widths:
-                check_network(list(widths), f"{path}: {key}", gym.spaces.flatdim(obs_space), n_out)
-        module = _build_module(obs_space, act_space, model_config)
+                check_network(list(widths), f"{path}: {key}", gym.spaces.flatdim(m_obs), n_out)
+        module = _build_module(m_obs, m_act, model_config)
         state = state_dict_of_tensors(load_weights(weights, f"{path}: {WEIGHTS}"), f"{path}: {WEIGHTS}")
         try:
             module.load_state_dict(state)
