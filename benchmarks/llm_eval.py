@@ -4,14 +4,23 @@
 
 Per split k, the uncached evaluation runs the whole forward with the channel at boundary k; the cached one starts
 from the stored clean ``H_k`` and runs layers k+1..L, the final norm and the LM head. The FLOP limit is the suffix's
-share of the full forward's FLOPs (matmuls and attention scores). Timings interleave the two modes and keep the
-fastest of ``--repeats`` runs of each, so a noisy neighbour slows both alike; the table reports ratios.
+share of the full forward's FLOPs (matmuls and attention scores).
+
+Timing on a shared machine: each repeat times one uncached and one cached evaluation back to back (the order
+alternates), and its ratio is cached / uncached of that pair, so a neighbour's load slows both sides of a ratio alike.
+The table gives the median time of each mode, the median of the pair ratios and their range, and the page faults of
+one evaluation of each mode (the cost that made the cached path slower, see
+`llmsplit_env.llm.runner.pin_malloc_thresholds`). A split counts as slower when its median ratio exceeds 1, and as
+within noise when its pair ratios fall on both sides of 1. The load average is printed before and after the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
+import statistics
 import time
 from datetime import date
 
@@ -19,6 +28,7 @@ import torch
 
 from llmsplit_env.llm import SplitRunner
 from llmsplit_env.llm.channel import AnalogChannel
+from llmsplit_env.llm.runner import pin_malloc_thresholds
 
 
 def flops_per_token(runner: SplitRunner) -> tuple[float, float]:
@@ -36,7 +46,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num-tokens", type=int, default=2048)
     p.add_argument("--window", type=int, default=512)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="timed pairs per split (odd: a true median)")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--text", default="wiki")
     p.add_argument("--splits", type=int, nargs="+")
@@ -51,32 +61,54 @@ def main() -> None:
     t0 = time.perf_counter()
     runner.prefixes()
     prefix_s = time.perf_counter() - t0
-    runner.evaluate(1, channel, [0], cached=False)  # warm-up (allocator, kernels)
+    for mode in (False, True):
+        runner.evaluate(1, channel, [0], cached=mode)  # warm-up of both paths (allocator, kernels)
 
+    def timed(k: int, seed: int, cached: bool) -> tuple[float, int]:
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t = time.perf_counter()
+        runner.evaluate(k, channel, [seed], cached=cached)
+        return time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+
+    load_before = os.getloadavg()
     rows = []
     for k in args.splits or range(1, L):
-        cached, uncached = [], []
+        u_s, c_s, ratios, faults = [], [], [], {False: [], True: []}
         for r in range(args.repeats):
-            for mode, out in ((False, uncached), (True, cached)) if r % 2 == 0 else ((True, cached), (False, uncached)):
-                t = time.perf_counter()
-                runner.evaluate(k, channel, [r], cached=mode)
-                out.append(time.perf_counter() - t)
+            got = {}
+            for mode in (False, True) if r % 2 == 0 else (True, False):
+                got[mode] = timed(k, r, mode)
+                faults[mode].append(got[mode][1])
+            u_s.append(got[False][0])
+            c_s.append(got[True][0])
+            ratios.append(got[True][0] / got[False][0])
         limit = ((L - k) * layer + head) / (L * layer + head)
-        rows.append((k, min(uncached), min(cached), min(cached) / min(uncached), limit))
+        med = statistics.median
+        rows.append((k, med(u_s), med(c_s), med(ratios), min(ratios), max(ratios), med(faults[False]),
+                     med(faults[True]), limit))  # fmt: skip
+    load_after = os.getloadavg()
 
     machine = platform.processor() or platform.machine()
     print(f"# llm_eval: SmolLM2-135M, {runner.num_tokens} tokens (window {runner.window}), {runner.dtype}, "
           f"{torch.get_num_threads()} threads, {date.today()}, {machine}")  # fmt: skip
-    print(f"# one-off prefix build (all {L + 1} boundaries): {prefix_s:.2f} s")
-    print("| split k | uncached s | cached s | cached/uncached | FLOP limit |")
-    print("|---|---|---|---|---|")
-    for k, u, c, ratio, limit in rows:
-        print(f"| {k} | {u:.3f} | {c:.3f} | {ratio:.3f} | {limit:.3f} |")
+    print(f"# one-off prefix build (all {L + 1} boundaries): {prefix_s:.2f} s; malloc: {pin_malloc_thresholds()}")
+    print(f"# {os.cpu_count()} CPUs; load average (1, 5, 15 min) before {_load(load_before)}, "
+          f"after {_load(load_after)}")  # fmt: skip
+    print(f"# medians of {args.repeats} interleaved pairs; ratio = cached / uncached of each pair")
+    print("| split k | uncached s | cached s | cached/uncached | pair ratios | page faults u / c | FLOP limit |")
+    print("|---|---|---|---|---|---|---|")
+    for k, u, c, ratio, lo, hi, fu, fc, limit in rows:
+        print(f"| {k} | {u:.3f} | {c:.3f} | {ratio:.3f} | {lo:.3f}-{hi:.3f} | {fu:,.0f} / {fc:,.0f} | {limit:.3f} |")
     mean_ratio = sum(r[3] for r in rows) / len(rows)
-    mean_limit = sum(r[4] for r in rows) / len(rows)
+    mean_limit = sum(r[8] for r in rows) / len(rows)
     slower = [r[0] for r in rows if r[3] > 1.0]
+    noisy = [r[0] for r in rows if r[4] <= 1.0 < r[5]]
     print(f"\nmean cached/uncached = {mean_ratio:.3f} (FLOP limit {mean_limit:.3f}); splits where cached is slower: "
-          f"{slower or 'none'}")  # fmt: skip
+          f"{slower or 'none'}; pair ratios on both sides of 1 (within noise): {noisy or 'none'}")  # fmt: skip
+
+
+def _load(avg: tuple[float, float, float]) -> str:
+    return ", ".join(f"{x:.2f}" for x in avg)
 
 
 if __name__ == "__main__":

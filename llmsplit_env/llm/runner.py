@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +46,52 @@ def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
         rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
         raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
     return int(value)
+
+
+#: glibc's ``mallopt`` parameters (malloc.h) and the values `pin_malloc_thresholds` sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20  # the ceiling of glibc's dynamic mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)
+TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # what glibc's dynamic rule sets beside it
+_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+_malloc_state: str | None = None
+
+
+def pin_malloc_thresholds() -> str:
+    """Pin glibc's malloc thresholds where its dynamic rule converges (mmap 32 MiB, trim 64 MiB); once a process.
+
+    A forward on the CPU allocates and frees tensors of 1-12 MiB per layer from the heap. glibc adapts its mmap and
+    trim thresholds to the sizes freed so far, and where they stop depends on the order of a process's first
+    allocations; when they stop low, freeing a layer's temporaries trims the heap's top (``brk``) and the next layer
+    grows it again, and every page it takes back faults in zero-filled: up to 190,000 extra page faults (0.7 GB) per
+    SmolLM2 evaluation of 2,048 tokens. In about half of the processes tried it struck the cached path (whose
+    allocations before the forward differ) and not the uncached one, which made the cached path slower than the full
+    forward at ``k = 1``, where it saves one layer of 30 (`benchmarks/llm_eval.py`). Pinned, an evaluation faults in
+    only its three logits-sized buffers, whichever path. Numbers are unchanged: this decides where memory comes from.
+
+    Left alone where the environment sets glibc's malloc (``MALLOC_*_`` variables, ``GLIBC_TUNABLES``), with
+    ``LLMSPLIT_MALLOC=default``, and off glibc. Returns what was done (the first call's answer, every time).
+    """
+    global _malloc_state
+    if _malloc_state is None:
+        env = [v for v in _MALLOC_ENV if v in os.environ]
+        env += ["GLIBC_TUNABLES"] if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "") else []
+        if os.environ.get("LLMSPLIT_MALLOC") == "default":
+            _malloc_state = "glibc defaults (LLMSPLIT_MALLOC=default)"
+        elif env:
+            _malloc_state = f"as the environment sets it ({', '.join(env)})"
+        elif not sys.platform.startswith("linux"):
+            _malloc_state = f"the platform's ({sys.platform})"
+        else:
+            try:
+                libc = ctypes.CDLL(None)
+                libc.gnu_get_libc_version  # noqa: B018 -- AttributeError where the C library is not glibc
+                ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+                ok = libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
+            except (OSError, AttributeError):
+                _malloc_state = "the C library's (not glibc)"
+            else:
+                _malloc_state = "pinned (mmap 32 MiB, trim 64 MiB)" if ok else "glibc defaults (mallopt refused)"
+    return _malloc_state
 
 
 class SplitRunner:
@@ -87,6 +135,8 @@ class SplitRunner:
             draws_per_forward = 8 if model.device.type == "cuda" else 1
         self.draws_per_forward = _check_int("draws_per_forward", draws_per_forward, 1)
         self.prefix_cache = prefix_cache
+        if model.device.type == "cpu":
+            pin_malloc_thresholds()  # heap churn would make the cached path slower than the full forward
         self.num_evaluations = 0
         self._prefixes: torch.Tensor | None = None
         self._clean_ppl: float | None = None
