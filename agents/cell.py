@@ -189,7 +189,9 @@ class CellPlannerAgent(CellAgent):
         sim = _cell(self.env).sim
         now = sim.expected_rewards(k, table).sum()
         if self.backlog_weight:
-            left = float(sim.contention(k, sim.ues._state["level"], sim.active, sim.backlog_s).backlog_after_s[0])
+            left = float(
+                sim.contention(k, sim.ues.channel_state["level"], sim.active, sim.backlog_s).backlog_after_s[0]
+            )
             if left > 0.0:
                 cost = now - sim.expected_rewards(k, table, backlog_s=left).sum()
                 now -= self.backlog_weight * sim.arrival_prob * cost

@@ -110,6 +110,26 @@ class LLMSplitVectorEnv(VectorEnv):
         self._has_excluded = not p.masks.all()
         self._obs = np.zeros((N, len(p.obs_low)))
 
+    # --- the sub-envs' state, for simulators built on them (`llmsplit_env.cell`) -----------------------------------
+
+    @property
+    def channel_state(self) -> ChannelArrays:
+        """The sub-envs' channel state: one array per state name (live: the next step changes it)."""
+        return self._state
+
+    @property
+    def episodes(self) -> episode.Episode:
+        """The sub-envs' episode bookkeeping, arrays over sub-envs (live)."""
+        return self._ep
+
+    @property
+    def observer(self) -> Observer:
+        return self._observer
+
+    def draw_normals(self, n: int) -> np.ndarray:
+        """``[n, num_envs]``: the next ``n`` normals of every sub-env's stream (the rule of `LLMSplitEnv`)."""
+        return self._normals(n)
+
     # --- reset ----------------------------------------------------------------------------------------------------
 
     def _normals(self, n: int, idx: np.ndarray | None = None) -> np.ndarray:

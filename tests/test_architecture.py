@@ -19,6 +19,8 @@ MAX_LINES = 450
 LONG_MODULES = {
     "agents/mbrl/ensemble.py": "the probabilistic ensemble: network, standardisers, bootstrapped fit, early stopping",
     "llmsplit_env/env.py": "one Gymnasium env class; 150 of its lines are the docstring's tables of spaces and rewards",
+    "agents/rllib_ppo.py": "one RLlib PPO agent, for the single env and the cell's shared policy: build, learn, save",
+    "agents/zoo/registry.py": "the one table of algos: each one's build, fit, save and load, single env and cell",
 }
 
 

@@ -109,9 +109,9 @@ class LLMSplitCellEnv(gym.Env):
         self._last = None
         sim = self.sim
         info = {
-            "split": sim.ues._ep.prev_split.copy(),
+            "split": sim.ues.episodes.prev_split.copy(),
             "active": sim.active.copy(),
-            sim.problem.level_name: sim.ues._state["level"].copy(),
+            sim.problem.level_name: sim.ues.channel_state["level"].copy(),
             "quality_evals": 0,
         }
         return self._observe(), info
@@ -132,7 +132,7 @@ class LLMSplitCellEnv(gym.Env):
             gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'rgb_array'")
             return None
         sim, info = self.sim, self._last
-        split = sim.ues._ep.prev_split
+        split = sim.ues.episodes.prev_split
         miss = np.zeros(self.n_ues, dtype=bool) if info is None else info["deadline_miss"]
         active = sim.active if info is None else info["active"]
         if self.render_mode == "ansi":

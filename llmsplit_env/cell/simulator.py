@@ -252,7 +252,7 @@ class CellSimulator:
         if a.min() < 0 or a.max() >= p.n_actions:
             i = int(np.flatnonzero((a < 0) | (a >= p.n_actions))[0])
             raise ValueError(f"{self._ue_name(i)}'s action {int(a[i])} is out of range 0..{p.n_actions - 1}")
-        prev = self.ues._ep.prev_split
+        prev = self.ues.episodes.prev_split
         k = np.where(self.active, p.splits_of(a, prev), prev)
         if not p.relative and not p.masks.all():
             bad = ~np.asarray(p.allowed)[k]
@@ -272,13 +272,13 @@ class CellSimulator:
             raise episode.NotResetError("step() before reset(): call reset(seed=...) first")
         ues, p, qb = self.ues, self.problem, self.qb
         k = self.splits_of(actions)
-        ep, st = ues._ep, ues._state
+        ep, st = ues.episodes, ues.channel_state
         active = self.active
         prev = ep.prev_split
         move = k - prev
-        ues._dyn.on_action_batch(st, move)
+        ues.dynamics.on_action_batch(st, move)
         level = st["level"].copy()
-        z = ues._normals(NOISE_COLUMNS)  # every UE draws its step's normals, idle or not: the streams stay aligned
+        z = ues.draw_normals(NOISE_COLUMNS)  # every UE draws its step's normals, idle or not: the streams stay aligned
         log_ppl, loss = qb.sample_batch(k, level, z[4])
         loss = realised_loss_batch(loss, z[5], qb.loss_units)
         ppl = np.exp(log_ppl)
@@ -293,7 +293,7 @@ class CellSimulator:
         team = per_cell.mean(axis=1) if self.team_mean else per_cell.sum(axis=1)
 
         est_prev = st["estimate"]
-        ues._dyn.advance_batch(st, z)
+        ues.dynamics.advance_batch(st, z)
         # an idle UE sent nothing: its last loss and quality stay those of its last request
         truncated = episode.end_step(p, ep, k, np.where(active, loss, ep.last_loss),
                                      np.where(active, quality, ep.last_quality), est_prev, st["estimate"])  # fmt: skip
@@ -327,7 +327,7 @@ class CellSimulator:
         """``[num_cells · N, n_own]`` float64 (a buffer the next call overwrites): each UE's `LLMSplit-v0`
         observation and whether it has a request now."""
         ues, own = self.ues, self._own
-        ues._observer.columns(ues._ep, ues._state, own[:, :-1])
+        ues.observer.columns(ues.episodes, ues.channel_state, own[:, :-1])
         own[:, -1] = self.active
         return own
 
@@ -361,7 +361,7 @@ class CellSimulator:
         self._one_cell("expected_quality_table")
         L = self.num_layers
         eq, eppl = np.zeros((self.n_ues, L + 1)), np.zeros((self.n_ues, L + 1))
-        dyn, st = self.ues._dyn, self.ues._state
+        dyn, st = self.ues.dynamics, self.ues.channel_state
         saved = dyn.get_state()
         try:
             for i in range(self.n_ues):
@@ -380,7 +380,7 @@ class CellSimulator:
         contention exact given ``k`` and the edge backlog (``backlog_s``; None: the current one)."""
         self._one_cell("expected_rewards")
         eq, eppl = self.expected_quality_table() if table is None else table
-        level = self.ues._state["level"]
+        level = self.ues.channel_state["level"]
         backlog = self.backlog_s if backlog_s is None else backlog_s
         c = self.contention(k, level, self.active, backlog)
         return self._score(k, level, eq, eppl, c) * self.active
@@ -393,7 +393,7 @@ class CellSimulator:
         if p.relative:
             raise ValueError("alone_reward_table is for absolute actions (config action_mode 'absolute')")
         eq, eppl = self.expected_quality_table() if table is None else table
-        level = self.ues._state["level"]
+        level = self.ues.channel_state["level"]
         out = np.full((self.n_ues, p.n_actions), -np.inf)
         everyone = np.ones(self.n_ues, dtype=bool)
         for k in p.allowed_splits:
@@ -404,7 +404,7 @@ class CellSimulator:
 
     def _score(self, k, level, eq, eppl, c: Contention) -> np.ndarray:
         p, rows = self.problem, np.arange(self.n_ues)
-        o = CellOutcome(k, k - self.ues._ep.prev_split, level, eq[rows, k], eppl[rows, k], self.ues._ep.ppl0,
+        o = CellOutcome(k, k - self.ues.episodes.prev_split, level, eq[rows, k], eppl[rows, k], self.ues.episodes.ppl0,
                         np.minimum(c.airtime_s, p.max_airtime_s), c.latency_s, c.capped_latency_s,
                         c.energy_j / self._energy_ref_j, self.deadline_s)  # fmt: skip
         return np.asarray(p.score(o)[1], dtype=np.float64)

@@ -58,7 +58,7 @@ class LLMSplitCellVectorEnv(VectorEnv):
 
     def _reset_info(self) -> dict[str, Any]:
         sim, C, N = self.sim, self.num_envs, self.n_ues
-        return {"split": sim.ues._ep.prev_split.reshape(C, N).copy(), "active": sim.active.reshape(C, N).copy()}
+        return {"split": sim.ues.episodes.prev_split.reshape(C, N).copy(), "active": sim.active.reshape(C, N).copy()}
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
         if options:
