@@ -124,13 +124,8 @@ def convert_gguf_file(gguf: str | os.PathLike) -> Path:
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in gguf.stem)[:48] or "model"
     key = hashlib.sha256(str(gguf).encode()).hexdigest()[:16]
     out = cache_dir("models", "gguf") / f"{stem}-{key}"
-    settings = {
-        "gguf_path": str(gguf),
-        "gguf": gguf.name,
-        "gguf_size": st.st_size,
-        "gguf_mtime_ns": st.st_mtime_ns,
-        "dtype": "float32",
-    }
+    settings = {"gguf_path": str(gguf), "gguf": gguf.name, "gguf_size": st.st_size, "gguf_mtime_ns": st.st_mtime_ns,
+                "dtype": "float32"}  # fmt: skip
     try:
         return load_dir_entry(out, "model", settings, _convert_gguf_into(gguf))
     except CacheError:
