@@ -210,3 +210,15 @@ def test_the_vector_env_of_cells_is_each_cell_alone():
                 np.testing.assert_array_equal(info["split"][c], ic["split"])
                 assert info["edge_work_s"][c] == pytest.approx(ic["edge_work_s"], rel=1e-12, abs=0.0)
             np.testing.assert_allclose(obs[c], o, rtol=1e-6, atol=1e-6)
+
+
+def test_a_phone_layer_cap_bounds_every_ues_split():
+    """``splits.ue_max_layers`` (the layers a phone can hold) applies to every UE: the action space shrinks to the
+    allowed splits, the planner never plans past the cap, and every request (none can stay local) offloads."""
+    from agents.cell import CellPlannerAgent, evaluate_cell
+
+    env = gym.make("LLMSplit-Cell-v0", config={"splits": {"ue_max_layers": 12}, "cell": {"n_ues": 4}})
+    assert env.action_space == gym.spaces.MultiDiscrete([12] * 4)
+    res = evaluate_cell(CellPlannerAgent(env), env, [100])
+    assert set(res["split_share"]) <= set(range(1, 13))
+    assert res["offload_share"] == pytest.approx(1.0)  # k = L is out of reach: every request crosses the uplink
