@@ -34,7 +34,7 @@ from llmsplit_env.dynamics import NOISE_COLUMNS
 from llmsplit_env.factory import make_backend, make_dynamics
 from llmsplit_env.observation import ChannelArrays, Observer
 from llmsplit_env.problem import SplitProblem, outcome
-from llmsplit_env.quality.backends import ProfileQuality, realised_loss_batch
+from llmsplit_env.quality.backends import ProfileQuality, QualityBackend, realised_loss_batch
 from llmsplit_env.registration import with_episode_length
 
 
@@ -62,6 +62,7 @@ class LLMSplitVectorEnv(VectorEnv):
         max_episode_steps: int | None = None,
         *,
         problem: SplitProblem | None = None,
+        quality_backend: QualityBackend | None = None,
         **config_kwargs: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
@@ -69,9 +70,11 @@ class LLMSplitVectorEnv(VectorEnv):
         if render_mode is not None:
             raise ValueError("LLMSplitVectorEnv does not render; use vectorization_mode='sync' with a render_mode")
         self.config = config = episode.env_config(config, preset, problem, config_kwargs, max_episode_steps)
-        if config["backend"] != "profile":
+        # ``quality_backend``: built by a caller that draws the quality itself (the cell's live backend); `step` here
+        # draws from profiles only
+        if config["backend"] != "profile" and quality_backend is None:
             raise ValueError("LLMSplitVectorEnv vectorises the profile backend only; config backend is 'llm'")
-        qb = make_backend(config)
+        qb = make_backend(config) if quality_backend is None else quality_backend
         self.problem = p = episode.env_problem(config, qb, problem)
         self.quality_backend: ProfileQuality = qb
         # The scalar dynamics object draws nothing here: its batch methods act on this env's state arrays.
@@ -125,6 +128,11 @@ class LLMSplitVectorEnv(VectorEnv):
     @property
     def observer(self) -> Observer:
         return self._observer
+
+    @property
+    def generators(self) -> list[np.random.Generator | None]:
+        """Each sub-env's generator (the live backend draws its channel seeds from it, as `LLMSplitEnv` does)."""
+        return self._rngs
 
     def draw_normals(self, n: int) -> np.ndarray:
         """``[n, num_envs]``: the next ``n`` normals of every sub-env's stream (the rule of `LLMSplitEnv`)."""

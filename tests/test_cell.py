@@ -166,7 +166,7 @@ def test_same_seed_same_episode_and_ue_streams_are_independent():
         ({"cell": {"slot_s": 0.5}}, "differs from 'channel.mobility.dt' = 1.0"),
         ({"cell": {"team": {"aggregate": "max"}}}, "'cell.team.aggregate' must be 'mean' or 'sum'"),
         ({"reward": {"weights": {"deadline": math.nan}}}, "'reward.weights.deadline'"),
-        ({"backend": "llm"}, "profile backend"),
+        ({"backend": "remote"}, "config 'backend' must be one of 'profile', 'llm'"),
         ({"preset": "paper"}, "default preset"),
         ({"cell": 3}, "config 'cell' must be a dict"),
     ],
@@ -222,3 +222,28 @@ def test_a_phone_layer_cap_bounds_every_ues_split():
     res = evaluate_cell(CellPlannerAgent(env), env, [100])
     assert set(res["split_share"]) <= set(range(1, 13))
     assert res["offload_share"] == pytest.approx(1.0)  # k = L is out of reach: every request crosses the uplink
+
+
+def test_the_live_model_scores_the_cell_and_one_ue_is_llmsplit_llm_v0(tiny_llm_section):
+    """``backend="llm"``: every request that crosses the link is one real evaluation of the live model, and a one-UE
+    cell equals `LLMSplit-LLM-v0` draw for draw (the channel seeds come from the UE's generator, as the env's)."""
+    common = {"llm": dict(tiny_llm_section), "latency": _cell_latency(), "max_episode_steps": 4,
+              "channel": {"model": "static", "static": {"low": 0.0, "high": 30.0}}}  # fmt: skip
+    single = gym.make("LLMSplit-LLM-v0", config=common).unwrapped
+    cell = gym.make("LLMSplit-Cell-v0", config={**common, "backend": "llm", "cell": {"n_ues": 1, "arrival_prob": 1.0},
+                                                "reward": {"weights": {"deadline": 0.0}}}).unwrapped  # fmt: skip
+    single.reset(seed=3)
+    cell.reset(seed=3)
+    for a in (0, 3, 1, 2):
+        _, r1, _, _, i1 = single.step(a)
+        _, r2, _, _, i2 = cell.step(np.array([a]))
+        assert i2["ppl"][0] == pytest.approx(i1["ppl"], rel=1e-12) and r2 == pytest.approx(r1, rel=1e-12, abs=1e-12)
+        assert i2["quality_evals"] == i1["quality_evals"]
+    three = gym.make("LLMSplit-Cell-v0", config={**common, "backend": "llm", "cell": {"n_ues": 3}}).unwrapped
+    _, info = three.reset(seed=0)
+    total = 0
+    for _ in range(3):
+        _, _, _, _, info = three.step(np.array([0, 1, 3]))  # the tiny model has 4 layers: split 4 sends nothing
+        total += int((info["active"] & (info["split"] < 4)).sum())
+        assert info["quality_evals"] == total
+    assert total > 0

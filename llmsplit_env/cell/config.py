@@ -80,8 +80,6 @@ def resolve_cell_config(config: Mapping | None = None) -> dict:
     if user.get("preset", "default") != "default":
         raise ValueError(f"the cell is built on the default preset; config 'preset' = {user['preset']!r}")
     user.pop("preset", None)
-    if user.get("backend", "profile") != "profile":
-        raise ValueError("the cell steps its UEs together on the profile backend; config 'backend' must be 'profile'")
     cell_user = user.pop("cell", {})
     if not isinstance(cell_user, Mapping):
         raise ValueError(f"config 'cell' must be a dict, got {cell_user!r}")

@@ -37,7 +37,8 @@ No termination; truncation after ``max_episode_steps`` (50) for the whole cell.
 Arrays over UEs: ``split``, ``active`` (had a request), ``reward`` (per UE), ``rewards`` (components), ``ppl``
 (0 when idle), the level (``snr_db`` or ``rho``), ``packet_loss``, ``outside_grid``, ``airtime_s``, ``latency_s``
 (0 when idle), ``deadline_miss``, ``offloaded``; scalars ``team_reward``, ``edge_backlog_s`` (before the step),
-``edge_work_s`` and ``quality_evals`` (0: profile backend).
+``edge_work_s`` and ``quality_evals`` (real evaluations since the last seeded reset: 0 on a profile; with
+``backend="llm"`` one per request that crosses the link, made UE by UE on the one model).
 
 ## Arguments
 
@@ -93,6 +94,7 @@ class LLMSplitCellEnv(gym.Env):
         )
         self.action_space = spaces.MultiDiscrete(np.full(N, sim.problem.n_actions))
         self._obs = np.empty(self.observation_space.shape[0])
+        self._evals_at_seed = 0
 
     def _observe(self) -> np.ndarray:
         sim = self.sim
@@ -105,6 +107,8 @@ class LLMSplitCellEnv(gym.Env):
         super().reset(seed=seed)
         if options:
             raise ValueError(f"unknown reset options {sorted(options)}; LLMSplitCellEnv takes none")
+        if seed is not None:  # quality_evals counts from the last seeded reset, as in LLMSplit-v0
+            self._evals_at_seed = self.sim.qb.evaluations
         self.sim.reset(seed)
         self._last = None
         sim = self.sim
@@ -112,7 +116,7 @@ class LLMSplitCellEnv(gym.Env):
             "split": sim.ues.episodes.prev_split.copy(),
             "active": sim.active.copy(),
             sim.problem.level_name: sim.ues.channel_state["level"].copy(),
-            "quality_evals": 0,
+            "quality_evals": self.sim.qb.evaluations - self._evals_at_seed,
         }
         return self._observe(), info
 
@@ -121,7 +125,7 @@ class LLMSplitCellEnv(gym.Env):
         info = {k: v for k, v in out.items() if k != "truncated"}
         for key in ("team_reward", "edge_backlog_s", "edge_work_s"):  # the one cell's
             info[key] = float(out[key][0])
-        info["quality_evals"] = 0
+        info["quality_evals"] = self.sim.qb.evaluations - self._evals_at_seed
         self._last = info
         return self._observe(), info["team_reward"], False, out["truncated"], info
 

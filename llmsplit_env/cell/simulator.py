@@ -37,7 +37,9 @@ import numpy as np
 
 from llmsplit_env import episode
 from llmsplit_env.cell.config import CELL_COMPONENTS, resolve_cell_config
+from llmsplit_env.config import resolve_config
 from llmsplit_env.dynamics import NOISE_COLUMNS
+from llmsplit_env.factory import make_backend
 from llmsplit_env.link import airtime_s
 from llmsplit_env.problem import RewardComponent, SplitProblem
 from llmsplit_env.quality.backends import realised_loss_batch
@@ -112,8 +114,13 @@ class CellSimulator:
         self.num_cells = C = int(num_cells)
         single = {k: v for k, v in cfg.items() if k != "cell"}
         single["reward"] = {"weights": {k: v for k, v in cfg["reward"]["weights"].items() if k not in CELL_COMPONENTS}}
-        # the UEs: one vector env over C·N sub-envs holds their channels, streams of normals and episodes
-        self.ues = ues = LLMSplitVectorEnv(C * N, config=single)
+        # the UEs: one vector env over C·N sub-envs holds their channels, streams of normals and episodes; the live
+        # backend (one model for the cell) is built here and its requests made here, UE by UE
+        self.live = cfg["backend"] == "llm"
+        live = make_backend(resolve_config(single)) if self.live else None
+        self.ues = ues = LLMSplitVectorEnv(C * N, config=single, quality_backend=live)
+        if self.live and ues.problem.needs_ppl0:
+            raise ValueError("the cell's live backend does not measure the paper's PPL0: leave its weights at 0")
         base = ues.problem
         lat = cfg["latency"]
         self.ue_layer_s, self.edge_layer_s = float(lat["ue_layer_s"]), float(lat["edge_layer_s"])
@@ -279,8 +286,14 @@ class CellSimulator:
         ues.dynamics.on_action_batch(st, move)
         level = st["level"].copy()
         z = ues.draw_normals(NOISE_COLUMNS)  # every UE draws its step's normals, idle or not: the streams stay aligned
-        log_ppl, loss = qb.sample_batch(k, level, z[4])
-        loss = realised_loss_batch(loss, z[5], qb.loss_units)
+        if self.live:  # one real evaluation per request that crosses the link (k = L needs none)
+            log_ppl, loss = np.full(len(k), qb.log_clean), np.zeros(len(k))
+            rngs = ues.generators
+            for i in np.flatnonzero(active).tolist():
+                log_ppl[i], loss[i] = qb.sample(int(k[i]), float(level[i]), float(z[4][i]), rngs[i])
+        else:
+            log_ppl, loss = qb.sample_batch(k, level, z[4])
+            loss = realised_loss_batch(loss, z[5], qb.loss_units)
         ppl = np.exp(log_ppl)
         quality = qb.clean_ppl / ppl
         c = self.contention(k, level, active, self.backlog_s)
