@@ -13,14 +13,13 @@ All implement the agent protocol (`agents.common.protocol.Agent`) on the central
 
 The privileged agents read the true state of the env they are bound to (`set_env`), as `agents.baselines.OracleAgent`
 does; both are myopic in the channel (one step), which is what makes their ratio the value of coordination alone.
-`evaluate_cell` runs whole episodes and reports the team return with the cell's own figures (splits, offload share,
-deadline misses, edge utilisation).
+`agents.common.evaluation.evaluate_cell` runs whole episodes and reports the team return with the cell's own figures
+(splits, offload share, deadline misses, edge utilisation).
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -233,46 +232,3 @@ class CellPlannerAgent(CellAgent):
             if not changed:
                 break
         return k, best
-
-
-def evaluate_cell(agent: Any, env: gym.Env, seeds: list[int]) -> dict[str, Any]:
-    """Whole episodes of the centralised cell env, one per seed: the team return and what the cell did.
-
-    :return: ``mean_return``, ``returns``, ``split_share`` (share of requests at each split), ``offload_share``
-        (requests sent to the edge), ``deadline_miss_rate`` (per request), ``edge_utilisation`` (edge work over the
-        slots' time), ``mean_latency_s`` (per request), ``steps``
-    """
-    u = _cell(env)
-    if getattr(agent, "privileged", False):
-        agent.set_env(env)
-    returns, splits = [], Counter()
-    requests = offloaded = misses = steps = 0
-    latency_sum = work = 0.0
-    for seed in seeds:
-        obs, _ = env.reset(seed=int(seed))
-        done, ret = False, 0.0
-        while not done:
-            action, _ = agent.predict(obs, deterministic=True)
-            obs, r, term, trunc, info = env.step(np.asarray(action, dtype=np.int64))
-            ret += float(r)
-            done = term or trunc
-            act = info["active"]
-            splits.update(info["split"][act].tolist())
-            requests += int(act.sum())
-            offloaded += int(info["offloaded"].sum())
-            misses += int(info["deadline_miss"].sum())
-            latency_sum += float(info["latency_s"][act].sum())
-            work += float(info["edge_work_s"])
-            steps += 1
-        returns.append(ret)
-    n = max(requests, 1)
-    return {
-        "mean_return": float(np.mean(returns)),
-        "returns": returns,
-        "split_share": {int(k): c / n for k, c in sorted(splits.items())},
-        "offload_share": offloaded / n,
-        "deadline_miss_rate": misses / n,
-        "edge_utilisation": work / (steps * u.sim.slot_s),
-        "mean_latency_s": latency_sum / n,
-        "steps": steps,
-    }

@@ -335,20 +335,15 @@ class RLlibPPOAgent:
         h = self.hparams
         if self.cell:
             return self._cell_algorithm_config()
-        return (
+        config = (
             PPOConfig()
             .environment(f"llmsplit_env:{self.env_id}", env_config=dict(self.env_kwargs))
             .env_runners(num_env_runners=h["num_env_runners"], num_envs_per_env_runner=h["num_envs_per_env_runner"],
                          num_cpus_per_env_runner=h["num_cpus_per_env_runner"],
                          gym_env_vectorize_mode=vectorize_mode(self.env_id))
-            .training(lr=h["lr"], gamma=h["gamma"], lambda_=h["lambda_"],
-                      train_batch_size_per_learner=h["train_batch_size"], minibatch_size=h["minibatch_size"],
-                      num_epochs=h["num_epochs"], entropy_coeff=h["entropy_coeff"], clip_param=h["clip_param"],
-                      vf_loss_coeff=h["vf_loss_coeff"], vf_clip_param=h["vf_clip_param"])
-            .rl_module(model_config={"fcnet_hiddens": h["fcnet_hiddens"], "fcnet_activation": h["fcnet_activation"]})
             .callbacks(_reward_callback_class())
-            .debugging(seed=self.seed)
         )  # fmt: skip
+        return self._ppo_settings(config)
 
     def _cell_algorithm_config(self):
         """The cell's `PPOConfig`: its multi-agent face by the registered name, every UE mapped to one module."""
@@ -358,18 +353,26 @@ class RLlibPPOAgent:
 
         h = self.hparams
         # RLlib's multi-agent env runner vectorises with Gymnasium's sync mode (the default): no vector entry point
-        return (
+        config = (
             PPOConfig()
             .environment(CELL_MA_ID, env_config=dict(self.env_kwargs))
             .env_runners(num_env_runners=h["num_env_runners"], num_envs_per_env_runner=h["num_envs_per_env_runner"],
                          num_cpus_per_env_runner=h["num_cpus_per_env_runner"])
             .multi_agent(**shared_policy())
+            .callbacks(_cell_reward_callback_class())
+        )  # fmt: skip
+        return self._ppo_settings(config)
+
+    def _ppo_settings(self, config):
+        """``config`` with this agent's PPO training and network settings and its seed (both faces share them)."""
+        h = self.hparams
+        return (
+            config
             .training(lr=h["lr"], gamma=h["gamma"], lambda_=h["lambda_"],
                       train_batch_size_per_learner=h["train_batch_size"], minibatch_size=h["minibatch_size"],
                       num_epochs=h["num_epochs"], entropy_coeff=h["entropy_coeff"], clip_param=h["clip_param"],
                       vf_loss_coeff=h["vf_loss_coeff"], vf_clip_param=h["vf_clip_param"])
             .rl_module(model_config={"fcnet_hiddens": h["fcnet_hiddens"], "fcnet_activation": h["fcnet_activation"]})
-            .callbacks(_cell_reward_callback_class())
             .debugging(seed=self.seed)
         )  # fmt: skip
 

@@ -31,8 +31,8 @@ from agents.cell import (
     CellPlannerAgent,
     CellRandomAgent,
     SelfishAgent,
-    evaluate_cell,
 )
+from agents.common.evaluation import evaluate_cell
 
 
 def policies(env: gym.Env) -> dict:

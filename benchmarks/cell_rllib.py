@@ -5,8 +5,9 @@
 Trains `agents.rllib_ppo.RLlibPPOAgent` on ``LLMSplit-Cell-v0`` (default config, N = 8 UEs) as RLlib multi-agent
 (`llmsplit_env.cell.rllib`: agents ``ue_0 … ue_7``, one shared module, team reward) with the hyperparameters of
 ``agents/hyperparams/rllib_ppo.yml`` (``-params`` overrides them), on a local Ray instance. Then every policy plays
-the same ``--episodes`` episodes (seeds 100, 101, …) of the centralised env through `agents.cell.evaluate_cell`; the
-trained agent acts through ``predict`` on the centralised observation (the shared module on each UE's view).
+the same ``--episodes`` episodes (seeds 100, 101, …) of the centralised env through
+`agents.common.evaluation.evaluate_cell`; the trained agent acts through ``predict`` on the centralised observation
+(the shared module on each UE's view).
 
 It prints the learning curve (team return on those seeds every ``--curve`` steps) and a table: policy, team return,
 ratio to the planner's, offload share, deadline-miss rate, train steps (cell steps; N agent steps each) and wall
@@ -24,7 +25,8 @@ import gymnasium as gym
 import yaml
 
 import llmsplit_env  # noqa: F401  (registers the ids)
-from agents.cell import CellFixedAgent, CellPlannerAgent, SelfishAgent, evaluate_cell
+from agents.cell import CellFixedAgent, CellPlannerAgent, SelfishAgent
+from agents.common.evaluation import evaluate_cell
 from agents.common.hyperparameters import load_hyperparams
 
 ENV_ID = "LLMSplit-Cell-v0"

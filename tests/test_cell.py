@@ -215,7 +215,8 @@ def test_the_vector_env_of_cells_is_each_cell_alone():
 def test_a_phone_layer_cap_bounds_every_ues_split():
     """``splits.ue_max_layers`` (the layers a phone can hold) applies to every UE: the action space shrinks to the
     allowed splits, the planner never plans past the cap, and every request (none can stay local) offloads."""
-    from agents.cell import CellPlannerAgent, evaluate_cell
+    from agents.cell import CellPlannerAgent
+    from agents.common.evaluation import evaluate_cell
 
     env = gym.make("LLMSplit-Cell-v0", config={"splits": {"ue_max_layers": 12}, "cell": {"n_ues": 4}})
     assert env.action_space == gym.spaces.MultiDiscrete([12] * 4)

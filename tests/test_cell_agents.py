@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import llmsplit_env  # noqa: F401
-from agents.cell import CellFixedAgent, CellPlannerAgent, CellRandomAgent, SelfishAgent, evaluate_cell
+from agents.cell import CellFixedAgent, CellPlannerAgent, CellRandomAgent, SelfishAgent
+from agents.common.evaluation import evaluate_cell
 from agents.common.protocol import Agent, protocol_errors
 
 

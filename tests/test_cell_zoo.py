@@ -153,8 +153,8 @@ def test_the_cells_default_algos_can_all_act_on_it():
 
 
 def test_evaluate_agent_on_the_cell_matches_evaluate_cell():
-    from agents.cell import CellPlannerAgent, CellRandomAgent, SelfishAgent, evaluate_cell
-    from agents.common.evaluation import evaluate_agent
+    from agents.cell import CellPlannerAgent, CellRandomAgent, SelfishAgent
+    from agents.common.evaluation import evaluate_agent, evaluate_cell
 
     env = _cell_env()
     seeds = [5, 6]

@@ -97,7 +97,7 @@ def evaluate_agent(
         ``mean_ppl``, ``split_counts``, ``mean_components`` and the trace are over requests (the UEs with a request in
         a step), plus ``requests``, ``offload_share`` (requests sent to the edge), ``deadline_miss_rate`` (per
         request), ``edge_utilisation`` (edge work over the steps' time), ``mean_latency_s`` (per request) and
-        ``ue_returns`` (``[N]``: each UE's mean return per episode), as `agents.cell.evaluate_cell` defines them.
+        ``ue_returns`` (``[N]``: each UE's mean return per episode), as `evaluate_cell` reports them.
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -259,6 +259,27 @@ def _evaluate_cell(env: gym.Env, predict: Callable, seeds: list[int], determinis
         "edge_utilisation": work_s / (n_steps * slot_s) if n_steps else float("nan"),
         "mean_latency_s": latency_sum / n_req,
         "ue_returns": np.mean(ue_returns, axis=0),
+    }
+
+
+def evaluate_cell(agent: Any, env: gym.Env, seeds: Sequence[int]) -> dict[str, Any]:
+    """Whole episodes of the centralised cell env, one per seed (`evaluate_agent`'s cell episodes), in the cell's terms.
+
+    :return: ``mean_return``, ``returns``, ``split_share`` (share of requests at each split used), ``offload_share``
+        (requests sent to the edge), ``deadline_miss_rate`` (per request), ``edge_utilisation`` (edge work over the
+        slots' time), ``mean_latency_s`` (per request), ``steps``
+    """
+    res = evaluate_agent(agent, env, seeds)
+    n = max(res["requests"], 1)
+    return {
+        "mean_return": res["mean_return"],
+        "returns": [float(r) for r in res["returns"]],
+        "split_share": {k: c / n for k, c in res["split_counts"].items() if c},
+        "offload_share": res["offload_share"],
+        "deadline_miss_rate": res["deadline_miss_rate"],
+        "edge_utilisation": res["edge_utilisation"],
+        "mean_latency_s": res["mean_latency_s"],
+        "steps": round(res["mean_length"] * len(res["returns"])),
     }
 
 
