@@ -57,4 +57,6 @@ def test_real_smollm2_cached_path_faults_no_more_than_the_full_forward(real_runn
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         r.evaluate(1, ch, [i], cached=cached)
         faults[cached].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    assert statistics.median(faults[True]) <= 1.02 * statistics.median(faults[False]), faults
+    # a slack of 1,000 pages (4 MiB): the defect was 90,000-190,000 extra pages, while once glibc keeps its heap both
+    # paths may fault only a handful of pages (1 and 11 in one run), where a ratio alone would read noise as a failure
+    assert statistics.median(faults[True]) <= 1.02 * statistics.median(faults[False]) + 1000, faults
