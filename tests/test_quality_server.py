@@ -164,6 +164,33 @@ def test_concurrent_requests_from_several_processes_are_batched_and_identical(
     assert info["batch_invariant"] is True and info["batching"] is True and info["max_batch"] == 4
 
 
+def test_a_cell_sends_its_slot_s_requests_together_and_the_server_batches_them(tiny_server, tiny_llm_section):
+    """The edge cell (``backend="llm"``): its UEs' requests of a slot reach the server together and are batched (at
+    the same split: one forward), and the cell gets bit for bit what it gets with the model in its own process."""
+    import numpy as np
+
+    config = {"backend": "llm", "llm": dict(tiny_llm_section), "max_episode_steps": 20,
+              "cell": {"n_ues": 4, "arrival_prob": 1.0}}  # fmt: skip
+    plan = [np.array(a) for a in ([0, 0, 0, 0], [1, 1, 0, 3], [2, 0, 2, 0])]  # the tiny model: split 4 sends nothing
+
+    def episode(cfg: dict) -> tuple[list, int]:
+        env = gym.make("LLMSplit-Cell-v0", config=cfg)
+        out = [env.reset(seed=5)[0].tolist()]
+        for a in plan:
+            obs, r, _, _, info = env.step(a)
+            out.append((obs.tolist(), r, info["reward"].tolist(), info["ppl"].tolist(), info["packet_loss"].tolist()))
+        return out, info["quality_evals"]
+
+    own, own_evals = episode(config)
+    qs.call(tiny_server, "tiny", "reset_stats")
+    served, served_evals = episode({**config, "llm": {**tiny_llm_section, "server": "tiny"}})
+    stats = qs.server_stats("tiny")
+    assert served == own and served_evals == own_evals == 11  # 12 requests, one at k = L
+    assert stats["requests"] == 11
+    # slot 1: one batch of 4 at split 1; slot 2: splits 2, 2, 1; slot 3: splits 3, 3, 1, 1
+    assert stats["batch_sizes"].get(4) == 1 and stats["forwards"] == 5
+
+
 def test_batches_give_the_bits_of_single_forwards(tiny_models):
     """Why batching cannot change a number: the runner's batched forward gives each draw, at every position and batch
     size, exactly its single forward's log-PPL and lost fraction (what the server checks at start-up)."""

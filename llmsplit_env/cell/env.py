@@ -38,7 +38,8 @@ Arrays over UEs: ``split``, ``active`` (had a request), ``reward`` (per UE), ``r
 (0 when idle), the level (``snr_db`` or ``rho``), ``packet_loss``, ``outside_grid``, ``airtime_s``, ``latency_s``
 (0 when idle), ``deadline_miss``, ``offloaded``; scalars ``team_reward``, ``edge_backlog_s`` (before the step),
 ``edge_work_s`` and ``quality_evals`` (real evaluations since the last seeded reset: 0 on a profile; with
-``backend="llm"`` one per request that crosses the link, made UE by UE on the one model).
+``backend="llm"`` one per request that crosses the link; a slot's requests go out together, so a quality server
+(``llm.server``) batches those at the same split).
 
 ## Arguments
 

@@ -115,7 +115,7 @@ class CellSimulator:
         single = {k: v for k, v in cfg.items() if k != "cell"}
         single["reward"] = {"weights": {k: v for k, v in cfg["reward"]["weights"].items() if k not in CELL_COMPONENTS}}
         # the UEs: one vector env over C·N sub-envs holds their channels, streams of normals and episodes; the live
-        # backend (one model for the cell) is built here and its requests made here, UE by UE
+        # backend (one model, or one quality server, for the cell) is built here and a slot's requests sent together
         self.live = cfg["backend"] == "llm"
         live = make_backend(resolve_config(single)) if self.live else None
         self.ues = ues = LLMSplitVectorEnv(C * N, config=single, quality_backend=live)
@@ -286,11 +286,11 @@ class CellSimulator:
         ues.dynamics.on_action_batch(st, move)
         level = st["level"].copy()
         z = ues.draw_normals(NOISE_COLUMNS)  # every UE draws its step's normals, idle or not: the streams stay aligned
-        if self.live:  # one real evaluation per request that crosses the link (k = L needs none)
+        if self.live:  # one real evaluation per request that crosses the link (k = L needs none), sent together
             log_ppl, loss = np.full(len(k), qb.log_clean), np.zeros(len(k))
+            idx = np.flatnonzero(active)
             rngs = ues.generators
-            for i in np.flatnonzero(active).tolist():
-                log_ppl[i], loss[i] = qb.sample(int(k[i]), float(level[i]), float(z[4][i]), rngs[i])
+            log_ppl[idx], loss[idx] = qb.sample_many(k[idx], level[idx], [rngs[i] for i in idx.tolist()])
         else:
             log_ppl, loss = qb.sample_batch(k, level, z[4])
             loss = realised_loss_batch(loss, z[5], qb.loss_units)

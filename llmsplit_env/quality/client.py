@@ -167,8 +167,8 @@ def server_stats(name: str = "quality", timeout_s: float | None = None) -> dict[
     if timeout_s is None:
         timeout_s = _TIMEOUTS.get(name)
         if timeout_s is None:
-            timeout_s = _request_timeout(_get(handle, name, "info", (), CONNECT_TIMEOUT_S)["spec"])
-    return _get(handle, name, "stats", (), timeout_s)
+            timeout_s = _request_timeout(_get(handle, name, "info", [()], CONNECT_TIMEOUT_S)[0]["spec"])
+    return _get(handle, name, "stats", [()], timeout_s)[0]
 
 
 def _check_timeout(key: str, value: Any) -> float:
@@ -182,18 +182,20 @@ def _request_timeout(spec: dict[str, Any]) -> float:
     return float(spec.get("request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S))
 
 
-def _get(handle: Any, name: str, method: str, args: tuple, timeout_s: float) -> Any:
-    """``handle.method(*args)`` waited for at most ``timeout_s``: `ServerTimeout` naming the server, the method and
-    the timeout after that (the request is cancelled, should the server ever come back)."""
+def _get(handle: Any, name: str, method: str, calls: list[tuple], timeout_s: float) -> list[Any]:
+    """``handle.method(*args)`` for every ``args`` of ``calls``, all sent at once (the server batches what arrives
+    together) and waited for together at most ``timeout_s``: `ServerTimeout` naming the server, the method and the
+    timeout after that (the requests are cancelled, should the server ever come back)."""
     import ray
     from ray.exceptions import GetTimeoutError
 
-    ref = getattr(handle, method).remote(*args)
+    refs = [getattr(handle, method).remote(*args) for args in calls]
     try:
-        return ray.get(ref, timeout=timeout_s)
+        return ray.get(refs, timeout=timeout_s)
     except GetTimeoutError:
-        with contextlib.suppress(Exception):  # a courtesy: the error below is what matters
-            ray.cancel(ref)
+        for ref in refs:
+            with contextlib.suppress(Exception):  # a courtesy: the error below is what matters
+                ray.cancel(ref)
         raise ServerTimeout(
             _key_error(
                 name,
@@ -261,12 +263,18 @@ def call(handle: Any, name: str, method: str, *args: Any, timeout_s: float | Non
     """``handle.method(*args)``, waited for at most ``timeout_s`` (default: the server's ``request_timeout_s``, read
     by `connect`; longer for the probe), then `ServerTimeout` naming ``llm.server`` and the timeout; a dead server
     raises naming ``llm.server``, the server's own ``ValueError`` comes back as a plain ``ValueError``."""
+    return call_many(handle, name, method, [args], timeout_s=timeout_s)[0]
+
+
+def call_many(handle: Any, name: str, method: str, calls: list[tuple], timeout_s: float | None = None) -> list[Any]:
+    """`call` for several requests sent at once (the server batches those of the same split): their answers in order,
+    or the first error (as `call` raises it); the timeout bounds the wait for all of them."""
     from ray.exceptions import RayActorError, RayTaskError
 
     if timeout_s is None:
         timeout_s = max(_TIMEOUTS.get(name, DEFAULT_REQUEST_TIMEOUT_S), _SLOW.get(method, 0.0))
     try:
-        return _get(handle, name, method, args, _check_timeout("timeout_s", timeout_s))
+        return _get(handle, name, method, list(calls), _check_timeout("timeout_s", timeout_s))
     except RayActorError as e:
         raise RuntimeError(_key_error(name, f"the server is not reachable ({type(e).__name__}); restart it")) from None
     except RayTaskError as e:

@@ -205,23 +205,50 @@ class LLMQuality(QualityBackend):
     def sample(self, split: int, level: float, z: float, rng: np.random.Generator) -> tuple[float, float]:
         if split == self.num_layers:
             return self.log_clean, 0.0
+        request = self._request(split, level, rng)
+        if self.server is not None:
+            from llmsplit_env.quality.client import call
+
+            x, lost = call(self.server, self.server_name, "evaluate", *request)
+        else:
+            x, lost = self._evaluate_here(*request)
+        self.evaluations += 1
+        return (x if x > self.log_clean else self.log_clean), lost
+
+    def sample_many(self, splits, levels, rngs) -> tuple[np.ndarray, np.ndarray]:
+        """`sample` for several transmissions at once (the edge cell's UEs in one slot): ``(log PPL, lost fraction)``
+        arrays. Each channel seed is drawn from its own generator ``rngs[i]`` as `sample` draws it, so the numbers are
+        those of `sample` called in order; with ``server`` the requests go out together and the server batches those
+        of the same split (its batches give the bits of single forwards), with the model here they run one by one."""
+        n = len(splits)
+        log_ppl, lost = np.full(n, self.log_clean), np.zeros(n)
+        todo = [i for i in range(n) if int(splits[i]) != self.num_layers]
+        requests = [self._request(int(splits[i]), float(levels[i]), rngs[i]) for i in todo]
+        if self.server is not None and requests:
+            from llmsplit_env.quality.client import call_many
+
+            answers = call_many(self.server, self.server_name, "evaluate", requests)
+        else:
+            answers = [self._evaluate_here(*r) for r in requests]
+        for i, (x, loss) in zip(todo, answers, strict=True):
+            log_ppl[i], lost[i] = (x if x > self.log_clean else self.log_clean), loss
+        self.evaluations += len(todo)
+        return log_ppl, lost
+
+    def _request(self, split: int, level: float, rng: np.random.Generator) -> tuple:
+        """The arguments of one evaluation (the server's ``evaluate``): the channel seed drawn from ``rng``, the level
+        clipped to the channel's accepted range."""
         seed = int(rng.integers(2**31 - 1))
         self.last_seed = seed  # the channel realisation of the last evaluation (for reproduction outside the env)
         if self.level_name == "rho":
             level = min(max(level, 0.0), 1.0)
         else:
             level = min(max(level, -50.0), 100.0)  # the channel's accepted range
-        if self.server is not None:
-            from llmsplit_env.quality.client import call
+        return split, self.scheme, level, self.channel_params, seed
 
-            x, lost = call(self.server, self.server_name, "evaluate", split, self.scheme, level, self.channel_params,
-                           seed)  # fmt: skip
-        else:
-            channel = self._make_channel(self.scheme, level, **self.channel_params)
-            ev = self.runner.evaluate(split, channel, seeds=[seed], cached=self.cached)
-            x, lost = float(ev.log_ppl[0]), float(ev.loss_fraction[0])
-        self.evaluations += 1
-        return (x if x > self.log_clean else self.log_clean), lost
+    def _evaluate_here(self, split: int, scheme: str, level: float, params: dict, seed: int) -> tuple[float, float]:
+        ev = self.runner.evaluate(split, self._make_channel(scheme, level, **params), seeds=[seed], cached=self.cached)
+        return float(ev.log_ppl[0]), float(ev.loss_fraction[0])
 
     def _need_profile(self) -> ProfileQuality:
         if self.profile_quality is None:
