@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from llmsplit_env.dynamics import AUTHORS_DRIFT_FACTORS
 from llmsplit_env.util.mapping import deep_merge
 
 COMPONENTS = ("quality", "ue_compute", "privacy", "switching", "latency", "ppl_gain", "paper_load")
 OBS_EXTRAS = ("distance", "speed", "time", "log_ppl0", "last_quality")
 PRESETS = ("default", "llm", "paper")
+#: what the reward surrogate does not know (it predicts the paper's gain term from (ρ, p) only): the components that
+#: need the perplexity or the leakage, and the observation extras that need the perplexity
+SURROGATE_UNKNOWN_COMPONENTS = ("quality", "privacy")
+SURROGATE_UNKNOWN_EXTRAS = ("log_ppl0", "last_quality")
 
 _DEFAULT_CONFIG: dict[str, Any] = {
     "backend": "profile",
+    "surrogate": None,
     "scheme": "analog",
     "profile": None,
     "sample_quality": True,
@@ -60,7 +67,7 @@ _DEFAULT_CONFIG: dict[str, Any] = {
         "path_loss": {"snr_ref_db": 50.0, "ref_distance": 10.0, "exponent": 3.53},
         "shadowing": {"sigma_db": 7.82, "decorrelation_m": 13.0},
         "static": {"low": None, "high": None},
-        "paper_drift": {"rho_low": 0.01, "rho_high": 0.3, "rate": 0.0005},
+        "paper_drift": {"rho_low": 0.01, "rho_high": 0.3, "rate": 0.0005, "factors": None, "float32": False},
     },
     "observation": {"extras": [], "trend_smoothing": 0.5},
     "reward": {
@@ -114,6 +121,18 @@ _PRESET_OVERRIDES: dict[str, dict] = {
 }
 
 
+# What ``surrogate=PATH`` sets beneath the user's own keys, on top of the ``paper`` preset: the authors' surrogate env
+# exactly (backend "surrogate": reward 10·f(ρ', p') + (10 − p')/10 with f their MLP; their 9 relative moves; their
+# drift factors, the +3 quirk included, on a float32 ρ; the bare state, no log PPL₀: the reward is Markov).
+_SURROGATE_OVERRIDES: dict[str, Any] = {
+    "backend": "surrogate",
+    "action_mode": "relative",
+    "max_move": 4,
+    "channel": {"paper_drift": {"factors": list(AUTHORS_DRIFT_FACTORS), "float32": True}},
+    "observation": {"extras": []},
+}
+
+
 def _num(cfg: dict, path: str, lo: float, hi: float, *, allow_none: bool = False, integer: bool = False):
     """Fetch ``path`` (dotted) from ``cfg`` and check it is a finite number in [lo, hi]."""
     value = cfg
@@ -158,8 +177,18 @@ def resolve_config(config: Mapping | None = None, preset: str | None = None) -> 
     if preset is not None and cfg_preset is not None and preset != cfg_preset:
         raise ValueError(f"preset given twice and different: argument {preset!r}, config {cfg_preset!r}")
     name = preset or cfg_preset or "default"
-    cfg = deep_merge(default_config(name), user, known_only=True)
+    base = default_config(name)
+    if user.get("surrogate") is not None:  # the authors' surrogate env, beneath the user's own keys
+        if name != "paper":
+            raise ValueError(
+                f"config 'surrogate' (the authors' reward surrogate) makes the paper's surrogate env: use preset "
+                f"'paper' (LLMSplit-Paper-v0), got preset {name!r}"
+            )
+        base = deep_merge(base, _SURROGATE_OVERRIDES, known_only=True)
+    cfg = deep_merge(base, user, known_only=True)
     cfg["preset"] = name
+    if hasattr(cfg["surrogate"], "__fspath__"):
+        cfg["surrogate"] = os.fspath(cfg["surrogate"])
     if "scheme" not in user and "scheme" not in _PRESET_OVERRIDES[name] and isinstance(cfg["profile"], str):
         # a profile knows its scheme: a config that names the profile and not the scheme means the profile's
         from llmsplit_env.quality.profile import load_profile
@@ -181,7 +210,7 @@ def merge_config_kwargs(config: Mapping | None, kwargs: Mapping) -> dict:
 def _validate(cfg: dict) -> None:
     """Check every value of a merged config (errors name the key and what is allowed)."""
     _choice(cfg, "preset", PRESETS)
-    _choice(cfg, "backend", ("profile", "llm"))
+    _choice(cfg, "backend", ("profile", "llm", "surrogate"))
     _choice(cfg, "scheme", ("analog", "digital", "erasure"))
     if cfg["profile"] is not None and not isinstance(cfg["profile"], str):
         raise ValueError(f"config 'profile' must be a profile name or path (str) or None, got {cfg['profile']!r}")
@@ -259,6 +288,18 @@ def _validate(cfg: dict) -> None:
     _num(cfg, "channel.paper_drift.rho_high", 0.0, 1.0)
     _num(cfg, "channel.paper_drift.rate", 0.0, 0.2)
     pd = ch["paper_drift"]
+    f = pd["factors"]
+    if f is not None and not (
+        isinstance(f, (list, tuple))
+        and len(f) % 2 == 1
+        and all(not isinstance(v, bool) and isinstance(v, (int, float, np.number)) for v in f)
+        and all(math.isfinite(v) and 0.5 <= v <= 2.0 for v in f)
+    ):
+        raise ValueError(
+            "config 'channel.paper_drift.factors' must be None (ρ × (1 − rate·move)) or a list of 2m + 1 factors in "
+            f"[0.5, 2] for the moves -m..+m (e.g. the authors' {list(AUTHORS_DRIFT_FACTORS)}), got {f!r}"
+        )
+    _choice(cfg, "channel.paper_drift.float32", (True, False))
     if pd["rho_low"] > pd["rho_high"]:
         raise ValueError(f"config 'channel.paper_drift': rho_low ({pd['rho_low']}) exceeds rho_high ({pd['rho_high']})")
     extras = cfg["observation"]["extras"]
@@ -284,3 +325,46 @@ def _validate(cfg: dict) -> None:
     _num(cfg, "latency.bits", 1, 64, integer=True)
     _num(cfg, "latency.nominal_snr_db", -50.0, 100.0)
     _num(cfg, "latency.max_airtime_s", 0.0, 1e6, allow_none=True)
+    _validate_surrogate(cfg)
+
+
+def _validate_surrogate(cfg: dict) -> None:
+    """``surrogate`` (the path of the authors' ``reward_predictor.pth``) and ``backend`` "surrogate" go together; the
+    surrogate predicts the paper's gain at an erasure ρ and knows no perplexity, quality or leakage."""
+    path, backend = cfg["surrogate"], cfg["backend"]
+    if path is not None and (not isinstance(path, str) or not path.strip()):
+        raise ValueError(
+            f"config 'surrogate' must be None or the path (str or os.PathLike) of the authors' reward_predictor.pth, "
+            f"got {path!r}"
+        )
+    if backend == "surrogate" and path is None:
+        raise ValueError(
+            "config 'backend' 'surrogate' needs config 'surrogate': the path of the authors' reward_predictor.pth "
+            "(setting it alone selects the backend)"
+        )
+    if path is None:
+        return
+    if backend != "surrogate":
+        raise ValueError(
+            f"config 'surrogate' = {path!r} selects backend 'surrogate'; config 'backend' is {backend!r}: drop it"
+        )
+    if cfg["scheme"] != "erasure":
+        raise ValueError(f"config 'scheme' must be 'erasure' with the surrogate backend (ρ), got {cfg['scheme']!r}")
+    if cfg["profile"] is not None:
+        raise ValueError(f"config 'profile' = {cfg['profile']!r} is not used by the surrogate backend: drop it")
+    weights = cfg["reward"]["weights"]
+    for c in SURROGATE_UNKNOWN_COMPONENTS:
+        w = weights[c]
+        if w != 0:
+            raise ValueError(
+                f"config 'reward.weights.{c}' = {w!r}: the surrogate backend predicts only the paper's gain from "
+                f"(rho, p) and knows no {'perplexity' if c == 'quality' else 'leakage'}; set it to 0 (allowed nonzero "
+                "weights: ue_compute, switching, latency, ppl_gain, paper_load)"
+            )
+    extras = cfg["observation"]["extras"]
+    bad = [e for e in SURROGATE_UNKNOWN_EXTRAS if e in extras]
+    if bad:
+        raise ValueError(
+            f"config 'observation.extras' {bad} need the perplexity, which the surrogate backend does not know; "
+            f"allowed with it: {[e for e in OBS_EXTRAS if e not in SURROGATE_UNKNOWN_EXTRAS]}"
+        )

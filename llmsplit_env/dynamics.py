@@ -337,12 +337,21 @@ class StaticChannel(UniformLevelChannel):
         return {"class": type(self).__name__, "low": self.low, "high": self.high, "csi_error": self.csi_error}
 
 
+#: the authors' surrogate env's factors on ρ for the moves −4..+4 (`PaperErasureDrift` ``factors``): the pattern
+#: ``1 − 0.0005·move``, except the +3 move, which their code multiplies by 0.9995 (the pattern would give 0.9985)
+AUTHORS_DRIFT_FACTORS = (1.002, 1.0015, 1.001, 1.0005, 1.0, 0.9995, 0.999, 0.9995, 0.998)
+
+
 class PaperErasureDrift(UniformLevelChannel):
     """The authors' surrogate env: ρ ~ U(rho_low, rho_high) at reset; each step, moving the split ``j`` layers
     shallower multiplies ρ by ``1 + rate·j``, deeper by ``1 − rate·j`` (rate 0.0005, i.e. 0.05–0.2 % a step), then ρ is
     clipped to ``[0, rho_max]`` (``rho_max`` defaults to ``rho_high``). The change is applied before the step's reward
-    (the reward sees the new ρ), as in their code. (Their code has ``0.9995`` for the +3 move, an apparent typo of
-    ``0.9985``; we use the pattern.) The agent sees ρ exactly by default (``csi_error`` 0).
+    (the reward sees the new ρ), as in their code. The agent sees ρ exactly by default (``csi_error`` 0).
+
+    ``factors``: instead of the pattern, a table of ``2m + 1`` factors for the moves ``−m..+m`` (a larger move raises
+    ``ValueError``). Their code has ``0.9995`` for the +3 move, an apparent typo of the pattern's ``0.9985``: the
+    default (``None``, the pattern) corrects it; `AUTHORS_DRIFT_FACTORS` reproduces it. ``float32``: store ρ as a
+    float32 after each reset and move, as their state array does (the product itself is taken in float64).
     """
 
     level_name = "rho"
@@ -354,26 +363,68 @@ class PaperErasureDrift(UniformLevelChannel):
         rate: float = 0.0005,
         rho_max: float | None = None,
         csi_error: float = 0.0,
+        factors: Sequence[float] | None = None,
+        float32: bool = False,
     ):
         rho_max = rho_high if rho_max is None else rho_max
         if not 0.0 <= rho_low <= rho_high <= rho_max <= 1.0:
             raise ValueError(f"need 0 <= rho_low <= rho_high <= rho_max <= 1, got {rho_low}, {rho_high}, {rho_max}")
         if not 0.0 <= rate < 0.25:
             raise ValueError(f"rate must lie in [0, 0.25), got {rate!r}")
+        if factors is not None:
+            factors = tuple(float(f) for f in factors)
+            if len(factors) % 2 != 1 or not all(math.isfinite(f) and f > 0.0 for f in factors):
+                raise ValueError(f"factors must be an odd number (2m + 1) of positive finite factors, got {factors!r}")
         self.rho_low, self.rho_high, self.rate, self.rho_max = float(rho_low), float(rho_high), float(rate), rho_max
         self.low, self.high = self.rho_low, self.rho_high
         self.csi_error = float(csi_error)
+        self.factors = factors
+        self.float32 = bool(float32)
+        self.max_move = None if factors is None else len(factors) // 2
+        self._factor_array = None if factors is None else np.array(factors)
         self.level = self.estimate = self.rho_low
 
+    def _moved(self, move: int) -> float:
+        """ρ after a move of ``move`` layers (clipped; rounded to float32 when ``float32``)."""
+        if self.factors is None:
+            level = min(max(self.level * (1.0 - self.rate * move), 0.0), self.rho_max)
+        else:
+            m = self.max_move
+            if not -m <= move <= m:
+                raise ValueError(f"move {move} is outside the drift's factor table (moves -{m}..+{m})")
+            level = min(max(self.level * self.factors[move + m], 0.0), self.rho_max)
+        return float(np.float32(level)) if self.float32 else level
+
     def level_after(self, move: int) -> float:
-        return min(max(self.level * (1.0 - self.rate * move), 0.0), self.rho_max)
+        return self._moved(move)
 
     def on_action(self, move: int) -> None:
-        self.level = min(max(self.level * (1.0 - self.rate * move), 0.0), self.rho_max)
+        self.level = self._moved(move)
 
     def on_action_batch(self, state: dict[str, np.ndarray], move: np.ndarray) -> None:
-        state["level"] = np.clip(state["level"] * (1.0 - self.rate * move), 0.0, self.rho_max)
+        if self.factors is None:
+            level = np.clip(state["level"] * (1.0 - self.rate * move), 0.0, self.rho_max)
+        else:
+            m = self.max_move
+            if move.size and np.abs(move).max() > m:
+                raise ValueError(f"moves {sorted(set(move[np.abs(move) > m].tolist()))} are outside the drift's "
+                                 f"factor table (moves -{m}..+{m})")  # fmt: skip
+            level = np.clip(state["level"] * self._factor_array[move + m], 0.0, self.rho_max)
+        state["level"] = level.astype(np.float32).astype(np.float64) if self.float32 else level
+
+    def reset(self, z: Sequence[float]) -> None:
+        super().reset(z)
+        if self.float32:
+            self.level = float(np.float32(self.level))
+            self.estimate = self.level + self.csi_error * z[2]
+
+    def reset_batch(self, state: dict[str, np.ndarray], idx: np.ndarray, z: np.ndarray) -> None:
+        super().reset_batch(state, idx, z)
+        if self.float32:
+            level = state["level"][idx].astype(np.float32).astype(np.float64)
+            state["level"][idx] = level
+            state["estimate"][idx] = level + self.csi_error * z[2]
 
     def describe(self) -> dict:
-        names = ("rho_low", "rho_high", "rate", "rho_max", "csi_error")
+        names = ("rho_low", "rho_high", "rate", "rho_max", "csi_error", "factors", "float32")
         return {"class": type(self).__name__, **{name: getattr(self, name) for name in names}}

@@ -109,7 +109,8 @@ channel does this on more than 5 % of steps, at an end where the profile's quali
 `llmsplit_env.factory.grid_coverage`), ``quality_evals`` (real LLM evaluations this env has run since it was
 last seeded, i.e. over the whole run when seeded once; counting from the last ``reset(seed=...)`` keeps infos
 identical for identical seeds, which Gymnasium's checker requires; the lifetime total is `total_quality_evals`;
-always 0 for the profile backend); ``ppl0`` when the paper terms are in use. `reset` returns the true level, the
+always 0 for the profile backend); ``ppl0`` when the paper terms are in use. (The reward surrogate's env has no
+``ppl``: it predicts no perplexity.) `reset` returns the true level, the
 initial split and ``quality_evals``.
 
 ## Arguments
@@ -126,6 +127,8 @@ Top-level keys (see `default_config()` for every nested default):
 | key                 | default                 | meaning                                                      |
 |---------------------|-------------------------|--------------------------------------------------------------|
 | `backend`           | `"profile"`             | `"profile"` (shipped measurements) or `"llm"` (live model)   |
+|                     |                         | (`"surrogate"`: set by `surrogate`, see Presets)             |
+| `surrogate`         | `None`                  | path of the authors' `reward_predictor.pth` (preset `paper`) |
 | `scheme`            | `"analog"`              | `"analog"`, `"digital"` or `"erasure"`; with a `profile` and |
 |                     |                         | no `scheme` (nor a preset's): the profile's                  |
 | `profile`           | `None`                  | name or path; `None`: `smollm2-135m-<scheme>`                |
@@ -172,6 +175,21 @@ forward unless batching was checked to be batch-invariant at its start (or its o
   so the reward depends on where the episode started: it is not Markov in (ρ, p). The preset observes ``log PPL₀``
   (extra ``log_ppl0``) to restore the Markov property and reports ``ppl0`` in ``info``; set
   ``observation.extras=[]`` for the authors' bare (ρ, p) state.
+* ``paper`` with ``surrogate=PATH`` (``gym.make("LLMSplit-Paper-v0", surrogate="reward_predictor.pth")``): the
+  authors' surrogate env exactly, on their released reward surrogate (`llmsplit_env.quality.surrogate`; the file is
+  not shipped: it carries no license). Setting the path applies, beneath the user's own keys (which still win):
+  ``backend="surrogate"``; reward ``10·f(ρ', p') + (10 − p')/10`` from the step's new state, ``f`` their MLP
+  (2→128→128→1, float32, on the raw (ρ, p)) as the ``ppl_gain`` component; their 9 relative moves
+  (``action_mode="relative"``, ``max_move=4``, cut back at the ends); their drift factors
+  ``channel.paper_drift.factors`` (`llmsplit_env.dynamics.AUTHORS_DRIFT_FACTORS`: 1 ∓ 0.0005·|move|, but 0.9995 for
+  +3, as their code has) on a ρ stored as float32 (``channel.paper_drift.float32``); no ``log_ppl0`` extra (the
+  reward is Markov in (ρ, p)). The rest is the ``paper`` preset's: ρ ~ U(0.01, 0.3), p ~ U{1..9}, 5 steps. The
+  surrogate knows no perplexity, quality or leakage: ``info`` has no ``ppl`` and ``info["rewards"]`` no ``quality``
+  or ``privacy``; nonzero ``quality`` or ``privacy`` weights, the ``log_ppl0`` and ``last_quality`` extras, splits
+  above 10 and another ``backend``, ``scheme`` or ``profile`` raise ``ValueError`` naming the key. ``packet_loss``
+  is ρ' itself (the erasure channel's expected lost fraction: nothing is transmitted). The model facts are their
+  Llama-2-7B's (32 layers, hidden size 4096: ``ue_compute`` and ``latency`` may be weighted). ``expected_rewards()``
+  is exact (the surrogate is deterministic), so `OracleAgent` applies; the vector env steps it too.
 """
 
 from __future__ import annotations
@@ -403,6 +421,8 @@ class LLMSplitEnv(gym.Env):
         }
         if problem.needs_ppl0:
             info["ppl0"] = ep.ppl0
+        if not qb.knows_ppl:  # the reward surrogate: no perplexity to report
+            del info["ppl"]
 
         # the channel moves on; the episode's bookkeeping; the next observation
         est_prev = dyn.estimate
@@ -457,8 +477,9 @@ class LLMSplitEnv(gym.Env):
             f"t={self.elapsed_steps:3d}/{self.max_episode_steps} {name}={self.dynamics.level:7.3f}{unit} "
             f"(est {self.dynamics.estimate:7.3f}) split={self.prev_split:2d}/{self.num_layers}"
         )
-        if "ppl" in info:
-            line += f" ppl={info['ppl']:9.2f} reward={self._history[-1][3]:7.3f}" + "".join(
+        if "rewards" in info:
+            ppl = f" ppl={info['ppl']:9.2f}" if "ppl" in info else ""
+            line += f"{ppl} reward={self._history[-1][3]:7.3f}" + "".join(
                 f" {c}={v:.3f}" for c, v in info["rewards"].items()
             )
         return line + "\n"

@@ -20,6 +20,7 @@ from llmsplit_env.dynamics import (
 )
 from llmsplit_env.quality.backends import ProfileQuality, QualityBackend
 from llmsplit_env.quality.live import LLMQuality
+from llmsplit_env.quality.surrogate import SurrogateQuality
 
 
 def make_backend(cfg: dict) -> QualityBackend:
@@ -27,6 +28,8 @@ def make_backend(cfg: dict) -> QualityBackend:
     scheme = cfg["scheme"]
     explicit = cfg["profile"] is not None
     profile = cfg["profile"] if explicit else f"smollm2-135m-{scheme}"
+    if cfg["backend"] == "surrogate":  # the authors' reward surrogate (config 'surrogate': its path)
+        return SurrogateQuality(cfg["surrogate"])
     if cfg["backend"] == "profile":
         qb = ProfileQuality(profile, sample=cfg["sample_quality"])
         if qb.scheme != scheme:
@@ -109,9 +112,11 @@ def check_levels_in_grid(cfg: dict, qb: QualityBackend) -> None:
         for key in ("rho_low", "rho_high"):
             if not lo <= pd[key] <= hi:
                 raise outside(f"paper_drift.{key}", pd[key])
-        if pd["rate"] > 0 and lo > 0:
+        drifts = pd["rate"] > 0 if pd["factors"] is None else min(pd["factors"]) < 1.0
+        if drifts and lo > 0:
+            key, value = ("rate", pd["rate"]) if pd["factors"] is None else ("factors", list(pd["factors"]))
             raise ValueError(
-                f"config 'channel.paper_drift.rate' = {pd['rate']} drifts rho below rho_low towards 0 as the split "
+                f"config 'channel.paper_drift.{key}' = {value} drifts rho below rho_low towards 0 as the split "
                 f"moves up, under the profile's grid of rho [{lo}, {hi}] ({qb.profile.source}); use a profile "
                 "measured from rho = 0, or rate 0"
             )

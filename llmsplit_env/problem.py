@@ -33,7 +33,7 @@ from llmsplit_env.config import resolve_config
 from llmsplit_env.frozen import FrozenDict, SplitTable, frozen, readonly
 from llmsplit_env.link import airtime_s, payload_bits
 from llmsplit_env.observation import BASE_OBSERVATION, observation_bounds
-from llmsplit_env.reward import BUILTIN_COMPONENTS, Outcome, RewardComponent, outcome
+from llmsplit_env.reward import BUILTIN_COMPONENTS, Outcome, RewardComponent, outcome, predicted_gain_component
 
 __all__ = [
     "BASE_OBSERVATION",
@@ -305,6 +305,12 @@ def compile_problem(config: Mapping | None = None, backend=None, preset: str | N
     k_first = getattr(qb, "k_first", 1)
     if k_min < k_first:
         raise ValueError(f"config 'splits.min' = {k_min} is below the profile's first split {k_first}")
+    k_last = getattr(qb, "k_last", L)
+    if k_max > k_last:
+        raise ValueError(
+            f"config 'splits.max' = {k_max} is above the last split the quality backend covers, {k_last} "
+            f"({type(qb).__name__})"
+        )
     splits = tuple(range(k_min, k_max + 1))
     excluded = set(sp["excluded"])
     allowed_splits = tuple(k for k in splits if k not in excluded)
@@ -339,6 +345,32 @@ def compile_problem(config: Mapping | None = None, backend=None, preset: str | N
         n = k_max - k_min + 1
         masks = np.array([allowed[k] for k in splits], dtype=bool)
 
+    reach = (
+        max((abs(t - kp) for kp in allowed_splits for t in targets[kp]), default=0)
+        if relative
+        else (allowed_splits[-1] - allowed_splits[0])
+    )
+    factors = cfg["channel"]["paper_drift"]["factors"]
+    if cfg["channel"]["model"] == "paper_drift" and factors is not None and reach > len(factors) // 2:
+        m = len(factors) // 2
+        raise ValueError(
+            f"config 'channel.paper_drift.factors' has factors for the moves -{m}..+{m}, but the actions move the "
+            f"split by up to {reach} layers (action_mode {cfg['action_mode']!r}, max_move {cfg['max_move']}, splits "
+            f"{k_min}..{k_max}); give 2·{reach} + 1 factors, or use relative actions with max_move <= {m}"
+        )
+
+    # Reward components: a backend that predicts the paper's gain (the authors' reward surrogate) computes
+    # ``ppl_gain`` with its model; components it cannot compute (NaN) are reported only when weighted (refused by
+    # the config).
+    gain_model = getattr(qb, "gain_model", None)
+    unknown = getattr(qb, "unknown_components", ())
+    components = tuple(
+        predicted_gain_component(gain_model)
+        if gain_model is not None and c.name == "ppl_gain"
+        else (dataclasses.replace(c, always_reported=False) if c.name in unknown else c)
+        for c in BUILTIN_COMPONENTS
+    )
+
     # Observation names and bounds (`llmsplit_env.observation`'s feature table).
     names = (*BASE_OBSERVATION, *cfg["observation"]["extras"])
     low, high = observation_bounds(names, qb.level_name, cfg)
@@ -370,7 +402,7 @@ def compile_problem(config: Mapping | None = None, backend=None, preset: str | N
         transmits=SplitTable([1.0] * L + [0.0]),
         paper_load=SplitTable((k_max - k) / k_max for k in range(L + 1)),
         weights=FrozenDict(cfg["reward"]["weights"]),
-        components=BUILTIN_COMPONENTS,
+        components=components,
         observation_names=names,
         obs_low=low,
         obs_high=high,

@@ -83,6 +83,23 @@ def _ppl_gain(p: Any, o: Outcome):
     return (o.ppl0 - o.ppl) / o.ppl0
 
 
+class PredictedGain:
+    """The ``ppl_gain`` component's value from a model of it, ``model(level, split)`` (a backend's ``gain_model``,
+    e.g. the authors' reward surrogate `llmsplit_env.quality.surrogate.SurrogateMLP`): floats or arrays. A class, not
+    a closure, so the problem pickles."""
+
+    def __init__(self, model: Callable[[Any, Any], Any]) -> None:
+        self.model = model
+
+    def __call__(self, p: Any, o: Outcome):
+        return self.model(o[2], o[0])
+
+
+def predicted_gain_component(model: Callable[[Any, Any], Any]) -> RewardComponent:
+    """The ``ppl_gain`` component computed by ``model(level, split)`` instead of from PPL₀ and PPL (no PPL₀ needed)."""
+    return RewardComponent("ppl_gain", PredictedGain(model), always_reported=False, group="paper")
+
+
 #: the built-in components, in the order they are reported and summed (see the Rewards table of `LLMSplitEnv`)
 BUILTIN_COMPONENTS: tuple[RewardComponent, ...] = (
     RewardComponent("quality", _quality),

@@ -72,8 +72,11 @@ class LLMSplitVectorEnv(VectorEnv):
         self.config = config = episode.env_config(config, preset, problem, config_kwargs, max_episode_steps)
         # ``quality_backend``: built by a caller that draws the quality itself (the cell's live backend); `step` here
         # draws from profiles only
-        if config["backend"] != "profile" and quality_backend is None:
-            raise ValueError("LLMSplitVectorEnv vectorises the profile backend only; config backend is 'llm'")
+        if config["backend"] == "llm" and quality_backend is None:
+            raise ValueError(
+                "LLMSplitVectorEnv vectorises the profile backend only (and the reward surrogate); config backend is "
+                "'llm'"
+            )
         qb = make_backend(config) if quality_backend is None else quality_backend
         self.problem = p = episode.env_problem(config, qb, problem)
         self.quality_backend: ProfileQuality = qb
@@ -282,7 +285,8 @@ class LLMSplitVectorEnv(VectorEnv):
         # quality backend -> reward components -> reward
         qb = self._qb
         log_ppl, loss = qb.sample_batch(k, level, z[4])
-        loss = realised_loss_batch(loss, z[5], qb.loss_units)  # the mean lost fraction -> the transmission's
+        if qb.loss_units:  # the mean lost fraction -> the transmission's
+            loss = realised_loss_batch(loss, z[5], qb.loss_units)
         ppl = np.exp(log_ppl)
         quality = qb.clean_ppl / ppl
         o = outcome(k, move, level, quality, ppl, ep.ppl0, p.airtime(k, level))
@@ -334,7 +338,8 @@ class LLMSplitVectorEnv(VectorEnv):
         for c, v in comps.items():
             rewards[c], rewards["_" + c] = scatter(v), step_mask
         info: dict[str, Any] = {"rewards": rewards, "_rewards": step_mask}
-        info["ppl"], info["_ppl"] = scatter(ppl), step_mask
+        if self._qb.knows_ppl:  # (the reward surrogate knows no perplexity)
+            info["ppl"], info["_ppl"] = scatter(ppl), step_mask
         info["packet_loss"], info["_packet_loss"] = scatter(loss), step_mask
         outside = (level < self._qb.level_lo) | (level > self._qb.level_hi)
         info["outside_grid"], info["_outside_grid"] = scatter(outside, bool), step_mask

@@ -1,4 +1,5 @@
-"""Quality of a split: measured profiles, and the env's quality backends (profile-interpolated or the live model)."""
+"""Quality of a split: measured profiles, and the env's quality backends (profile-interpolated, the live model, or
+the authors' reward surrogate)."""
 
 from llmsplit_env.quality.backends import ProfileQuality, QualityBackend, floored_lognormal_expectations
 from llmsplit_env.quality.live import LLMQuality
@@ -10,6 +11,7 @@ from llmsplit_env.quality.profile import (
     profile_from_dict,
     shipped_profiles,
 )
+from llmsplit_env.quality.surrogate import SurrogateMLP, SurrogateQuality
 
 __all__ = [
     "LLMQuality",
@@ -17,6 +19,8 @@ __all__ = [
     "ProfileError",
     "ProfileQuality",
     "QualityBackend",
+    "SurrogateMLP",
+    "SurrogateQuality",
     "check_splits",
     "floored_lognormal_expectations",
     "load_profile",

@@ -1,11 +1,13 @@
 """Quality backends of the environment: what a transmission at split ``k`` and channel level ``x`` does to perplexity.
 
-One interface, two implementations (the live one in `llmsplit_env.quality.live`):
+One interface, three implementations (the live one in `llmsplit_env.quality.live`, the authors' reward surrogate in
+`llmsplit_env.quality.surrogate`):
 
-| backend          | per step                                                          | cost             |
-|------------------|-------------------------------------------------------------------|------------------|
-| `ProfileQuality` | interpolate a shipped profile linearly in the level, sample       | about a µs       |
-| `LLMQuality`     | run the real split model (`SplitRunner`) with a channel at ``x``  | seconds on a CPU |
+| backend            | per step                                                          | cost             |
+|--------------------|-------------------------------------------------------------------|------------------|
+| `ProfileQuality`   | interpolate a shipped profile linearly in the level, sample       | about a µs       |
+| `LLMQuality`       | run the real split model (`SplitRunner`) with a channel at ``x``  | seconds on a CPU |
+| `SurrogateQuality` | the authors' MLP predicts the paper's gain only (no perplexity)   | a few µs         |
 
 Conventions shared by both (so rewards mean the same thing whichever backend runs):
 
@@ -110,6 +112,10 @@ class QualityBackend(ABC):
     #: whether `sample` draws from the env's generator (the live backend draws the channel seed); the env passes
     #: ``rng=None`` to a backend that does not
     uses_env_rng: bool = True
+
+    #: whether `sample` gives the perplexity (the reward surrogate predicts only the paper's gain: the envs then leave
+    #: ``ppl`` out of their infos rather than report a NaN)
+    knows_ppl: bool = True
 
     @abstractmethod
     def sample(self, split: int, level: float, z: float, rng: np.random.Generator | None) -> tuple[float, float]:
