@@ -88,8 +88,9 @@ def evaluate_agent(
     Privileged agents (``privileged = True``, e.g. `OracleAgent`) are re-bound with ``set_env(env)`` to the evaluation
     env, since they read its true state. ``env_id_or_factory`` and ``env_kwargs``: see `make_env`.
 
-    :return: ``mean_return``, ``std_return``, ``returns`` (``[n]``), ``mean_length``, ``mean_ppl`` (over steps),
-        ``split_counts`` (``{split: steps}``), ``mean_components`` (per-step means of ``info["rewards"]``),
+    :return: ``mean_return``, ``std_return``, ``returns`` (``[n]``), ``mean_length``, ``mean_ppl`` (over steps; NaN
+        when the env reports no perplexity, as the reward surrogate's), ``split_counts`` (``{split: steps}``),
+        ``mean_components`` (per-step means of ``info["rewards"]``),
         ``quality_evals`` (real evaluations the evaluation itself ran, resets included: live env only), ``seeds``;
         with ``trace=True`` also ``levels`` (the observed ``level`` at each decision) and ``step_splits``.
 
@@ -127,7 +128,7 @@ def evaluate_agent(
                 env.close()
     level_dim = env_layout(env).index("level") if trace else -1
     returns, lengths = [], []
-    ppl_sum, n_steps = 0.0, 0
+    ppl_sum, n_steps, n_ppl = 0.0, 0, 0
     comp_sums: dict[str, float] = {}
     splits = list(getattr(u, "allowed_splits", []))
     split_counts: dict[int, int] = {int(k): 0 for k in splits}
@@ -158,6 +159,7 @@ def evaluate_agent(
                 done = terminated or truncated
                 if "ppl" in info:
                     ppl_sum += float(info["ppl"])
+                    n_ppl += 1
                 if "split" in info:
                     split_counts[int(info["split"])] = split_counts.get(int(info["split"]), 0) + 1
                 for c, v in info.get("rewards", {}).items():
@@ -175,7 +177,7 @@ def evaluate_agent(
         "std_return": float(arr.std()),
         "returns": arr,
         "mean_length": float(np.mean(lengths)),
-        "mean_ppl": ppl_sum / n_steps if n_steps else float("nan"),
+        "mean_ppl": ppl_sum / n_ppl if n_ppl else float("nan"),
         "split_counts": dict(sorted(split_counts.items())),
         "mean_components": {c: v / n_steps for c, v in comp_sums.items()},
         "quality_evals": lifetime_quality_evals(env) - evals_start,
