@@ -34,6 +34,7 @@ from agents.common.env_util import EnvLayout, collect_transitions, env_layout, m
 from agents.common.limits import MAX_JSON_BYTES, read_file_bounded
 from agents.common.save_util import not_a_saved, parse_json, predict_actions, require_saved
 from agents.mbrl.planning import plan_dp
+from agents.search import best_sequence, searchable
 from llmsplit_env.util.files import atomic_write_json
 
 SAVE_FORMAT = "llmsplit-heuristic"
@@ -322,9 +323,12 @@ class OracleAgent(HeuristicAgent):
     It must be stepped on that same env (`evaluate_agent` re-binds it with ``set_env``; with SB3's
     ``evaluate_policy`` pass the env it was built with). A batch of observations is refused.
 
-    * No switching cost (weight 0), a negative one, or relative actions: the argmax of ``env.expected_rewards()``
-      (which includes the switching term from the current split). Myopic: in the paper env the action's tiny effect
-      on the next steps' ρ is ignored.
+    * Relative actions on a channel whose level only the actions move (the paper's drift, a static level): the best
+      sequence of the rest of the episode by exhaustive search (`agents.search.best_sequence`), since the best split
+      may be several moves away and a one-step argmax stops at a local optimum on the way.
+    * No switching cost (weight 0), a negative one, or relative actions on other channels: the argmax of
+      ``env.expected_rewards()`` (which includes the switching term from the current split). Myopic: in the paper
+      env with absolute actions the action's tiny effect on the next steps' ρ is ignored.
     * Switching weight > 0 (absolute actions): exact dynamic programming (`plan_dp`) over the splits
       along the *true future* channel of the rest of the episode. The future is peeked by stepping a deep copy of the
       env (the quality backend shared, not copied) with the split held, reading ``expected_rewards()`` without the
@@ -400,6 +404,8 @@ class OracleAgent(HeuristicAgent):
             raise ValueError("OracleAgent has no env: load(path, env=...) or set_env(env)")
         u = self.env.unwrapped
         m = u.action_masks() if masks is None else masks[0]
+        if self.lookahead and searchable(self.env):  # relative moves on an action-driven level: look ahead
+            return np.array([int(best_sequence(self.env)[0][0])], dtype=np.int64)
         if not self._uses_dp():
             er = u.expected_rewards()
             return np.array([int(np.argmax(np.where(m, er, -np.inf)))], dtype=np.int64)
