@@ -15,7 +15,8 @@ one run per seed:
 
 Every ``--eval-every`` steps (and at the end) each run's deterministic policy is scored on ``--eval-episodes``
 held-out episodes (the same seeds for every run, algo and reference). References on the same episodes: the oracle
-(`agents.baselines.OracleAgent`: the argmax of the exact expected rewards; the surrogate is deterministic), the random
+(`agents.baselines.OracleAgent`: the best sequence of moves by exhaustive search on the exact expected rewards, on the
+surrogate env's relative moves; the argmax of them on the profile env's absolute splits), the random
 policy, and the never-moving policy (surrogate env: action 0) or the best fixed split (profile env).
 
 Writes to ``--out``: ``learning_curves.png`` (mean return against training steps, mean ± std over seeds, with the
