@@ -3,15 +3,21 @@
     python benchmarks/sample_efficiency.py [--seeds 0 1 2 3 4] [--algos mbrl ppo a2c dqn rsm_ppo] [--out DIR]
     python benchmarks/sample_efficiency.py --ray [ADDRESS]  # the (agent, seed) runs as Ray tasks: same table
     python benchmarks/sample_efficiency.py --paper      # paper reproduction on LLMSplit-Paper-v0
+    python benchmarks/sample_efficiency.py --algos mbrl --mbrl-ablations all --budget mbrl:100  # MBRL's ideas
 
 Every agent is scored on the same held-out seeds at the same schedule of real-evaluation counts (``CHECKPOINTS``,
-log-spaced); an agent has reached the target at the first of two consecutive checkpoints scoring at least 95%, so one
-lucky evaluation does not count. RSM-PPO spends all its real evaluations up front, so it is trained once per surrogate
-size N (``--rsm-sizes``) and needs the smallest N whose last two evaluations (during its PPO training inside the
-surrogate) both reach the target. A run that never reaches it is censored at its budget: reported as ``>budget``,
+log-spaced from 25); an agent has reached the target at the first of two consecutive checkpoints scoring at least 95%,
+so one lucky evaluation does not count. RSM-PPO spends all its real evaluations up front, so it is trained once per
+surrogate size N (``--rsm-sizes``) and needs the smallest N whose last two evaluations (during its PPO training inside
+the surrogate) both reach the target. A run that never reaches it is censored at its budget: reported as ``>budget``,
 counted as the budget in the IQM (which flatters that agent), and it makes a ratio against it a bound, not a value.
 Results are cached per run in ``--out`` (rerunning resumes; a cached run made with other settings is refused), then
-summarised as the interquartile mean (IQM) over seeds with a 95% bootstrap confidence interval, a table, and a plot.
+summarised as the interquartile mean (IQM) over seeds with a 95% bootstrap confidence interval, a table, the real
+evaluations to 0.9 / 0.95 / 0.99 and the score at the checkpoints up to 200 (median, interquartile range, every seed),
+and a plot of the score against real evaluations (log x; median and interquartile band over the seeds).
+
+``--mbrl-ablations NAME... | all`` adds MBRL runs that each change one idea of the default agent (`MBRL_ABLATIONS`),
+labelled ``mbrl_<name>``, with MBRL's budget and hyperparameters (``--budget mbrl:N``, ``--hyperparams mbrl.K:V``).
 
 ``--ray [ADDRESS]`` runs the (agent, seed) runs that are not cached yet as Ray tasks (a local instance, or the cluster
 at ADDRESS; ``--cpus-per-job`` CPUs each), collects them with ``ray.wait`` as they finish and writes the same cache
@@ -35,8 +41,37 @@ from llmsplit_env.util.ray_cluster import add_ray_flag
 
 TARGET = 0.95
 BUDGETS = {"mbrl": 1200, "ppo": 100_000, "a2c": 100_000, "dqn": 100_000}
-CHECKPOINTS = [100, 150, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 3000, 5000, 7500, 10_000, 15_000,
-               20_000, 30_000, 50_000, 75_000, 100_000]  # fmt: skip
+CHECKPOINTS = [25, 50, 75, 100, 150, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 3000, 5000, 7500, 10_000,
+               15_000, 20_000, 30_000, 50_000, 75_000, 100_000]  # fmt: skip
+
+
+#: one idea of the default MBRL agent changed each (``--mbrl-ablations``); `ablation_hp` fills in the ``None`` values
+MBRL_ABLATIONS = {
+    "no_known_rewards": {"known_rewards": False},  # learn ue_compute, privacy and quality at k = L from steps
+    "no_decision_acquisition": {"acquisition": "planner"},  # explore with the planner's UCB instead
+    "round_warmup": {"warmup_steps": None},  # a round over every allowed split before the model decides
+    "caution": {"caution": 1.0},  # plan on mean - 1 std of the members when acting
+}
+#: the score table's checkpoints
+SCORE_AT = [25, 50, 75, 100, 200]
+
+
+def algo_of(label: str) -> str:
+    """The registry algo a run label trains (an MBRL ablation trains ``mbrl``)."""
+    return "mbrl" if label.startswith("mbrl_") and label[5:] in MBRL_ABLATIONS else label
+
+
+def ablation_hp(args, label: str) -> dict | None:
+    """A run's hyperparameter overrides: ``--hyperparams`` of its algo, then its ablation's change."""
+    hp = args.hp.get(algo_of(label))
+    if algo_of(label) == label:
+        return hp
+    change = dict(MBRL_ABLATIONS[label[5:]])
+    if "warmup_steps" in change:
+        from agents.common.env_util import env_layout, make_env
+
+        change["warmup_steps"] = len(env_layout(make_env(args.env)).allowed_splits)
+    return {**(hp or {}), **change}
 
 
 def iqm(x: np.ndarray) -> float:
@@ -65,12 +100,13 @@ def cache_path(out: Path, algo: str, seed: int) -> Path:
 
 
 def budget_of(args, algo: str) -> int | None:
+    algo = algo_of(algo)
     return args.rsm_sizes[-1] if algo == "rsm_ppo" else args.budgets.get(algo, BUDGETS.get(algo))
 
 
 def settings(args, algo: str) -> dict:
     """What a run is made with: a cached run made with other settings is refused, not mixed in."""
-    s = {"env": args.env, "budget": budget_of(args, algo), "hyperparams": args.hp.get(algo),
+    s = {"env": args.env, "budget": budget_of(args, algo), "hyperparams": ablation_hp(args, algo),
          "eval_episodes": args.eval_episodes}  # fmt: skip
     return s | ({"rsm_sizes": args.rsm_sizes, "rsm_steps": args.rsm_steps} if algo == "rsm_ppo" else {})
 
@@ -90,7 +126,7 @@ def train_one(algo: str, seed: int, args, out: Path, scorer) -> dict:
     from agents.zoo.registry import train_agent
 
     t0 = time.perf_counter()
-    hp = args.hp.get(algo)
+    hp = ablation_hp(args, algo)
     budget = budget_of(args, algo)
     if algo == "rsm_ppo":
         curve = []
@@ -104,7 +140,7 @@ def train_one(algo: str, seed: int, args, out: Path, scorer) -> dict:
                 break
         curve = [*curve, curve[-1]]  # the size that reached it stands for both of its evaluations
     else:
-        rec = train_agent(algo, args.env, seed=seed, n_timesteps=budget, out_dir=out / f"{algo}_{seed}",
+        rec = train_agent(algo_of(algo), args.env, seed=seed, n_timesteps=budget, out_dir=out / f"{algo}_{seed}",
                           eval_at=[c for c in CHECKPOINTS if c <= budget], scorer=scorer, hyperparams=hp)  # fmt: skip
         curve = rec.curve
     return {"algo": algo, "seed": seed, "budget": budget, "curve": curve,
@@ -187,9 +223,15 @@ def check(args) -> None:
         b = budget_of(args, algo)
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise ValueError(f"{algo}: needs a budget, an integer >= 1 (--budget {algo}:N), got {b!r}")
-    stray = sorted((set(args.hp) | set(args.budgets)) - set(args.algos))
+    names = list(MBRL_ABLATIONS) if args.mbrl_ablations == ["all"] else args.mbrl_ablations
+    for name in names:
+        if name not in MBRL_ABLATIONS:
+            raise ValueError(f"unknown MBRL ablation {name!r}; allowed: all, {', '.join(MBRL_ABLATIONS)}")
+    args.labels = [*args.algos, *(f"mbrl_{n}" for n in names if f"mbrl_{n}" not in args.algos)]
+    stray = sorted((set(args.hp) | set(args.budgets)) - {algo_of(label) for label in args.labels})
     if stray:
-        raise ValueError(f"--hyperparams/--budget keys must be algos of --algos ({', '.join(args.algos)}); got "
+        raise ValueError(f"--hyperparams/--budget keys must be algos of --algos ({', '.join(args.algos)}, or mbrl "
+                         f"with --mbrl-ablations); got "
                          f"{', '.join(stray)}")  # fmt: skip
     if args.cpus_per_job is not None and args.ray is None:
         raise ValueError("--cpus-per-job only applies with --ray")
@@ -202,9 +244,9 @@ def sample_efficiency(args) -> None:
     check(args)
     out = Path(args.out).resolve()  # absolute: Ray tasks may run in other working directories
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(a, s) for a in args.algos for s in args.seeds]
+    jobs = [(a, s) for a in args.labels for s in args.seeds]
     done = run_on_ray(args, out, jobs) if args.ray is not None else run_serial(args, out, jobs)
-    results = {a: [done[a, s] for s in args.seeds] for a in args.algos}
+    results = {a: [done[a, s] for s in args.seeds] for a in args.labels}
     print(f"# sample efficiency on {args.env}: real quality evaluations to reach {TARGET:.0%} of the oracle-normalised"
           f" score ({len(args.seeds)} seeds, {args.eval_episodes} evaluation episodes; {date.today()})")  # fmt: skip
     print("| agent | per seed | IQM | 95% bootstrap CI | reached |")
@@ -221,7 +263,7 @@ def sample_efficiency(args) -> None:
     if "mbrl" in summary:
         m = summary["mbrl"]
         for algo, s in summary.items():
-            if algo == "mbrl":
+            if algo_of(algo) == "mbrl":
                 continue
             ratio = m["iqm"] / s["iqm"]
             if m["reached"] < len(args.seeds):
@@ -231,8 +273,50 @@ def sample_efficiency(args) -> None:
             else:
                 note = "both reached it on every seed"
             print(f"MBRL / {algo} real evaluations (IQM ratio): {ratio:.4f} ({note})")
+    print_details(results)
     plot(results, out / "sample_efficiency.png")
     print(f"plot: {out / 'sample_efficiency.png'}")
+
+
+def score_bands(runs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(evaluations, median, 25th, 75th percentile)`` of the score over the runs, at the evaluation counts every run
+    was scored at (the checkpoints; RSM-PPO's sizes where its runs share them)."""
+    common = sorted(set.intersection(*({p["quality_evals"] for p in r["curve"]} for r in runs)))
+    if not common:  # no shared schedule (RSM-PPO stopping at different sizes): each run's own curve, pooled
+        common = sorted({p["quality_evals"] for r in runs for p in r["curve"]})
+    table = np.array([[next((p["normalized_score"] for p in reversed(r["curve"]) if p["quality_evals"] <= x), np.nan)
+                       for x in common] for r in runs])  # fmt: skip
+    q = np.nanpercentile(table, [50, 25, 75], axis=0)
+    return np.asarray(common, dtype=float), q[0], q[1], q[2]
+
+
+def score_at(run: dict, evals: int) -> float | None:
+    """The run's score when its real-evaluation count was ``evals`` (``None`` if it was not scored there)."""
+    return next((p["normalized_score"] for p in run["curve"] if p["quality_evals"] == evals), None)
+
+
+def print_details(results: dict) -> None:
+    """Real evaluations to 0.9 / 0.95 / 0.99 and the score at the first checkpoints, per agent (median and per seed)."""
+    print("\n| agent | evals to 0.90 | evals to 0.95 | evals to 0.99 | (median; per seed, > budget if never) |")
+    print("|---|---|---|---|---|")
+    for algo, runs in results.items():
+        cells = []
+        for target in (0.9, 0.95, 0.99):
+            got = [first_reaching(r["curve"], target) for r in runs]
+            vals = [g if g is not None else r["budget"] for g, r in zip(got, runs, strict=True)]
+            per = ", ".join(str(g) if g is not None else f">{r['budget']}" for g, r in zip(got, runs, strict=True))
+            bound = ">" if sorted(g is None for g in got)[len(got) // 2] else ""
+            cells.append(f"{bound}{np.median(vals):.0f} ({per})")
+        print(f"| {algo} | " + " | ".join(cells) + " | |")
+    print("\n| agent | real evaluations | median score | interquartile range | per seed |")
+    print("|---|---|---|---|---|")
+    for algo, runs in results.items():
+        for n in SCORE_AT:
+            got = [score_at(r, n) for r in runs]
+            if any(g is None for g in got):
+                continue
+            q = np.percentile(got, [50, 25, 75])
+            print(f"| {algo} | {n} | {q[0]:.3f} | [{q[1]:.3f}, {q[2]:.3f}] | {', '.join(f'{g:.3f}' for g in got)} |")
 
 
 def plot(results: dict, path: Path) -> None:
@@ -245,10 +329,10 @@ def plot(results: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (algo, runs) in enumerate(results.items()):
-        for j, r in enumerate(runs):
-            x = [max(1, p["quality_evals"]) for p in r["curve"]]
-            ax.plot(x, [p["normalized_score"] for p in r["curve"]], color=f"C{i}", alpha=0.6, lw=1,
-                    label=algo if j == 0 else None)  # fmt: skip
+        x, med, lo, hi = score_bands(runs)
+        ax.plot(np.maximum(x, 1), med, color=f"C{i}", lw=1.5, marker=".", label=f"{algo} (median, {len(runs)} seeds)")
+        if len(runs) > 1:
+            ax.fill_between(np.maximum(x, 1), lo, hi, color=f"C{i}", alpha=0.2, lw=0)
     ax.axhline(TARGET, color="k", ls="--", lw=0.8)
     ax.set_xscale("log")
     ax.set_ylim(-0.5, 1.1)
@@ -324,6 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/bench_sample_efficiency")
     p.add_argument("--budget", nargs="*", metavar="ALGO:N", help="real-evaluation budgets instead of BUDGETS")
     p.add_argument("-params", "--hyperparams", nargs="*", metavar="ALGO.KEY:VALUE", help="hyperparameter overrides")
+    p.add_argument(
+        "--mbrl-ablations",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help=f"also run MBRL with one idea changed each: all, or some of {', '.join(MBRL_ABLATIONS)}",
+    )
     p.add_argument("--paper", action="store_true", help="run the paper reproduction instead")
     add_ray_flag(p, "run the (agent, seed) jobs as Ray tasks")
     p.add_argument("--cpus-per-job", type=float, help="--ray: CPUs (and torch threads) per job (default: 1)")

@@ -164,7 +164,10 @@ def _copy_run(src: Path, dst: Path) -> Path:
             ["--algo", "oracle", "ppo", "--hyperparams", "ppo.policy_kwargs:dict(activation_fn=nn.Module)"],
             "may not name 'nn.Module'",
         ),
-        (["--algo", "oracle", "mbrl"], "ends inside MBRL's warm-up (warmup_steps=300)"),
+        (
+            ["--algo", "oracle", "mbrl", "--hyperparams", "mbrl.warmup_steps:20"],
+            "ends inside MBRL's warm-up (warmup_steps=20)",
+        ),
         (["--algo", "oracle", "ppo", "--hyperparams", "ppo.n_steps:zero"], "n_steps"),
         (["--algo", "oracle", "fixed", "--hyperparams", "fixed.split:99"], "99"),
         (["--algo", "oracle", "rsm_ppo", "--hyperparams", "rsm_ppo.n_real:1"], "n_real"),

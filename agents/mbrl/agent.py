@@ -1,20 +1,29 @@
 """`MBRLAgent`: model-based RL for split selection — learn the reward and the channel, plan over splits.
 
-The loop (one real quality evaluation per env step):
+The loop (``learn(total_timesteps)`` runs that many env steps; each is counted as one real quality evaluation, the
+count of the profile backend, which runs none; on the live backend the env's own count. With the defaults the agent
+never steps where nothing is transmitted, so every learning step is a real evaluation on either backend):
 
-1. **Warm-up**: ``warmup_steps`` steps over the allowed splits in shuffled rounds (each tried about equally often).
+1. **Warm-up**: ``warmup_steps`` steps over the evaluable splits in shuffled rounds.
 2. **Models**: a `GaussianEnsemble` learns the per-step reward components that depend on the channel and the split
-   (every weighted component except ``switching``, which is a known function of the action) from
-   ``[channel features, k/L, one-hot(k)]``; a second ensemble learns the channel's next-step change from the channel
-   features alone. Both are refitted every ``refit_every`` steps (warm-started unless ``reset_on_refit``, held-out
-   early stopping, elites). Reward features leave out the level's trend: it says where the channel goes, not what
-   this step's transmission yields.
-3. **Planning**, native to discrete splits: predicted rewards of every split at the observed channel; for
+   from ``[channel features, k/L, one-hot(k)]``; a second ensemble learns the channel's next-step change from the
+   channel features alone. Both are refitted when the warm-up ends and then whenever the transitions have grown by
+   ``max(refit_every, refit_growth × those of the last fit)`` (warm-started unless ``reset_on_refit``, held-out early
+   stopping, elites). Reward features leave out the level's trend: it says where the channel goes, not
+   what this step's transmission yields. ``switching`` is a known function of the action and never learned; with
+   ``known_rewards`` (default) neither are the per-split tables (``ue_compute``, ``privacy``), read from the problem,
+   nor the quality where nothing is transmitted (exactly 1, at ``k = L``), and the quality is bounded to ``[0, 1]``
+   (`agents.mbrl.structure`).
+3. **Where to evaluate** while learning: ``acquisition="decision"`` (default) evaluates, at the observed channel, the
+   split whose reward is most uncertain among those that may be best (`planning.decision_acquisition`), never one
+   whose reward is known; ``"planner"`` lets the planner explore: its first step's rewards are
+   `planning.one_step_scores` of the elite members' predictions, an optimism bonus ``beta`` × their spread
+   (``planner="ucb"``) or one member per decision (``planner="thompson"``).
+4. **Planning**, native to discrete splits: predicted rewards of every split at the observed channel; for
    ``horizon > 1``, ``n_rollouts`` channel trajectories sampled from the dynamics ensemble give a ``[N, H, K]`` reward
    table, and dynamic programming over splits (`planning.plan_dp`) maximises it minus the switching cost that
-   couples the steps. Exploration while learning: the first step's rewards are `agents.mbrl.planning.one_step_scores` of
-   the elite members' predictions: an optimism bonus ``beta`` × their spread (``planner="ucb"``) or one member per
-   decision (``planner="thompson"``). ``predict(deterministic=True)`` plans on the elite mean (``"greedy"``).
+   couples the steps. ``predict(deterministic=True)`` plans on the elite mean less ``caution`` × the elites' spread
+   along the mean channel (``caution=0``: the mean, ``"greedy"``).
 
 Channel features are every observation dimension that does not depend on the agent's own past actions (not
 ``packet_loss``, ``prev_split`` or ``last_quality``), found by name in the env's ``observation_names``; the previous
@@ -35,54 +44,23 @@ from tqdm import tqdm
 
 import llmsplit_env  # noqa: F401  (registers the env ids for MBRLAgent("LLMSplit-v0"))
 from agents.common.callbacks import RewardComponentTracker
-from agents.common.env_util import EnvLayout, counts_info, env_layout, make_env
+from agents.common.env_util import counts_info, env_layout, make_env
 from agents.common.limits import MAX_PART_BYTES, check_network, read_file_bounded
 from agents.common.logger import configure_logger
 from agents.common.save_util import load_weights, not_a_saved, predict_actions, require_saved, weights_bytes
 from agents.mbrl.ensemble import GaussianEnsemble, encode_inputs
-from agents.mbrl.planning import one_step_scores, plan_dp
+from agents.mbrl.planning import decision_acquisition, one_step_scores, plan_dp
+from agents.mbrl.structure import KnownRewards, check_budget, check_options, model_spec
+
+__all__ = ["MBRLAgent", "check_budget", "model_spec"]
 from llmsplit_env.util.files import atomic_write_bytes
-
-ACTION_DEPENDENT = ("packet_loss", "prev_split", "last_quality")
-# Inputs of the dynamics model only: they say where the channel goes, not what this step's transmission yields.
-DYNAMICS_ONLY = ("trend", "time")
-
-
-def model_spec(layout: EnvLayout) -> dict[str, Any]:
-    """The agent's view of an env layout: which observation dims feed which model, which components it learns.
-
-    Saved with the agent (so ``predict`` needs no env) and compared with the env's on load.
-    """
-    if layout.action_mode != "absolute":
-        raise ValueError("MBRLAgent plans over absolute splits: use config action_mode='absolute'")
-    names = list(layout.observation_names)
-    layout.index("prev_split")  # the switching cost needs it: a clear error if the env does not publish it
-    weights = {c: w for c, w in layout.weights.items() if w != 0.0}
-    return {
-        "splits": list(layout.splits),
-        "num_layers": layout.num_layers,
-        "obs_names": names,
-        "channel_dims": [i for i, n in enumerate(names) if n not in ACTION_DEPENDENT],
-        "reward_dims": [i for i, n in enumerate(names) if n not in ACTION_DEPENDENT + DYNAMICS_ONLY],
-        "prev_split_dim": names.index("prev_split"),
-        "components": [c for c in weights if c != "switching"],
-        "weights": weights,
-        "switch_weight": weights.get("switching", 0.0),
-    }
-
-
-def check_budget(total_timesteps: int, warmup_steps: int, have: int = 0) -> None:
-    """``ValueError`` before any step when the budget ends inside the warm-up (the model would never be fitted)."""
-    if have + total_timesteps < warmup_steps:
-        raise ValueError(
-            f"a budget of {total_timesteps} steps ends inside MBRL's warm-up (warmup_steps={warmup_steps}"
-            + (f", {have} done" if have else "")
-            + "): the model would never be fitted; give -n/--n-timesteps >= the warm-up or lower mbrl.warmup_steps"
-        )
-
 
 # the dtypes `MBRLAgent.save` stores its transitions as (float64 rewards: exactly the recorded values)
 _DATA_DTYPES = {"obs": np.float32, "split": np.int64, "y": np.float64, "next_obs": np.float32}
+#: the saved format's version: 2 added ``known_rewards``, ``acquisition``, ``caution``, ``refit_growth`` and the tables;
+#: a version-1 file loads with the behaviour it was trained with (`LEGACY_HPARAMS`)
+SAVE_VERSION = 2
+LEGACY_HPARAMS = {"known_rewards": False, "acquisition": "planner", "caution": 0.0, "refit_growth": 0.0}
 
 
 class MBRLAgent:
@@ -92,12 +70,16 @@ class MBRLAgent:
         self,
         env: gym.Env | str,
         *,
-        warmup_steps: int = 300,
-        refit_every: int = 100,
+        warmup_steps: int = 10,
+        refit_every: int = 5,
+        refit_growth: float = 0.05,
         horizon: int = 3,
         n_rollouts: int = 8,
         planner: str = "ucb",
         beta: float = 1.0,
+        known_rewards: bool = True,
+        acquisition: str = "decision",
+        caution: float = 0.0,
         ensemble_size: int = 5,
         num_elites: int = 4,
         hidden_dims: tuple[int, ...] = (200, 200, 200),
@@ -111,28 +93,32 @@ class MBRLAgent:
         env_kwargs: dict | None = None,
     ) -> None:
         env = make_env(env, env_kwargs)
-        if planner not in ("ucb", "thompson", "greedy"):
-            raise ValueError(f"unknown planner {planner!r}; allowed: ucb, thompson, greedy")
-        for name, v, lo in (("warmup_steps", warmup_steps, 1), ("refit_every", refit_every, 1),
-                            ("horizon", horizon, 1), ("n_rollouts", n_rollouts, 1)):  # fmt: skip
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if not (np.isfinite(beta) and beta >= 0):
-            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
         hparams = {
-            "warmup_steps": warmup_steps, "refit_every": refit_every, "horizon": horizon, "n_rollouts": n_rollouts,
-            "planner": planner, "beta": float(beta), "ensemble_size": ensemble_size, "num_elites": num_elites,
+            "warmup_steps": warmup_steps, "refit_every": refit_every, "refit_growth": refit_growth, "horizon": horizon,
+            "n_rollouts": n_rollouts, "planner": planner, "beta": beta, "known_rewards": known_rewards,
+            "acquisition": acquisition, "caution": caution, "ensemble_size": ensemble_size, "num_elites": num_elites,
             "hidden_dims": tuple(hidden_dims),
             "dynamics_hidden_dims": tuple(dynamics_hidden_dims), "max_epochs": max_epochs, "patience": patience,
             "reset_on_refit": bool(reset_on_refit), "seed": seed,
         }  # fmt: skip
+        check_options(hparams)
         self._setup(env, model_spec(env_layout(env)), hparams, tensorboard_log, verbose)
 
-    def _setup(self, env: gym.Env | None, spec: dict, hparams: dict, tensorboard_log: str | None, verbose: int) -> None:
+    def _setup(self, env: gym.Env | None, spec: dict, hparams: dict, tensorboard_log: str | None, verbose: int,
+               known: KnownRewards | None = None) -> None:  # fmt: skip
         """A fresh agent's state (the constructor's, and `load`'s before it restores the saved state)."""
         self.env = env
         self.spec = spec
         self.hparams = hparams
+        if hparams["known_rewards"] and known is None:
+            known = KnownRewards.of_env(env, spec["splits"], spec["components"])
+        if known is not None and not known.learned(spec["components"]):  # nothing left to learn: learn them all
+            known = KnownRewards(known.transmits, {})
+        #: the reward structure known without evaluations (``None``: everything but switching is learned)
+        self.known = known
+        #: the components the reward model learns, and the splits where a learning step can teach it something
+        self.learned = spec["components"] if known is None else known.learned(spec["components"])
+        self.evaluable = np.ones(len(spec["splits"]), bool) if known is None else known.evaluable(spec["components"])
         self.seed = hparams["seed"]
         self.tensorboard_log = tensorboard_log
         self.verbose = verbose
@@ -143,13 +129,14 @@ class MBRLAgent:
         self.dynamics_model: GaussianEnsemble | None = None
         self._data: dict[str, list] = {"obs": [], "split": [], "y": [], "next_obs": []}
         self.fit_stats: dict[str, Any] = {}
+        self._fit_n = 0  # transitions at the last refit (a loaded agent: counted from its saved transitions)
         self._last_eval: int | None = None
         self._check_networks()
 
     def _check_networks(self) -> None:
         """Both ensembles' layer widths, depths and sizes within `agents.common.limits` (before any is built)."""
         h, spec = self.hparams, self.spec
-        c, n_out = len(spec["channel_dims"]), len(spec["components"])
+        c, n_out = len(spec["channel_dims"]), len(self.learned)
         in_dim = len(spec["reward_dims"]) + 1 + spec["num_layers"]
         check_network(h["hidden_dims"], "mbrl: hidden_dims", in_dim, 2 * n_out, copies=h["ensemble_size"])
         dyn_hidden = h.get("dynamics_hidden_dims", h["hidden_dims"])
@@ -177,7 +164,7 @@ class MBRLAgent:
         common = {"ensemble_size": h["ensemble_size"], "num_elites": h["num_elites"]}
         in_dim = len(self.spec["reward_dims"]) + 1 + self.spec["num_layers"]
         self.reward_model = GaussianEnsemble(
-            in_dim, len(self.spec["components"]), seed=self.seed, hidden_dims=h["hidden_dims"], **common
+            in_dim, len(self.learned), seed=self.seed, hidden_dims=h["hidden_dims"], **common
         )
         # The channel's next-step change is a smooth low-dimensional map: a small network is enough.
         dyn_hidden = h.get("dynamics_hidden_dims", h["hidden_dims"])
@@ -197,7 +184,8 @@ class MBRLAgent:
             self._new_models()
         obs = np.asarray(self._data["obs"], dtype=np.float32)
         x = self._reward_inputs(obs, np.asarray(self._data["split"]))
-        y = np.asarray(self._data["y"], dtype=np.float32)
+        cols = [self.spec["components"].index(c) for c in self.learned]
+        y = np.asarray(self._data["y"], dtype=np.float32)[:, cols]
         # Warm starts (the default) make later refits cheap and keep the policy stable from one refit to the next;
         # small networks or short patience underfit the quality-vs-SNR curves badly (measured: 5x the error).
         fit = {
@@ -210,6 +198,7 @@ class MBRLAgent:
         # Episode boundaries are not transitions of the channel: next_obs there is a fresh reset, learnt as noise.
         delta = np.asarray(self._data["next_obs"], dtype=np.float32) - obs
         ds = self.dynamics_model.fit(obs, delta, **fit)
+        self._fit_n = len(y)
         self.fit_stats = {
             "reward_train_loss": rs["train_loss"], "reward_val_loss": rs["val_loss"], "reward_val_mse": rs["val_mse"],
             "reward_epochs": rs["epochs"], "dynamics_val_loss": ds["val_loss"], "dynamics_val_mse": ds["val_mse"],
@@ -248,10 +237,11 @@ class MBRLAgent:
         ep_return = 0.0
         bar = tqdm(total=total_timesteps, desc=tb_log_name, disable=not progress_bar, unit="step")
         for _ in range(total_timesteps):
+            mask = u.action_masks() if hasattr(u, "action_masks") else None
             if len(self._data["y"]) < self.hparams["warmup_steps"]:
-                action = self._warmup_action(u)
+                action = self._warmup_action(mask)
             else:
-                action = self._plan(obs, explore=True, mask=u.action_masks() if hasattr(u, "action_masks") else None)
+                action = self._plan(obs, explore=True, mask=mask)
             next_obs, reward, terminated, truncated, info = env.step(action)
             done = terminated or truncated
             self.num_timesteps += 1
@@ -259,8 +249,7 @@ class MBRLAgent:
             self.quality_evals = tracker.quality_evals
             self._record(obs, self.spec["splits"][action], info, next_obs)
             ep_return += float(reward)
-            n, warm = len(self._data["y"]), self.hparams["warmup_steps"]
-            if n >= warm and (n - warm) % self.hparams["refit_every"] == 0:
+            if self._refit_due():
                 for k, v in self.refit().items():
                     logger.record(f"model/{k}", v)
             obs = next_obs
@@ -282,9 +271,20 @@ class MBRLAgent:
         logger.close()
         return self
 
-    def _warmup_action(self, u) -> int:
-        """Allowed splits in shuffled rounds: every split is tried about equally often before the model decides."""
-        mask = u.action_masks() if hasattr(u, "action_masks") else np.ones(len(self.spec["splits"]), bool)
+    def _refit_due(self) -> bool:
+        n, h = len(self._data["y"]), self.hparams
+        if n < h["warmup_steps"]:
+            return False
+        if self.reward_model is None or h["refit_growth"] == 0:
+            return (n - h["warmup_steps"]) % h["refit_every"] == 0
+        last = self._fit_n
+        return n - last >= max(h["refit_every"], h["refit_growth"] * last)
+
+    def _warmup_action(self, mask: np.ndarray | None) -> int:
+        """Allowed evaluable splits in shuffled rounds: each is tried about equally often before the model decides."""
+        mask = np.ones(len(self.spec["splits"]), bool) if mask is None else np.asarray(mask, bool)
+        if (mask & self.evaluable).any():
+            mask = mask & self.evaluable
         if not getattr(self, "_warmup_queue", None):
             self._warmup_queue = list(self.rng.permutation(len(mask)))
         while self._warmup_queue:
@@ -317,8 +317,17 @@ class MBRLAgent:
     # --- planning ------------------------------------------------------------------------------------------------
 
     def _weighted(self, comps: np.ndarray) -> np.ndarray:
-        w = np.asarray([self.spec["weights"][c] for c in self.spec["components"]], dtype=np.float64)
+        w = np.asarray([self.spec["weights"][c] for c in self.learned], dtype=np.float64)
         return comps @ w
+
+    def member_rewards(self, channel: np.ndarray) -> np.ndarray:
+        """Every elite member's predicted reward (switching excluded) of every split, ``[E, ..., K]``, at channel
+        features ``[..., C]`` (``channel_dims`` order): the learned components, plus the known ones."""
+        x = self._reward_inputs(np.asarray(channel, np.float32)[..., None, :], np.asarray(self.spec["splits"]))
+        means = self.reward_model.predict_members(x)[0][self.reward_model.elites]  # [E, ..., K, C]
+        if self.known is None:
+            return self._weighted(means)
+        return self.known.rewards(means, self.learned, self.spec["weights"])
 
     def _plan(self, obs: np.ndarray, explore: bool, mask: np.ndarray | None = None) -> int:
         if self.reward_model is None:
@@ -327,10 +336,14 @@ class MBRLAgent:
         L, H = self.spec["num_layers"], self.hparams["horizon"]
         channel = self._channel(obs)
         prev = float(np.asarray(obs)[self.spec["prev_split_dim"]]) * L
-        member_means, _ = self.reward_model.predict_members(self._reward_inputs(channel, splits))
-        member_r = self._weighted(member_means[self.reward_model.elites])  # [E, K]
-        method = self.hparams["planner"] if explore else "greedy"
-        first = one_step_scores(member_r, method, beta=self.hparams["beta"], rng=self.rng)
+        member_r = self.member_rewards(channel)  # [E, K]
+        caution = 0.0 if explore else self.hparams["caution"]
+        if explore and self.hparams["acquisition"] == "decision":
+            return decision_acquisition(member_r, self.evaluable, self.hparams["beta"], mask)
+        if explore:
+            first = one_step_scores(member_r, self.hparams["planner"], beta=self.hparams["beta"], rng=self.rng)
+        else:
+            first = member_r.mean(axis=0) - caution * member_r.std(axis=0)
         if H == 1:
             table = first[None, None, :]
         else:
@@ -342,8 +355,8 @@ class MBRLAgent:
                     states = states + self.dynamics_model.sample(states, generator=self.rng)
                 else:
                     states = states + self.dynamics_model.predict(states).mean
-                x = self._reward_inputs(states[:, None, :], splits)  # [n, K, F]
-                rows.append(self._weighted(self.reward_model.predict(x).mean))
+                r = self.member_rewards(states)  # [E, n, K]
+                rows.append(r.mean(axis=0) - caution * r.std(axis=0))
             table = np.stack(rows, axis=1)  # [n, H, K]
         plan = plan_dp(table, splits, L, self.spec["switch_weight"], prev_split=prev, mask=mask)
         return int(plan.first_action)
@@ -373,6 +386,8 @@ class MBRLAgent:
 
         state = {
             "format": "llmsplit-mbrl",
+            "version": SAVE_VERSION,
+            "known": None if self.known is None else self.known.to_json(),
             "spec": self.spec,
             "hparams": self.hparams,
             "num_timesteps": self.num_timesteps,
@@ -393,11 +408,21 @@ class MBRLAgent:
         state = load_weights(read_file_bounded(path, MAX_PART_BYTES), str(path))
         if not isinstance(state, dict) or state.get("format") != "llmsplit-mbrl":
             raise not_a_saved(path, "MBRLAgent")
+        version = state.get("version", 1)
+        if version not in (1, SAVE_VERSION):
+            raise ValueError(f"{path}: unsupported MBRL agent save version {version!r} (this code reads 1 and "
+                             f"{SAVE_VERSION}); save it again with the code that wrote it")  # fmt: skip
         if env is not None and model_spec(env_layout(env)) != state["spec"]:
             raise ValueError("env does not match the saved agent's env (splits, observation or reward weights)")
         agent = cls.__new__(cls)
         try:  # the saved network sizes are checked here, before `_restore` builds the models
-            agent._setup(env, state["spec"], state["hparams"], None, 0)
+            hparams = {**LEGACY_HPARAMS, **state["hparams"]}
+            known = None if state.get("known") is None else KnownRewards.from_json(state["known"])
+            if env is not None and known is not None:
+                now = KnownRewards.of_env(env, state["spec"]["splits"], state["spec"]["components"])
+                if now.transmits != known.transmits or any(now.tables.get(c) != v for c, v in known.tables.items()):
+                    raise ValueError("env does not match the saved agent's known rewards (per-split tables)")
+            agent._setup(env, state["spec"], hparams, None, 0, known=known)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
         except (KeyError, TypeError) as e:
@@ -417,6 +442,7 @@ class MBRLAgent:
             "next_obs": list(np.asarray(state["data"]["next_obs"], np.float32)),
         }
         if state["reward_model"] is not None:
+            self._fit_n = len(self._data["y"])
             self._new_models()
             self.reward_model.load_state_dict(state["reward_model"])
             self.dynamics_model.load_state_dict(state["dynamics_model"])

@@ -264,3 +264,41 @@ def plan_value(
     value = r[np.arange(len(a)), a].sum() - first_cost[a[0]]
     value -= float(switch_weight) * np.abs(np.diff(s[a])).sum() / int(num_layers)
     return float(value)
+
+
+# ---------------------------------------------------------------------- where to spend a real evaluation
+def decision_acquisition(
+    member_rewards: ArrayLike, evaluable: ArrayLike, beta: float = 1.0, mask: ArrayLike | None = None
+) -> int:
+    """The split whose real evaluation can change the decision at this channel: uncertainty sampling among the
+    splits that may be best.
+
+    With ``mean`` and ``std`` over the ``[M, K]`` member table, the plausible best are the allowed splits whose upper
+    bound ``mean + beta·std`` reaches the best lower bound ``max(mean − beta·std)`` (a split with a known reward, std
+    0, takes part in that bound without being evaluable). Among the plausible evaluable splits the one with the
+    largest ``std`` is evaluated; when none is plausible (the decision here is settled) the evaluable split with the
+    highest upper bound, the nearest challenger, is. Deterministic; ties go to the lowest index.
+
+    :param member_rewards: ``[M, K]`` predicted rewards per member (known components included)
+    :param evaluable: ``[K]`` booleans: the splits where an evaluation can teach something (at least one allowed)
+    :param beta: width of the plausible set in member standard deviations
+    :param mask: ``[K]`` booleans, ``True`` = allowed
+    """
+    r = _finite_table(member_rewards, (2,), "member_rewards")
+    if not (np.isfinite(beta) and beta >= 0):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    k = r.shape[1]
+    allowed = np.ones(k, bool) if mask is None else _check_mask(mask, (k,))
+    ev = np.asarray(evaluable)
+    if ev.shape != (k,) or ev.dtype != np.bool_:
+        raise ValueError(f"evaluable must be {k} booleans (one per split), got {ev.dtype} of shape {ev.shape}")
+    ev = ev & allowed
+    if not ev.any():
+        raise ValueError("no allowed split is evaluable")
+    mean, std = r.mean(axis=0), r.std(axis=0)
+    best_lower = np.max(np.where(allowed, mean - beta * std, -np.inf))
+    upper = mean + beta * std
+    plausible = ev & (upper >= best_lower)
+    if plausible.any():
+        return _masked_argmax(std, plausible)
+    return _masked_argmax(upper, ev)
