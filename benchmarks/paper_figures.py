@@ -22,13 +22,15 @@ policy, and the never-moving policy (surrogate env: action 0) or the best fixed 
 Writes to ``--out``: ``learning_curves.png`` (mean return against training steps, mean ± std over seeds, with the
 references), ``split_vs_rho.png`` (the split each trained policy and the oracle choose at an episode's last step,
 against the true ρ of that step, binned; every split is reachable by then), ``results.md`` (the table of final
-returns) and ``results.json`` (every curve point and trace). ``--steps``, ``--seeds`` and ``--eval-episodes`` shrink
-a run for a smoke test.
+returns) and ``results.json`` (every curve point and trace); each training run is also kept in ``runs/`` as it
+finishes, so an interrupted command resumes where it stopped (a run cached with other settings is refused).
+``--steps``, ``--seeds`` and ``--eval-episodes`` shrink a run for a smoke test. Each process uses one torch thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from datetime import date
@@ -46,7 +48,7 @@ from agents.baselines import OracleAgent, RandomAgent  # noqa: E402
 from agents.common.callbacks import CurveCallback  # noqa: E402
 from agents.common.evaluation import best_fixed_split, evaluate_agent  # noqa: E402
 from agents.common.hyperparameters import load_hyperparams  # noqa: E402
-from llmsplit_env.util.files import atomic_output, atomic_write_bytes, atomic_write_json  # noqa: E402
+from llmsplit_env.util.files import atomic_output, atomic_write_bytes, atomic_write_json, file_digest  # noqa: E402
 
 ENV_ID = "LLMSplit-Paper-v0"
 ALGOS = ("ppo", "a2c", "dqn")
@@ -121,6 +123,23 @@ def train_run(kind: str, surrogate: str | None, algo: str, seed: int, args, eval
         "final_return": final["mean_return"],
         "choices": {"rho": rho.tolist(), "split": split.tolist()},
     }
+
+
+def run_settings(args, kind: str, algo: str, seed: int) -> dict:
+    """What a run is made with (its cache is reused only for the same)."""
+    digest = file_digest(args.surrogate) if kind == "surrogate" else None
+    return {"env": kind, "algo": algo, "seed": seed, "steps": args.steps, "eval_every": args.eval_every,
+            "eval_episodes": args.eval_episodes, "surrogate_sha256": digest}  # fmt: skip
+
+
+def read_run(path: Path, want: dict) -> dict | None:
+    """A cached run made with ``want``; None if there is none; a run made with other settings is refused."""
+    if not path.is_file():
+        return None
+    run = json.loads(path.read_text())
+    if run.get("settings") != want:
+        raise ValueError(f"{path} holds a run made with other settings ({run.get('settings')}); use another --out")
+    return run
 
 
 def binned_split(rho: list[float], split: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -221,6 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.eval_episodes < 1:
         ap.error("--steps and --eval-episodes must be >= 1")
     args.eval_every = args.eval_every or max(1, args.steps // 20)
+    import torch
+
+    # the networks are tiny: one thread each, so runs side by side do not fight over the cores (threads spin-wait)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return make_figures(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def make_figures(args) -> int:
     make_env("surrogate", args.surrogate).close()  # refuse a bad file before any training (the error names it)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,7 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         for algo in args.algos:
             res["algos"][algo] = []
             for seed in args.seeds:
-                run = train_run(kind, sur, algo, seed, args, eval_seeds)
+                want = run_settings(args, kind, algo, seed)
+                path = out / "runs" / f"{kind}_{algo}_seed{seed}.json"
+                run = read_run(path, want)
+                if run is None:
+                    run = train_run(kind, sur, algo, seed, args, eval_seeds) | {"settings": want}
+                    atomic_write_json(path, run)  # a rerun resumes from the runs already made
                 res["algos"][algo].append(run)
                 print(f"{kind} {algo} seed {seed}: final return {run['final_return']:.3f} ({run['train_s']:.0f} s)")
     md = table(results, args)

@@ -57,5 +57,13 @@ def test_paper_figures_at_a_tiny_budget(tmp_path, capsys):
     oc = res["references"]["oracle_choices"]
     for rho, split in zip(oc["rho"], oc["split"], strict=True):
         assert abs(split - min(max(30 * rho, 1), 10)) <= 0.51
+    # a rerun resumes: the run cached in runs/ is taken as it is; other settings are refused, not mixed in
+    cached = json.loads((out / "runs" / "surrogate_ppo_seed0.json").read_text())
+    assert cached["final_return"] == run["final_return"] and cached["settings"]["steps"] == 400
+    assert _benchmark().main(args) == 0
+    again = json.loads((out / "results.json").read_text())["results"]["surrogate"]["algos"]["ppo"][0]
+    assert again["train_s"] == run["train_s"]  # not trained again
+    with pytest.raises(ValueError, match=r"surrogate_ppo_seed0\.json holds a run made with other settings"):
+        _benchmark().main([*args[:-2], "--eval-episodes", "5"])
     with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
         _benchmark().main(["--surrogate", str(tmp_path / "nowhere.pth"), "--out", str(out)])
