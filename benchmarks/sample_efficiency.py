@@ -50,6 +50,7 @@ MBRL_ABLATIONS = {
     "no_known_rewards": {"known_rewards": False},  # learn ue_compute, privacy and quality at k = L from steps
     "no_decision_acquisition": {"acquisition": "planner"},  # explore with the planner's UCB instead
     "round_warmup": {"warmup_steps": None},  # a round over every allowed split before the model decides
+    "nll_fit": {"nll_beta": 0.0, "stop_on": "nll"},  # fit the ensembles with the plain Gaussian NLL (stop on it)
     "caution": {"caution": 1.0},  # plan on mean - 1 std of the members when acting
 }
 #: the score table's checkpoints

@@ -139,6 +139,8 @@ def test_masks_are_respected():
         ({"caution": -1.0}, "caution must be a finite number >= 0, got -1.0"),
         ({"refit_growth": float("nan")}, "refit_growth must be a finite number >= 0, got nan"),
         ({"known_rewards": "yes"}, "known_rewards must be True or False, got 'yes'"),
+        ({"nll_beta": 2.0}, "nll_beta must be a number in [0, 1], got 2.0"),
+        ({"stop_on": "loss"}, "unknown stop_on 'loss'; allowed: nll, mse"),
     ],
 )
 def test_bad_arguments(kwargs, needle):
@@ -193,8 +195,8 @@ def test_version_1_files_load_with_their_behaviour_and_unknown_versions_are_refu
 
     legacy = MBRLAgent.load(V1_FILE, env=gym.make("LLMSplit-v0"))
     assert legacy.known is None and legacy.learned == ["quality", "ue_compute", "privacy"]
-    assert (legacy.hparams["acquisition"], legacy.hparams["caution"], legacy.hparams["refit_growth"]) == (
-        "planner", 0.0, 0.0)  # fmt: skip
+    old = ("acquisition", "caution", "refit_growth", "nll_beta", "stop_on")
+    assert [legacy.hparams[k] for k in old] == ["planner", 0.0, 0.0, 0.0, "nll"]
     assert legacy.predict(V1_OBS)[0].tolist() == V1_ACTIONS
     legacy.save(tmp_path / "v2.pt")  # saved again: version 2, same behaviour
     state = load_weights((tmp_path / "v2.pt").read_bytes(), "v2.pt")

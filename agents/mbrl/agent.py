@@ -8,12 +8,12 @@ never steps where nothing is transmitted, so every learning step is a real evalu
 2. **Models**: a `GaussianEnsemble` learns the per-step reward components that depend on the channel and the split
    from ``[channel features, k/L, one-hot(k)]``; a second ensemble learns the channel's next-step change from the
    channel features alone. Both are refitted when the warm-up ends and then whenever the transitions have grown by
-   ``max(refit_every, refit_growth × those of the last fit)`` (warm-started unless ``reset_on_refit``, held-out early
-   stopping, elites). Reward features leave out the level's trend: it says where the channel goes, not
-   what this step's transmission yields. ``switching`` is a known function of the action and never learned; with
-   ``known_rewards`` (default) neither are the per-split tables (``ue_compute``, ``privacy``), read from the problem,
-   nor the quality where nothing is transmitted (exactly 1, at ``k = L``), and the quality is bounded to ``[0, 1]``
-   (`agents.mbrl.structure`).
+   ``max(refit_every, refit_growth × those of the last fit)`` (warm-started unless ``reset_on_refit``; β-NLL with
+   ``nll_beta``, held-out early stopping on ``stop_on``, elites). Reward features leave out the level's trend: it
+   says where the channel goes, not what this step's transmission yields. ``switching`` is a known function of the
+   action and never learned; with ``known_rewards`` (default) neither are the per-split tables (``ue_compute``,
+   ``privacy``), read from the problem, nor the quality where nothing is transmitted (exactly 1, at ``k = L``), and
+   the quality is bounded to ``[0, 1]`` (`agents.mbrl.structure`).
 3. **Where to evaluate** while learning: ``acquisition="decision"`` (default) evaluates, at the observed channel, the
    split whose reward is most uncertain among those that may be best (`planning.decision_acquisition`), never one
    whose reward is known; ``"planner"`` lets the planner explore: its first step's rewards are
@@ -25,9 +25,8 @@ never steps where nothing is transmitted, so every learning step is a real evalu
    couples the steps. ``predict(deterministic=True)`` plans on the elite mean less ``caution`` × the elites' spread
    along the mean channel (``caution=0``: the mean, ``"greedy"``).
 
-Channel features are every observation dimension that does not depend on the agent's own past actions (not
-``packet_loss``, ``prev_split`` or ``last_quality``), found by name in the env's ``observation_names``; the previous
-split is read from the observation, by name, for the switching cost.
+Channel features: every observation dimension that does not depend on the agent's own past actions (not
+``packet_loss``, ``prev_split``, ``last_quality``), found by name in ``observation_names``, as is the previous split.
 """
 
 from __future__ import annotations
@@ -51,16 +50,17 @@ from agents.common.save_util import load_weights, not_a_saved, predict_actions, 
 from agents.mbrl.ensemble import GaussianEnsemble, encode_inputs
 from agents.mbrl.planning import decision_acquisition, one_step_scores, plan_dp
 from agents.mbrl.structure import KnownRewards, check_budget, check_options, model_spec
+from llmsplit_env.util.files import atomic_write_bytes
 
 __all__ = ["MBRLAgent", "check_budget", "model_spec"]
-from llmsplit_env.util.files import atomic_write_bytes
 
 # the dtypes `MBRLAgent.save` stores its transitions as (float64 rewards: exactly the recorded values)
 _DATA_DTYPES = {"obs": np.float32, "split": np.int64, "y": np.float64, "next_obs": np.float32}
-#: the saved format's version: 2 added ``known_rewards``, ``acquisition``, ``caution``, ``refit_growth`` and the tables;
-#: a version-1 file loads with the behaviour it was trained with (`LEGACY_HPARAMS`)
+#: the saved format's version: 2 added the known tables and the options of `LEGACY_HPARAMS`, whose values give a
+#: version-1 file the behaviour it was trained with
 SAVE_VERSION = 2
-LEGACY_HPARAMS = {"known_rewards": False, "acquisition": "planner", "caution": 0.0, "refit_growth": 0.0}
+LEGACY_HPARAMS = {"known_rewards": False, "acquisition": "planner", "caution": 0.0, "refit_growth": 0.0,
+                  "nll_beta": 0.0, "stop_on": "nll"}  # fmt: skip
 
 
 class MBRLAgent:
@@ -86,6 +86,8 @@ class MBRLAgent:
         dynamics_hidden_dims: tuple[int, ...] = (64, 64),
         max_epochs: int = 400,
         patience: int = 30,
+        nll_beta: float = 0.5,
+        stop_on: str = "mse",
         reset_on_refit: bool = False,
         seed: int = 0,
         tensorboard_log: str | None = None,
@@ -99,6 +101,7 @@ class MBRLAgent:
             "acquisition": acquisition, "caution": caution, "ensemble_size": ensemble_size, "num_elites": num_elites,
             "hidden_dims": tuple(hidden_dims),
             "dynamics_hidden_dims": tuple(dynamics_hidden_dims), "max_epochs": max_epochs, "patience": patience,
+            "nll_beta": nll_beta, "stop_on": stop_on,
             "reset_on_refit": bool(reset_on_refit), "seed": seed,
         }  # fmt: skip
         check_options(hparams)
@@ -144,8 +147,7 @@ class MBRLAgent:
 
     @property
     def data(self) -> dict[str, list]:
-        """The transitions recorded so far (the models' training data): channel features ``obs`` and ``next_obs``,
-        ``split``, and the learned reward components ``y``."""
+        """The transitions so far: channel features ``obs``, ``next_obs``, ``split``, reward components ``y``."""
         return self._data
 
     # --- features ------------------------------------------------------------------------------------------------
@@ -187,12 +189,11 @@ class MBRLAgent:
         cols = [self.spec["components"].index(c) for c in self.learned]
         y = np.asarray(self._data["y"], dtype=np.float32)[:, cols]
         # Warm starts (the default) make later refits cheap and keep the policy stable from one refit to the next;
-        # small networks or short patience underfit the quality-vs-SNR curves badly (measured: 5x the error).
-        fit = {
-            "max_epochs": self.hparams["max_epochs"],
-            "patience": self.hparams["patience"],
-            "reset": self.hparams.get("reset_on_refit", False),
-        }
+        # small networks or short patience underfit the quality-vs-SNR curves badly (measured: 5x the error), and so
+        # does the plain NLL: the near-noiseless points at a bad link get tiny variances and dominate it (β-NLL).
+        h = self.hparams
+        fit = {"max_epochs": h["max_epochs"], "patience": h["patience"], "reset": h.get("reset_on_refit", False),
+               "nll_beta": h["nll_beta"], "stop_on": h["stop_on"]}  # fmt: skip
         t0 = time.perf_counter()
         rs = self.reward_model.fit(x, y, **fit)
         # Episode boundaries are not transitions of the channel: next_obs there is a fresh reset, learnt as noise.

@@ -269,9 +269,13 @@ class GaussianEnsemble:
         """Shared ``[B, in]`` (normalised) -> every member's mean and log-variance ``[E, B, out]`` (normalised)."""
         return self.net(xn.unsqueeze(0).expand(self.ensemble_size, -1, -1))
 
-    def _nll(self, mean: torch.Tensor, logvar: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-member Gaussian NLL (constant dropped), averaged over batch and outputs -> ``[E]``."""
-        return ((mean - y) ** 2 * torch.exp(-logvar) + logvar).mean(dim=(1, 2))
+    def _nll(self, mean: torch.Tensor, logvar: torch.Tensor, y: torch.Tensor, beta: float = 0.0) -> torch.Tensor:
+        """Per-member Gaussian NLL (constant dropped), averaged over batch and outputs -> ``[E]``; ``beta > 0``: each
+        term weighted by its (detached) predicted variance to the power ``beta`` (β-NLL)."""
+        nll = (mean - y) ** 2 * torch.exp(-logvar) + logvar
+        if beta:
+            nll = nll * torch.exp(beta * logvar.detach())
+        return nll.mean(dim=(1, 2))
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -289,6 +293,7 @@ class GaussianEnsemble:
         improvement_threshold: float = 0.01,
         bootstrap: bool = True,
         reset: bool = False,
+        nll_beta: float = 0.0,
     ) -> dict[str, Any]:
         """Fit the ensemble on ``X [N, in_dim]`` → ``Y [N, out_dim]`` (``Y [N]`` allowed when ``out_dim == 1``).
 
@@ -312,6 +317,8 @@ class GaussianEnsemble:
         """
         if not improvement_threshold >= 0:
             raise ValueError(f"improvement_threshold must be >= 0, got {improvement_threshold!r}")
+        if not 0.0 <= nll_beta <= 1.0:
+            raise ValueError(f"nll_beta must be in [0, 1], got {nll_beta!r}")
         if stop_on not in ("nll", "mse"):
             raise ValueError(f"stop_on must be 'nll' or 'mse', got {stop_on!r}")
         if not 0.0 <= val_ratio < 1.0:
@@ -392,7 +399,7 @@ class GaussianEnsemble:
             for start in range(0, n_tr, bs):
                 b = idx[:, start : start + bs]
                 mean, logvar = self.net(xn_tr[b])
-                nll = self._nll(mean, logvar, yn_tr[b])
+                nll = self._nll(mean, logvar, yn_tr[b], nll_beta)
                 loss = nll.sum() + penalty * (self.net.max_logvar.sum() - self.net.min_logvar.sum())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

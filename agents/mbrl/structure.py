@@ -87,6 +87,10 @@ def check_options(hp: dict[str, Any]) -> None:
         if isinstance(v, bool) or not isinstance(v, int | float | np.number) or not (np.isfinite(v) and v >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         hp[name] = float(v)
+    if not (isinstance(hp["nll_beta"], int | float) and 0.0 <= hp["nll_beta"] <= 1.0):
+        raise ValueError(f"nll_beta must be a number in [0, 1], got {hp['nll_beta']!r}")
+    if hp["stop_on"] not in ("nll", "mse"):
+        raise ValueError(f"unknown stop_on {hp['stop_on']!r}; allowed: nll, mse")
     if not isinstance(hp["known_rewards"], bool | np.bool_):
         raise ValueError(f"known_rewards must be True or False, got {hp['known_rewards']!r}")
     hp["known_rewards"] = bool(hp["known_rewards"])
