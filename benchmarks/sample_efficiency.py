@@ -52,6 +52,8 @@ MBRL_ABLATIONS = {
     "round_warmup": {"warmup_steps": None},  # a round over every allowed split before the model decides
     "nll_fit": {"nll_beta": 0.0, "stop_on": "nll"},  # fit the ensembles with the plain Gaussian NLL (stop on it)
     "caution": {"caution": 1.0},  # plan on mean - 1 std of the members when acting
+    "beta_1": {"beta": 1.0},  # a narrower plausible set (1 std of the members, not 2)
+    "horizon_3": {"horizon": 3},  # plan 3 steps along the dynamics model's channel, not 1
 }
 #: the score table's checkpoints
 SCORE_AT = [25, 50, 75, 100, 200]
