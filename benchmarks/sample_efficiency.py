@@ -327,21 +327,29 @@ def plot(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from llmsplit_env.util.files import atomic_output
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    bottom = 0.5
     for i, (algo, runs) in enumerate(results.items()):
         x, med, lo, hi = score_bands(runs)
+        bottom = min(bottom, float(np.nanmin(lo)) - 0.05)
         ax.plot(np.maximum(x, 1), med, color=f"C{i}", lw=1.5, marker=".", label=f"{algo} (median, {len(runs)} seeds)")
         if len(runs) > 1:
             ax.fill_between(np.maximum(x, 1), lo, hi, color=f"C{i}", alpha=0.2, lw=0)
     ax.axhline(TARGET, color="k", ls="--", lw=0.8)
     ax.set_xscale("log")
-    ax.set_ylim(-0.5, 1.1)
+    lo, hi = ax.get_xlim()
+    ticks = (25, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000)
+    ax.set_xticks([t for t in ticks if lo <= t <= hi])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_ylim(max(-0.5, bottom), 1.05)  # what is shown, down to -0.5 (a policy worse than random is cut there)
     ax.set_xlabel("real quality evaluations")
     ax.set_ylabel("oracle-normalised score")
-    ax.legend()
+    ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

@@ -216,7 +216,7 @@ class MBRLAgent:
         eval_fn: Callable[[MBRLAgent], dict[str, float]] | None = None,
         eval_freq: int | list[int] = 0,
     ) -> MBRLAgent:
-        """Run the MBRL loop for ``total_timesteps`` real env steps (one real quality evaluation each).
+        """Run the MBRL loop for ``total_timesteps`` env steps (each a real quality evaluation: module docstring).
 
         ``callback(locals)`` is called after every step; returning ``False`` stops. ``eval_fn(agent)`` is called every
         ``eval_freq`` steps (or at each real-evaluation count in a list ``eval_freq``) once the models exist, and at
