@@ -18,6 +18,7 @@ import pytest
 from test_profile import build_args
 
 from llmsplit_env.profiling import builder
+from llmsplit_env.profiling.ray_runner import IN_FLIGHT
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = ["--levels", "-5", "5", "10", "20", "30"]  # 4 splits x 5 levels = 20 cells
@@ -294,4 +295,7 @@ def test_when_every_worker_is_gone_the_build_stops_with_one_line_keeping_its_cel
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: every Ray worker died") and "rerun the same command to resume" in err
     partial = out.with_name(out.name + ".partial.json")
-    assert len(json.loads(partial.read_text())["cells"]) == 2 and not out.exists()
+    # the cell queued behind the second (IN_FLIGHT per worker) may finish before the kill lands: Ray keeps its result
+    # and the build keeps it; nothing after it can have run
+    kept = len(json.loads(partial.read_text())["cells"])
+    assert 2 <= kept <= 1 + IN_FLIGHT and not out.exists()
