@@ -1,13 +1,14 @@
 """Real quality evaluations each agent needs to reach 95% of the oracle-normalised score, over several seeds.
 
-    python benchmarks/sample_efficiency.py [--seeds 0 1 2 3 4] [--algos mbrl ppo a2c dqn rsm_ppo] [--out DIR]
+    python benchmarks/sample_efficiency.py [--seeds 0 1 2 3 4] [--algos mbrl threshold ppo a2c dqn rsm_ppo] [--out DIR]
     python benchmarks/sample_efficiency.py --ray [ADDRESS]  # the (agent, seed) runs as Ray tasks: same table
     python benchmarks/sample_efficiency.py --paper      # paper reproduction on LLMSplit-Paper-v0
     python benchmarks/sample_efficiency.py --algos mbrl --mbrl-ablations all --budget mbrl:100  # MBRL's ideas
 
 Every agent is scored on the same held-out seeds at the same schedule of real-evaluation counts (``CHECKPOINTS``,
 log-spaced from 25); an agent has reached the target at the first of two consecutive checkpoints scoring at least 95%,
-so one lucky evaluation does not count. RSM-PPO spends all its real evaluations up front, so it is trained once per
+so one lucky evaluation does not count. The fitted SNR-threshold rule (``threshold``) is fitted afresh on N random
+real steps at each checkpoint N. RSM-PPO spends all its real evaluations up front, so it is trained once per
 surrogate size N (``--rsm-sizes``) and needs the smallest N whose last two evaluations (during its PPO training inside
 the surrogate) both reach the target. A run that never reaches it is censored at its budget: reported as ``>budget``,
 counted as the budget in the IQM (which flatters that agent), and it makes a ratio against it a bound, not a value.
@@ -40,7 +41,7 @@ import numpy as np
 from llmsplit_env.util.ray_cluster import add_ray_flag
 
 TARGET = 0.95
-BUDGETS = {"mbrl": 1200, "ppo": 100_000, "a2c": 100_000, "dqn": 100_000}
+BUDGETS = {"mbrl": 1200, "threshold": 1200, "ppo": 100_000, "a2c": 100_000, "dqn": 100_000}
 CHECKPOINTS = [25, 50, 75, 100, 150, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 3000, 5000, 7500, 10_000,
                15_000, 20_000, 30_000, 50_000, 75_000, 100_000]  # fmt: skip
 
@@ -142,6 +143,16 @@ def train_one(algo: str, seed: int, args, out: Path, scorer) -> dict:
             if curve[-1]["normalized_score"] >= TARGET:
                 break
         curve = [*curve, curve[-1]]  # the size that reached it stands for both of its evaluations
+    elif algo == "threshold":  # the fitted SNR-threshold rule, fitted afresh on N random real steps at each checkpoint
+        from agents.common.env_util import make_env
+        from agents.zoo.registry import load_agent
+
+        curve = []
+        for n in [c for c in CHECKPOINTS if c <= budget]:
+            rec = train_agent("threshold", args.env, seed=seed, n_timesteps=n, out_dir=out / f"threshold_{seed}_{n}",
+                              hyperparams=hp)  # fmt: skip
+            res = scorer(load_agent("threshold", rec.path, make_env(args.env)))
+            curve.append({"quality_evals": rec.quality_evals, "normalized_score": res["normalized_score"]})
     else:
         rec = train_agent(algo_of(algo), args.env, seed=seed, n_timesteps=budget, out_dir=out / f"{algo}_{seed}",
                           eval_at=[c for c in CHECKPOINTS if c <= budget], scorer=scorer, hyperparams=hp)  # fmt: skip
@@ -412,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="LLMSplit-v0")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--algos", nargs="+", default=["mbrl", "ppo", "a2c", "dqn", "rsm_ppo"])
+    p.add_argument("--algos", nargs="+", default=["mbrl", "threshold", "ppo", "a2c", "dqn", "rsm_ppo"])
     p.add_argument("--rsm-sizes", type=int, nargs="+", default=[90, 180, 360, 720, 1440])
     p.add_argument("--rsm-steps", type=int, default=20_000, help="PPO steps inside the surrogate per RSM run")
     p.add_argument("--eval-episodes", type=int, default=10)
