@@ -150,6 +150,16 @@ def binned_split(rho: list[float], split: list[int]) -> tuple[np.ndarray, np.nda
     return 0.5 * (RHO_BINS[:-1] + RHO_BINS[1:]), means
 
 
+def save_png(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot(results: dict, out: Path) -> list[Path]:
     import matplotlib
 
@@ -176,10 +186,7 @@ def plot(results: dict, out: Path) -> list[Path]:
         ax.set_ylabel("mean episode return (held-out episodes)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(out / "learning_curves.png")
-    with atomic_output(paths[-1]) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    paths.append(save_png(fig, out / "learning_curves.png"))
 
     fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.2), squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=True):
@@ -199,10 +206,7 @@ def plot(results: dict, out: Path) -> list[Path]:
         ax.set_ylim(0.5, 10.5)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(out / "split_vs_rho.png")
-    with atomic_output(paths[-1]) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    paths.append(save_png(fig, out / "split_vs_rho.png"))
     return paths
 
 

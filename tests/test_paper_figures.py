@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
+from surrogate_nets import v_mlp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,25 +23,9 @@ def _benchmark():
     return mod
 
 
-def _hand_mlp(path: Path) -> None:
-    """``f(rho, p) = -|p - 30 rho|``: the best split is about ``30 rho``."""
-    m = torch.nn.Module()
-    m.fc = torch.nn.Sequential(
-        torch.nn.Linear(2, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128), torch.nn.ReLU(), torch.nn.Linear(128, 1)
-    )
-    with torch.no_grad():
-        for p in m.parameters():
-            p.zero_()
-        m.fc[0].weight[0] = torch.tensor([-30.0, 1.0])
-        m.fc[0].weight[1] = torch.tensor([30.0, -1.0])
-        m.fc[2].weight[0, 0] = m.fc[2].weight[1, 1] = 1.0
-        m.fc[4].weight[0, :2] = -1.0
-    torch.save(m.state_dict(), path)
-
-
 def test_paper_figures_at_a_tiny_budget(tmp_path, capsys):
     mlp = tmp_path / "reward_predictor.pth"
-    _hand_mlp(mlp)
+    v_mlp(mlp)
     out = tmp_path / "figs"
     args = ["--surrogate", str(mlp), "--out", str(out), "--steps", "400", "--seeds", "0", "--algos", "ppo",
             "--envs", "surrogate", "--eval-every", "400", "--eval-episodes", "4"]  # fmt: skip

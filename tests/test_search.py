@@ -17,19 +17,15 @@ from agents.common.evaluation import evaluate_agent
 from agents.search import best_sequence, searchable
 
 torch = pytest.importorskip("torch")
+from surrogate_nets import zeroed_net  # noqa: E402
 
 
 @pytest.fixture
 def two_peaks(tmp_path):
     """A surrogate of the authors' shape with a gain of 1 at p = 1 and a lesser peak of 0.5 at p = 7 (0 elsewhere):
     from p = 9, a one-step argmax over the reachable 5..10 goes to 7 and stays (1 is 6 layers away)."""
-    m = torch.nn.Module()
-    m.fc = torch.nn.Sequential(
-        torch.nn.Linear(2, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128), torch.nn.ReLU(), torch.nn.Linear(128, 1)
-    )
+    m = zeroed_net()
     with torch.no_grad():
-        for p in m.parameters():
-            p.zero_()
         w0, b0, w1, b1, w2 = m.fc[0].weight, m.fc[0].bias, m.fc[2].weight, m.fc[2].bias, m.fc[4].weight
         w0[0, 1], b0[0] = 1.0, -7.0  # relu(p - 7)
         w0[1, 1], b0[1] = -1.0, 7.0  # relu(7 - p)

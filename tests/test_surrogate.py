@@ -15,6 +15,7 @@ import pytest
 import llmsplit_env  # noqa: F401  (registers the ids)
 
 torch = pytest.importorskip("torch")
+from surrogate_nets import authors_net, v_mlp  # noqa: E402
 
 ENV_ID = "LLMSplit-Paper-v0"
 # their drift, move -> factor on rho (the +3 quirk: 0.9995, not 0.9985)
@@ -22,31 +23,9 @@ FACTORS = {0: 1.0, -1: 1.0005, 1: 0.9995, -2: 1.001, 2: 0.999, -3: 1.0015, 3: 0.
 MOVES = [0, -1, 1, -2, 2, -3, 3, -4, 4]  # action -> move before the cut-back
 
 
-def _net() -> torch.nn.Module:
-    m = torch.nn.Module()
-    m.fc = torch.nn.Sequential(
-        torch.nn.Linear(2, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128), torch.nn.ReLU(), torch.nn.Linear(128, 1)
-    )
-    return m
-
-
 def _random_mlp(path, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    m = _net()
-    torch.save(m.state_dict(), path)
-    return m
-
-
-def _v_mlp(path) -> torch.nn.Module:
-    """Hand-set weights: ``f(rho, p) = -|p - 30 rho|``, so the best split is about ``30 rho`` (1..10)."""
-    m = _net()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.zero_()
-        m.fc[0].weight[0] = torch.tensor([-30.0, 1.0])  # relu(p - 30 rho)
-        m.fc[0].weight[1] = torch.tensor([30.0, -1.0])  # relu(30 rho - p)
-        m.fc[2].weight[0, 0] = m.fc[2].weight[1, 1] = 1.0
-        m.fc[4].weight[0, :2] = -1.0
+    m = authors_net()
     torch.save(m.state_dict(), path)
     return m
 
@@ -206,7 +185,7 @@ def test_expected_rewards_are_exact_and_the_oracle_picks_the_best_split(tmp_path
     from agents import OracleAgent
 
     path = tmp_path / "v.pth"
-    m = _v_mlp(path)
+    m = v_mlp(path)
     env = gym.make(ENV_ID, surrogate=path)
     u = env.unwrapped
     obs, _ = env.reset(seed=0)
@@ -235,7 +214,7 @@ def _refusal(path) -> str:
 
 
 def test_files_that_are_not_the_mlp_state_dict_are_refused_naming_them(tmp_path):
-    good = _net().state_dict()
+    good = authors_net().state_dict()
     p = tmp_path / "shape.pth"
     torch.save({**good, "fc.0.weight": torch.zeros(128, 3)}, p)
     msg = _refusal(p)
@@ -253,7 +232,7 @@ def test_files_that_are_not_the_mlp_state_dict_are_refused_naming_them(tmp_path)
     torch.save({k: v.double() for k, v in good.items()}, p)
     assert "torch.float64" in _refusal(p)
     p = tmp_path / "module.pth"
-    torch.save(_net(), p)  # a pickled module: weights_only refuses to run it
+    torch.save(authors_net(), p)  # a pickled module: weights_only refuses to run it
     msg = _refusal(p)
     assert "weights_only" in msg and "torch.nn.modules.module.Module" in msg and "state_dict()" in msg
     p = tmp_path / "text.pth"
