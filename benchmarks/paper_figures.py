@@ -128,8 +128,9 @@ def train_run(kind: str, surrogate: str | None, algo: str, seed: int, args, eval
 def run_settings(args, kind: str, algo: str, seed: int) -> dict:
     """What a run is made with (its cache is reused only for the same)."""
     digest = file_digest(args.surrogate) if kind == "surrogate" else None
+    hp = json.loads(json.dumps(load_hyperparams(algo, ENV_ID, {"n_timesteps": args.steps}), default=str))
     return {"env": kind, "algo": algo, "seed": seed, "steps": args.steps, "eval_every": args.eval_every,
-            "eval_episodes": args.eval_episodes, "surrogate_sha256": digest}  # fmt: skip
+            "eval_episodes": args.eval_episodes, "surrogate_sha256": digest, "hyperparams": hp}  # fmt: skip
 
 
 def read_run(path: Path, want: dict) -> dict | None:
@@ -222,17 +223,20 @@ def table(results: dict, args) -> str:
         oracle = res["references"]["oracle"]
         for algo, runs in res["algos"].items():
             finals = np.array([r["final_return"] for r in runs])
-            share = finals.mean() / oracle if oracle else float("nan")
+            share = finals.mean() / oracle if oracle > 0 else float("nan")  # a share of a return <= 0 means nothing
             lines.append(f"| {kind} | {algo.upper()} | {finals.mean():.3f} ± {finals.std():.3f} | {share:.3f} |")
         for name, value in res["references"].items():
             if name != "oracle_choices":
-                lines.append(f"| {kind} | {name} | {value:.3f} | {value / oracle if oracle else float('nan'):.3f} |")
+                ref_share = value / oracle if oracle > 0 else float("nan")
+                lines.append(f"| {kind} | {name} | {value:.3f} | {ref_share:.3f} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--surrogate", required=True, help="path of the authors' reward_predictor.pth (not shipped)")
+    ap.add_argument(
+        "--surrogate", help="path of the authors' reward_predictor.pth (not shipped; needed unless --envs profile)"
+    )
     ap.add_argument("--out", default="paper_figures", help="output folder (PNGs, results.md, results.json)")
     ap.add_argument("--steps", type=int, default=240_000, help="training steps per run (the authors': 240,000)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
@@ -243,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.steps < 1 or args.eval_episodes < 1:
         ap.error("--steps and --eval-episodes must be >= 1")
+    if args.eval_every is not None and args.eval_every < 1:
+        ap.error(f"--eval-every must be >= 1 (or left out: steps / 20), got {args.eval_every}")
+    if "surrogate" in args.envs and not args.surrogate:
+        ap.error("--surrogate PATH is needed for --envs surrogate (the authors' reward_predictor.pth)")
     args.eval_every = args.eval_every or max(1, args.steps // 20)
     import torch
 
@@ -256,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def make_figures(args) -> int:
-    make_env("surrogate", args.surrogate).close()  # refuse a bad file before any training (the error names it)
+    if "surrogate" in args.envs:
+        make_env("surrogate", args.surrogate).close()  # refuse a bad file before any training (the error names it)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     eval_seeds = [EVAL_SEED0 + i for i in range(args.eval_episodes)]

@@ -5,13 +5,15 @@
     python benchmarks/sample_efficiency.py --paper      # paper reproduction on LLMSplit-Paper-v0
     python benchmarks/sample_efficiency.py --algos mbrl --mbrl-ablations all --budget mbrl:100  # MBRL's ideas
 
-Every agent is scored on the same held-out seeds at the same schedule of real-evaluation counts (``CHECKPOINTS``,
-log-spaced from 25); an agent has reached the target at the first of two consecutive checkpoints scoring at least 95%,
-so one lucky evaluation does not count. The fitted SNR-threshold rule (``threshold``) is fitted afresh on N random
-real steps at each checkpoint N. RSM-PPO spends all its real evaluations up front, so it is trained once per
-surrogate size N (``--rsm-sizes``) and needs the smallest N whose last two evaluations (during its PPO training inside
-the surrogate) both reach the target. A run that never reaches it is censored at its budget: reported as ``>budget``,
-counted as the budget in the IQM (which flatters that agent), and it makes a ratio against it a bound, not a value.
+Real evaluations are counted as the live model would run them (``COUNT``): on the profile, one per step at a split
+that sends something; a step at ``k = L`` costs none. Every agent is scored on the same held-out seeds at the same
+schedule of real-evaluation counts (``CHECKPOINTS``, log-spaced from 25); an agent has reached the target at the first
+of two consecutive checkpoints scoring at least 95%, so one lucky evaluation does not count. The fitted SNR-threshold
+rule (``threshold``) is fitted afresh on N random real steps at each checkpoint N (costing the ones that send).
+RSM-PPO spends all its real evaluations up front, so it is trained once per surrogate size N (``--rsm-sizes``, its
+collection steps) and needs the smallest whose last two evaluations (during its PPO training inside the surrogate)
+both reach the target. A run that never reaches it is censored at the real evaluations it spent: reported as ``>N``,
+counted as N in the IQM (which flatters that agent), and it makes a ratio against it a bound, not a value.
 Results are cached per run in ``--out`` (rerunning resumes; a cached run made with other settings is refused), then
 summarised as the interquartile mean (IQM) over seeds with a 95% bootstrap confidence interval, a table, the real
 evaluations to 0.9 / 0.95 / 0.99 and the score at the checkpoints up to 200 (median, interquartile range, every seed),
@@ -58,6 +60,9 @@ MBRL_ABLATIONS = {
 }
 #: the score table's checkpoints
 SCORE_AT = [25, 50, 75, 100, 200]
+#: how the real evaluations of a run are counted: on a profile, the steps at a split that sends something (a step at
+#: k = L costs the live model nothing); recorded in each cached run's settings
+COUNT = "sends"
 
 
 def algo_of(label: str) -> str:
@@ -109,9 +114,16 @@ def budget_of(args, algo: str) -> int | None:
 
 
 def settings(args, algo: str) -> dict:
-    """What a run is made with: a cached run made with other settings is refused, not mixed in."""
-    s = {"env": args.env, "budget": budget_of(args, algo), "hyperparams": ablation_hp(args, algo),
-         "eval_episodes": args.eval_episodes}  # fmt: skip
+    """What a run is made with: a cached run made with other settings is refused, not mixed in. The hyperparameters
+    are the resolved ones (the algo's file with the overrides), so a changed default is a changed setting; ``count``
+    names how real evaluations are counted (`agents.common.env_util.count_rule`)."""
+    from agents.common.hyperparameters import hyperparam_algos, load_hyperparams
+
+    hp = ablation_hp(args, algo)
+    if algo_of(algo) in hyperparam_algos():
+        hp = json.loads(json.dumps(load_hyperparams(algo_of(algo), args.env, hp), default=str))
+    s = {"env": args.env, "budget": budget_of(args, algo), "hyperparams": hp, "eval_episodes": args.eval_episodes,
+         "checkpoints": CHECKPOINTS, "count": COUNT}  # fmt: skip
     return s | ({"rsm_sizes": args.rsm_sizes, "rsm_steps": args.rsm_steps} if algo == "rsm_ppo" else {})
 
 
@@ -120,8 +132,9 @@ def read_cache(out: Path, algo: str, seed: int, want: dict) -> dict | None:
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    if result.get("settings", want) != want:  # runs cached before settings were recorded are taken as they are
-        raise ValueError(f"{path} holds a run made with other settings ({result['settings']}); use another --out")
+    if result.get("settings") != want:
+        got = result.get("settings", "none recorded")
+        raise ValueError(f"{path} holds a run made with other settings ({got}, not {want}); use another --out")
     return result
 
 
@@ -139,7 +152,12 @@ def train_one(algo: str, seed: int, args, out: Path, scorer) -> dict:
                               out_dir=out / f"rsm_{seed}_{n_real}", scorer=scorer,
                               hyperparams={**(hp or {}), "n_real": n_real})  # fmt: skip
             last_two = rec.curve[-2:]
-            curve.append({"quality_evals": n_real, "normalized_score": min(p["normalized_score"] for p in last_two)})
+            curve.append(
+                {
+                    "quality_evals": rec.quality_evals,  # its n_real steps that sent something
+                    "normalized_score": min(p["normalized_score"] for p in last_two),
+                }
+            )
             if curve[-1]["normalized_score"] >= TARGET:
                 break
         curve = [*curve, curve[-1]]  # the size that reached it stands for both of its evaluations
@@ -267,9 +285,9 @@ def sample_efficiency(args) -> None:
     print("|---|---|---|---|---|")
     summary = {}
     for algo, runs in results.items():
-        vals = np.array([r["evals_to_target"] if r["evals_to_target"] is not None else r["budget"] for r in runs])
+        vals = np.array([r["evals_to_target"] if r["evals_to_target"] is not None else spent(r) for r in runs])
         reached = sum(r["evals_to_target"] is not None for r in runs)
-        per = ", ".join(str(r["evals_to_target"]) if r["evals_to_target"] is not None else f">{r['budget']}"
+        per = ", ".join(str(r["evals_to_target"]) if r["evals_to_target"] is not None else f">{spent(r)}"
                         for r in runs)  # fmt: skip
         lo, hi = bootstrap_ci(vals)
         summary[algo] = {"iqm": iqm(vals), "ci": (lo, hi), "reached": reached}
@@ -304,21 +322,30 @@ def score_bands(runs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return np.asarray(common, dtype=float), q[0], q[1], q[2]
 
 
+def spent(run: dict) -> int:
+    """The real evaluations a run spent in all (its last point; a run that never reached a target is censored there:
+    on a profile a step at k = L costs none, so an agent's count can end below its step budget)."""
+    return int(run["curve"][-1]["quality_evals"]) if run["curve"] else int(run["budget"])
+
+
 def score_at(run: dict, evals: int) -> float | None:
-    """The run's score when its real-evaluation count was ``evals`` (``None`` if it was not scored there)."""
-    return next((p["normalized_score"] for p in run["curve"] if p["quality_evals"] == evals), None)
+    """The run's score once it had spent at most ``evals`` real evaluations: its last point at or below ``evals``
+    (``None`` if it has none, or if it never spent as many: its count stopped below)."""
+    if not run["curve"] or run["curve"][-1]["quality_evals"] < evals:
+        return None
+    return next((p["normalized_score"] for p in reversed(run["curve"]) if p["quality_evals"] <= evals), None)
 
 
 def print_details(results: dict) -> None:
     """Real evaluations to 0.9 / 0.95 / 0.99 and the score at the first checkpoints, per agent (median and per seed)."""
-    print("\n| agent | evals to 0.90 | evals to 0.95 | evals to 0.99 | (median; per seed, > budget if never) |")
+    print("\n| agent | evals to 0.90 | evals to 0.95 | evals to 0.99 | (median; per seed, >N: never, within its N) |")
     print("|---|---|---|---|---|")
     for algo, runs in results.items():
         cells = []
         for target in (0.9, 0.95, 0.99):
             got = [first_reaching(r["curve"], target) for r in runs]
-            vals = [g if g is not None else r["budget"] for g, r in zip(got, runs, strict=True)]
-            per = ", ".join(str(g) if g is not None else f">{r['budget']}" for g, r in zip(got, runs, strict=True))
+            vals = [g if g is not None else spent(r) for g, r in zip(got, runs, strict=True)]
+            per = ", ".join(str(g) if g is not None else f">{spent(r)}" for g, r in zip(got, runs, strict=True))
             bound = ">" if sorted(g is None for g in got)[len(got) // 2] else ""
             cells.append(f"{bound}{np.median(vals):.0f} ({per})")
         print(f"| {algo} | " + " | ".join(cells) + " | |")

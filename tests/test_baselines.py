@@ -16,6 +16,7 @@ from agents.baselines import (
     RandomAgent,
     SNRThresholdAgent,
 )
+from agents.common.env_util import collect_transitions
 from agents.common.evaluation import evaluate_agent
 from agents.common.hyperparameters import load_hyperparams
 from agents.sb3 import ALGOS, make_sb3_agent
@@ -152,7 +153,8 @@ def test_threshold_agent_beats_random(threshold_agent):
     thr = evaluate_agent(threshold_agent, env, seeds)["mean_return"]
     rand = evaluate_agent(RandomAgent(env, seed=0), env, seeds)["mean_return"]
     assert thr > rand + 5.0, (thr, rand)
-    assert threshold_agent.quality_evals == 1000
+    fitted_on = collect_transitions(gym.make("LLMSplit-v0"), 1000, seed=0)  # its fitting steps: those that send
+    assert threshold_agent.quality_evals == fitted_on.quality_evals == int(np.sum(fitted_on.splits != 30)) < 1000
     assert len(threshold_agent.bin_splits) == len(threshold_agent.thresholds) + 1
     assert threshold_agent.thresholds == sorted(threshold_agent.thresholds)
 

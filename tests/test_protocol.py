@@ -108,11 +108,13 @@ def test_tiny_agent_round_trips_with_the_same_actions(algo, tmp_path, request):
     agent = built.agent
     assert isinstance(agent, Agent)
     assert agent.quality_evals == evals
-    # a profile env: one real evaluation per training step; RSM-PPO's are its n_real collection steps
-    expected = {"mbrl": 30, "rsm_ppo": 20, "threshold": 60, "rllib_ppo": agent.quality_evals}.get(algo, 0)
+    # a profile env: one real evaluation per training step that sends something (k = L sends none; RLlib counts
+    # every step); RSM-PPO's are its n_real collection steps; MBRL never steps where nothing is sent
+    steps = {"mbrl": 30, "rsm_ppo": 20, "threshold": 60, "rllib_ppo": agent.quality_evals}.get(algo, 0)
     if algo in ("ppo", "a2c", "dqn", "maskable_ppo"):
-        expected = int(agent.num_timesteps)
-    assert agent.quality_evals == expected and (expected > 0) == (algo not in ("oracle", "random", "fixed"))
+        steps = int(agent.num_timesteps)
+    assert 0 < agent.quality_evals <= steps if steps else agent.quality_evals == 0
+    assert (steps > 0) == (algo not in ("oracle", "random", "fixed")) and (algo != "mbrl" or agent.quality_evals == 30)
 
     path = tmp_path / entry.file_name
     entry.save(agent, path, {"algo": algo, "hyperparams": built.hp, "seed": 3})

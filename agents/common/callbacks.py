@@ -8,9 +8,12 @@ evaluation during training.
 
 **Counting real quality evaluations** (`RewardComponentCallback`, ``count``):
 
-* ``"steps"``: one per env step (``num_timesteps``). This is the count for profile-backed envs: a profile step stands
-  for one evaluation of the real model (the profile was measured from it), so agents compare by the evaluations the
+* ``"sends"``: one per env step at a split that sends something (``info["split"] != local_split``, ``k = L``). This
+  is the count for profile-backed envs: such a step stands for one evaluation of the real model (the profile was
+  measured from it), and a step at ``k = L`` for none, as on the live env, so agents compare by the evaluations the
   live env would have cost them.
+* ``"steps"``: one per env step (``num_timesteps``): profile envs with the paper terms (whose live twin also measures
+  PPL₀ at resets; `agents.common.env_util.count_rule`).
 * ``"info"``: the sum of the increments of ``info["quality_evals"]`` (each env's running count of the live model's
   forward passes). Used for the live-LLM env, where a step at ``k = L`` costs nothing and a reset with the paper terms
   costs one.
@@ -19,7 +22,8 @@ evaluation during training.
 * ``"requests"``: one per request served (the sum of ``info["active"]``): the edge cell's count, where a step serves
   up to N requests, each standing for one evaluation of the real model as a profile step does.
 * ``"auto"`` (default): ``"none"`` if the training env is a surrogate (attribute ``is_surrogate_env``), ``"requests"``
-  if it is the edge cell (attribute ``n_ues``), ``"info"`` if its config names ``backend: llm``, else ``"steps"``.
+  if it is the edge cell (attribute ``n_ues``), else `agents.common.env_util.count_rule` of the env: ``"info"`` for
+  the live backend, ``"sends"`` or ``"steps"`` for a profile.
 
 **The edge cell** (``LLMSplit-Cell-v0``: ``info["rewards"]`` holds ``[N]`` arrays, ``info["active"]`` the UEs with a
 request): ``reward/<c>`` is the mean per request (idle UEs' zeros left out), and the tracker adds ``cell/team_reward``
@@ -37,11 +41,11 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
-from agents.common.env_util import EnvLike, is_live_config
+from agents.common.env_util import CountRule, EnvLike, rule_for
 from agents.common.evaluation import OracleNormalizer
 from agents.common.logger import TagTreeLogger
 
-COUNT_MODES = ("auto", "steps", "info", "none", "requests")
+COUNT_MODES = ("auto", "steps", "sends", "info", "none", "requests")
 
 
 class RewardComponentTracker:
@@ -52,14 +56,18 @@ class RewardComponentTracker:
     ``cost/quality_evals``. Episodes are tracked per env index.
     """
 
-    def __init__(self, count: str = "steps", initial_evals: int = 0) -> None:
+    def __init__(self, count: str = "steps", initial_evals: int = 0, local_split: int | None = None) -> None:
         if count not in COUNT_MODES[1:]:
             raise ValueError(f"count must be one of {COUNT_MODES[1:]}, got {count!r}")
         if isinstance(initial_evals, bool) or int(initial_evals) != initial_evals or initial_evals < 0:
             raise ValueError(f"initial_evals must be a non-negative integer, got {initial_evals!r}")
+        if count == "sends" and (isinstance(local_split, bool) or not isinstance(local_split, int | np.integer)):
+            raise ValueError(f"count 'sends' needs local_split, the split that sends nothing, got {local_split!r}")
         self.count = count
         self.initial_evals = int(initial_evals)
+        self.local_split = None if local_split is None else int(local_split)
         self.steps = 0
+        self.sends = 0
         self.requests = 0
         self.info_evals = 0
         self._last_info_count: dict[int, int] = {}
@@ -78,6 +86,8 @@ class RewardComponentTracker:
         """Real quality evaluations spent so far (by the ``count`` rule, plus ``initial_evals``)."""
         if self.count == "steps":
             return self.initial_evals + self.steps
+        if self.count == "sends":
+            return self.initial_evals + self.sends
         if self.count == "info":
             return self.initial_evals + self.info_evals
         if self.count == "requests":
@@ -89,6 +99,8 @@ class RewardComponentTracker:
         finished = 0
         for i, info in enumerate(infos):
             self.steps += 1
+            if self.local_split is not None and info.get("split", self.local_split) != self.local_split:
+                self.sends += 1
             qe = info.get("quality_evals")
             if qe is not None:
                 # The env's counter is cumulative; a drop means a new env instance (or a reset counter).
@@ -170,22 +182,29 @@ class RewardComponentTracker:
 _COUNTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _detect_count_mode(venv: Any) -> str:
+def _detect_count_rule(venv: Any) -> CountRule:
     try:
         if all(bool(v) for v in venv.get_attr("is_surrogate_env")):
-            return "none"
+            return CountRule("none")
     except (AttributeError, NotImplementedError):
         pass
     try:  # the edge cell (`LLMSplitCellEnv.n_ues`): its steps serve up to N requests each
         venv.get_attr("n_ues")
-        return "requests"
+        return CountRule("requests")
     except (AttributeError, NotImplementedError):
         pass
     try:
         cfgs = venv.get_attr("config")
     except (AttributeError, NotImplementedError):
-        return "steps"
-    return "info" if any(is_live_config(c) for c in cfgs) else "steps"
+        return CountRule("steps")
+    try:
+        problems = venv.get_attr("problem")
+    except (AttributeError, NotImplementedError):
+        problems = [None] * len(cfgs)
+    rules = {rule_for(c, p) for c, p in zip(cfgs, problems, strict=True)}
+    if len(rules) != 1:
+        raise ValueError(f"the training envs count real evaluations by different rules: {sorted(map(str, rules))}")
+    return rules.pop()
 
 
 class RewardComponentCallback(BaseCallback):
@@ -196,7 +215,7 @@ class RewardComponentCallback(BaseCallback):
     It also turns the model's logger into a `TagTreeLogger` (``train/*`` mirrored as ``model/*``), so an SB3 model
     gets the whole tag tree from this one callback.
 
-    :param count: ``"auto"``, ``"steps"``, ``"info"``, ``"none"`` or ``"requests"`` (module doc)
+    :param count: ``"auto"``, ``"steps"``, ``"sends"``, ``"info"``, ``"none"`` or ``"requests"`` (module doc)
     :param initial_evals: evaluations already spent before this training (e.g. RSM-PPO's ``n_real``)
     """
 
@@ -227,9 +246,15 @@ class RewardComponentCallback(BaseCallback):
             TagTreeLogger.adopt(logger)  # it as custom, changing how later learn() calls name their TensorBoard runs)
         elif not isinstance(logger, TagTreeLogger):  # a logger the user set (custom already)
             self.model.set_logger(TagTreeLogger.wrap(logger))
-        mode = self.count if self.count != "auto" else _detect_count_mode(self.training_env)
-        if self.tracker is None or self.tracker.count != mode:
-            self.tracker = RewardComponentTracker(mode, self.initial_evals)
+        if self.count == "auto":
+            rule = _detect_count_rule(self.training_env)
+        elif self.count == "sends":  # the split that sends nothing: the env's layer count
+            problem = self.training_env.get_attr("problem")[0]
+            rule = CountRule("sends", int(problem.num_layers))
+        else:
+            rule = CountRule(self.count)
+        if self.tracker is None or (self.tracker.count, self.tracker.local_split) != (rule.mode, rule.local_split):
+            self.tracker = RewardComponentTracker(rule.mode, self.initial_evals, rule.local_split)
         _COUNTERS[self.model] = self
 
     def _on_step(self) -> bool:

@@ -6,7 +6,7 @@
   needs no env; nothing reads an observation dimension by position.
 * `collect_transitions`: real steps with uniformly random allowed actions (`SNRThresholdAgent.fit`,
   `RSMPPOAgent.collect`), with the real quality evaluations they cost.
-* `lifetime_quality_evals`, `counts_info`: how real evaluations are counted.
+* `lifetime_quality_evals`, `counts_info`, `CountRule` / `count_rule` / `rule_for`: how real evaluations are counted.
 """
 
 from __future__ import annotations
@@ -161,6 +161,48 @@ def counts_info(env: gym.Env) -> bool:
     return is_live_config(getattr(env.unwrapped, "config", None))
 
 
+@dataclass(frozen=True)
+class CountRule:
+    """How an env's real quality evaluations are counted (`count_rule`).
+
+    ``mode``: ``"info"`` (the live backend's own count), ``"sends"`` (one per step at a split that sends something,
+    ``split != local_split``: exactly the steps the live backend would run the model for) or ``"steps"`` (one per
+    step). ``local_split``: the split that keeps every layer on the UE (``"sends"`` only).
+    """
+
+    mode: str
+    local_split: int | None = None
+
+    def cost(self, splits: Sequence[int] | np.ndarray) -> int:
+        """The evaluations that steps at ``splits`` cost by this rule (not for ``"info"``: the backend counts)."""
+        if self.mode == "sends":
+            return int(np.count_nonzero(np.asarray(splits) != self.local_split))
+        if self.mode == "steps":
+            return len(splits)
+        raise ValueError(f"the {self.mode!r} rule counts from the backend, not from the splits")
+
+
+def count_rule(env: gym.Env) -> CountRule:
+    """How ``env``'s real quality evaluations are counted.
+
+    The live backend counts its own (``"info"``). On a profile each step stands for the live model's evaluation at the
+    same split, and a step at ``k = L`` sends nothing, so the live model runs none (``"sends"``). An env whose reward
+    needs the episode's clean perplexity (the paper terms: the live model measures it at every reset whose split
+    sends) is counted by ``"steps"``, which leaves those resets out and charges the steps at ``k = L``.
+    """
+    u = env.unwrapped
+    return rule_for(getattr(u, "config", None), getattr(u, "problem", None))
+
+
+def rule_for(config: Any, problem: Any) -> CountRule:
+    """`count_rule` from an env's config and compiled problem (what a vector env's ``get_attr`` hands over)."""
+    if is_live_config(config):
+        return CountRule("info")
+    if problem is None or problem.needs_ppl0:
+        return CountRule("steps")
+    return CountRule("sends", int(problem.num_layers))
+
+
 def lifetime_quality_evals(env: gym.Env) -> int:
     """Real LLM evaluations the env's quality backend has run in its lifetime (0 for envs that do not count).
 
@@ -189,8 +231,9 @@ def collect_transitions(env: gym.Env, num_steps: int, seed: int) -> Transitions:
     """``num_steps`` real steps with uniformly random allowed actions (``numpy`` generator seeded with ``seed``),
     starting from ``env.reset(seed=seed)`` and resetting at episode ends.
 
-    Their cost: the steps (profile backend: each stands for one evaluation of the real model), or, for the live
-    backend, the evaluations the backend ran (steps at ``k = L`` cost none; resets may cost some).
+    Their cost by `count_rule`: on a profile, the steps whose split sends something (each stands for one evaluation
+    of the real model); on the live backend, the evaluations the backend ran (steps at ``k = L`` cost none; resets
+    may cost some).
     """
     if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 1:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
@@ -215,5 +258,5 @@ def collect_transitions(env: gym.Env, num_steps: int, seed: int) -> Transitions:
         splits=np.asarray(splits),
         rewards=np.asarray(rewards),
         components=comps,
-        quality_evals=int(live if counts_info(env) else num_steps),
+        quality_evals=int(live if counts_info(env) else count_rule(env).cost(splits)),
     )

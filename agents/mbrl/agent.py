@@ -1,8 +1,8 @@
 """`MBRLAgent`: model-based RL for split selection — learn the reward and the channel, plan over splits.
 
-The loop (``learn(total_timesteps)`` runs that many env steps; each is counted as one real quality evaluation, the
-count of the profile backend, which runs none; on the live backend the env's own count. With the defaults the agent
-never steps where nothing is transmitted, so every learning step is a real evaluation on either backend):
+The loop (``learn(total_timesteps)`` runs that many env steps; real evaluations are counted by `count_rule`: the live
+backend's own count, or on a profile one per step at a split that sends something. With the defaults the agent never
+steps where nothing is transmitted, so every learning step is a real evaluation on either backend):
 
 1. **Warm-up**: ``warmup_steps`` steps over the evaluable splits in shuffled rounds.
 2. **Models**: a `GaussianEnsemble` learns the per-step reward components that depend on the channel and the split
@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 import llmsplit_env  # noqa: F401  (registers the env ids for MBRLAgent("LLMSplit-v0"))
 from agents.common.callbacks import RewardComponentTracker
-from agents.common.env_util import counts_info, env_layout, make_env
+from agents.common.env_util import count_rule, env_layout, make_env
 from agents.common.limits import MAX_PART_BYTES, check_network, read_file_bounded
 from agents.common.logger import configure_logger
 from agents.common.save_util import load_weights, not_a_saved, predict_actions, require_saved, weights_bytes
@@ -216,12 +216,11 @@ class MBRLAgent:
         eval_fn: Callable[[MBRLAgent], dict[str, float]] | None = None,
         eval_freq: int | list[int] = 0,
     ) -> MBRLAgent:
-        """Run the MBRL loop for ``total_timesteps`` env steps (each a real quality evaluation: module docstring).
+        """Run the MBRL loop for ``total_timesteps`` env steps (real evaluations: module docstring).
 
         ``callback(locals)`` is called after every step; returning ``False`` stops. ``eval_fn(agent)`` is called every
-        ``eval_freq`` steps (or at each real-evaluation count in a list ``eval_freq``) once the models exist, and at
-        the end; its result is logged under ``eval/*``.
-        """
+        ``eval_freq`` steps (or once at each real-evaluation count of a list ``eval_freq``, when the count first reaches
+        or passes it) once the models exist, and at the end; its result is logged under ``eval/*``."""
         if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 1:
             raise ValueError(f"total_timesteps must be a positive integer, got {total_timesteps!r}")
         if self.reward_model is None:
@@ -229,10 +228,10 @@ class MBRLAgent:
         logger = configure_logger(self.tensorboard_log, tb_log_name)
         env = self.env
         u = env.unwrapped
-        # A live backend reports its real evaluations; with a profile each step stands for one.
-        tracker = RewardComponentTracker(
-            count="info" if counts_info(env) else "steps", initial_evals=self.quality_evals
-        )
+        rule = count_rule(env)  # a live backend reports its real evaluations; on a profile a step that sends is one
+        tracker = RewardComponentTracker(rule.mode, self.quality_evals, rule.local_split)
+        if not isinstance(eval_freq, int):  # each count scored once, when first reached or passed
+            eval_freq = sorted(c for c in eval_freq if c > self.quality_evals)
         obs, _ = env.reset(seed=self.seed + self.num_timesteps)
         ep_returns: list[float] = []
         ep_return = 0.0
@@ -297,7 +296,9 @@ class MBRLAgent:
     def _eval_due(self, eval_freq: int | list[int]) -> bool:
         if isinstance(eval_freq, int):
             return eval_freq > 0 and self.num_timesteps % eval_freq == 0
-        return self.quality_evals in set(eval_freq)
+        reached = [c for c in eval_freq if c <= self.quality_evals]  # the count may stall (k = L) or jump (a reset)
+        del eval_freq[: len(reached)]
+        return bool(reached)
 
     def _log_eval(self, logger, eval_fn) -> None:
         if self.reward_model is None:  # still warming up: there is no policy to evaluate yet
