@@ -204,3 +204,16 @@ def test_version_1_files_load_with_their_behaviour_and_unknown_versions_are_refu
     (tmp_path / "v9.pt").write_bytes(weights_bytes({**state, "version": 9}))
     with pytest.raises(ValueError, match="unsupported MBRL agent save version 9"):
         MBRLAgent.load(tmp_path / "v9.pt")
+
+
+def test_a_count_that_stalls_at_k_L_scores_each_checkpoint_once():
+    """Without known rewards the agent also steps at k = L, which costs no evaluation on a profile: its count stalls
+    there, and each checkpoint of a list ``eval_freq`` is still scored once, when the count first reaches it."""
+    torch.set_num_threads(1)
+    agent = MBRLAgent("LLMSplit-v0", seed=0, known_rewards=False, warmup_steps=30)
+    seen = []
+    agent.learn(80, eval_fn=lambda a: seen.append(a.quality_evals) or {}, eval_freq=[34, 39, 44])
+    counts = np.cumsum(np.asarray(agent.data["split"]) != 30)
+    assert agent.quality_evals == counts[-1] == 44  # 80 steps, 36 of them at k = L: free
+    assert (counts == 34).sum() > 1 and (counts == 39).sum() > 1  # the count stalled at the checkpoints
+    assert seen == [34, 39, 44]  # once each (44 is also the final count: not scored twice)
