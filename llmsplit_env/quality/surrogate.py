@@ -19,6 +19,8 @@ computes the ``ppl_gain`` component with it) and nothing else. Perplexity and qu
 leakage is unknown (NaN), so `llmsplit_env.config` refuses nonzero ``quality`` and ``privacy`` weights and the
 ``log_ppl0`` and ``last_quality`` extras with this backend, and the envs do not report those two components. The
 surrogate simulates no transmission: ``packet_loss`` is the erasure channel's expected lost fraction, ρ itself.
+The observation is the env's own (ρ, its trend, that packet loss, the previous split / 32): the authors' raw (ρ, p)
+scaled and more, not their input vector.
 """
 
 from __future__ import annotations
