@@ -1,6 +1,6 @@
 """MBRL on the live model: what ≤ 100 real evaluations cost in seconds, not only in counts.
 
-    python benchmarks/mbrl_live.py [--steps 100] [--seed 0] [--eval-episodes 10] [--llm KEY=VALUE ...]
+    python benchmarks/mbrl_live.py [--steps 100] [--seed 0] [--eval-episodes 10] [--llm KEY:VALUE ...]
 
 Trains `agents.mbrl.MBRLAgent` (default settings) on ``LLMSplit-LLM-v0`` (SmolLM2-135M evaluated at every step
 that sends something: 2,048 tokens of the offline wiki text in windows of 512, cached prefixes) for ``--steps`` real
@@ -30,19 +30,10 @@ import numpy as np  # noqa: E402
 import llmsplit_env  # noqa: E402, F401  (registers the ids)
 from agents.common.evaluation import OracleNormalizer  # noqa: E402
 from agents.mbrl.agent import MBRLAgent  # noqa: E402
+from agents.zoo.args import parse_key_values  # noqa: E402
 
 EVAL_SEED0 = 3_000_000  # benchmarks/sample_efficiency.py's held-out episodes
 PPO_EVALS = (75_000, 100_000)  # real evaluations PPO needed to reach 0.95 (RESULTS.md, sample efficiency)
-
-
-def parse_llm(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--llm takes KEY=VALUE (an llm config key), got {pair!r}")
-        out[key] = int(value) if value.isdigit() else value
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -50,9 +41,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=100, help="real env steps of learn() (evaluations: at most that)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--llm", nargs="*", default=[], help="llm config keys of the live env, KEY=VALUE")
+    p.add_argument("--llm", nargs="*", default=[], help="llm config keys of the live env, KEY:VALUE (YAML values)")
     args = p.parse_args(argv)
-    llm = parse_llm(args.llm)
+    try:
+        llm = parse_key_values(args.llm, "--llm")
+    except ValueError as e:
+        p.error(str(e))
     env = gym.make("LLMSplit-LLM-v0", llm=llm) if llm else gym.make("LLMSplit-LLM-v0")
     qb = env.unwrapped.quality_backend
     agent = MBRLAgent(env, seed=args.seed)

@@ -152,7 +152,8 @@ def _choice(cfg: dict, path: str, allowed: tuple) -> Any:
     value = cfg
     for part in path.split("."):
         value = value[part]
-    if value not in allowed:
+    # `1 in (True, False)` holds in Python: a flag takes only the bools themselves
+    if value not in allowed or (isinstance(value, bool) != any(isinstance(a, bool) for a in allowed)):
         raise ValueError(f"config {path!r} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
     return value
 

@@ -42,6 +42,7 @@ from llmsplit_env.env import LLMSplitEnv
         ),
         ({"latency": {"max_airtime_s": -1.0}}, ["'latency.max_airtime_s'", "or None"]),
         ({"llm": {"profile_match": "loose"}}, ["'llm.profile_match'", "'strict'", "'model'"]),
+        ({"sample_quality": 1}, ["'sample_quality'", "True, False", "got 1"]),  # a flag takes the bools only
         ({"channel": {"model": "paper_drift"}}, ["'paper_drift' drifts the erasure", "'analog' has SNR"]),
         (
             {"channel": {"model": "static"}, "observation": {"extras": ["speed"]}},

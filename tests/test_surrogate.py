@@ -239,6 +239,7 @@ def test_files_that_are_not_the_mlp_state_dict_are_refused_naming_them(tmp_path)
     p.write_text("not a checkpoint")
     assert "not a plain PyTorch state dict" in _refusal(p)
     assert "does not exist" in _refusal(tmp_path / "nowhere.pth")
+    assert "is a directory, not a file" in _refusal(tmp_path)
 
 
 def test_settings_the_surrogate_cannot_serve_are_refused_naming_the_key(random_mlp):

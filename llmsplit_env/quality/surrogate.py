@@ -69,8 +69,9 @@ class SurrogateMLP:
         and what is wrong with it."""
         path = Path(path)
         if not path.is_file():
+            what = "is a directory, not a file" if path.is_dir() else "does not exist"
             raise FileNotFoundError(
-                f"reward surrogate file {str(path)!r} does not exist (config 'surrogate': the path of the authors' "
+                f"reward surrogate file {str(path)!r} {what} (config 'surrogate': the path of the authors' "
                 "reward_predictor.pth, not shipped with this package)"
             )
         import torch
