@@ -65,9 +65,14 @@ SCORE_AT = [25, 50, 75, 100, 200]
 COUNT = "sends"
 
 
+def is_ablation(label: str) -> bool:
+    """Whether a run label is one of MBRL's ablations (``mbrl_<name>``)."""
+    return label.startswith("mbrl_") and label[5:] in MBRL_ABLATIONS
+
+
 def algo_of(label: str) -> str:
     """The registry algo a run label trains (an MBRL ablation trains ``mbrl``)."""
-    return "mbrl" if label.startswith("mbrl_") and label[5:] in MBRL_ABLATIONS else label
+    return "mbrl" if is_ablation(label) else label
 
 
 def ablation_hp(args, label: str) -> dict | None:
@@ -311,15 +316,16 @@ def sample_efficiency(args) -> None:
 
 
 def score_bands(runs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(evaluations, median, 25th, 75th percentile)`` of the score over the runs, at the evaluation counts every run
-    was scored at (the checkpoints; RSM-PPO's sizes where its runs share them)."""
-    common = sorted(set.intersection(*({p["quality_evals"] for p in r["curve"]} for r in runs)))
-    if not common:  # no shared schedule (RSM-PPO stopping at different sizes): each run's own curve, pooled
-        common = sorted({p["quality_evals"] for r in runs for p in r["curve"]})
-    table = np.array([[next((p["normalized_score"] for p in reversed(r["curve"]) if p["quality_evals"] <= x), np.nan)
-                       for x in common] for r in runs])  # fmt: skip
-    q = np.nanpercentile(table, [50, 25, 75], axis=0)
-    return np.asarray(common, dtype=float), q[0], q[1], q[2]
+    """``(evaluations, median, 25th, 75th percentile)`` of the score over the runs, at the checkpoints (and the counts
+    every run was scored at) where every run has a score: a run's score at x is `score_at`, its last point at or below
+    x, so runs whose counts differ by seed (the threshold rule's and RSM-PPO's, which pay only the steps that send)
+    share one grid, and no run is carried past its own last point."""
+    common = set.intersection(*({p["quality_evals"] for p in r["curve"]} for r in runs))
+    grid = sorted(common | set(CHECKPOINTS))
+    table = np.array([[np.nan if (v := score_at(r, x)) is None else v for x in grid] for r in runs], dtype=float)
+    keep = ~np.isnan(table).any(axis=0)
+    q = np.percentile(table[:, keep], [50, 25, 75], axis=0) if keep.any() else np.full((3, 0), np.nan)
+    return np.asarray(grid, dtype=float)[keep], q[0], q[1], q[2]
 
 
 def spent(run: dict) -> int:
@@ -369,25 +375,34 @@ def plot(results: dict, path: Path) -> None:
 
     from llmsplit_env.util.files import atomic_output
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 5))
     bottom = 0.5
-    for i, (algo, runs) in enumerate(results.items()):
+    # the agents in tab10's colours, solid; MBRL's ablations dashed, in tab20's light shades, without bands
+    agents = [a for a in results if not is_ablation(a)]
+    for algo, runs in results.items():
         x, med, lo, hi = score_bands(runs)
+        if not len(x):
+            continue
+        ablation = is_ablation(algo)
+        i = list(MBRL_ABLATIONS).index(algo[5:]) if ablation else agents.index(algo)
+        color = plt.get_cmap("tab20")(2 * i + 1) if ablation else plt.get_cmap("tab10")(i % 10)
         bottom = min(bottom, float(np.nanmin(lo)) - 0.05)
-        ax.plot(np.maximum(x, 1), med, color=f"C{i}", lw=1.5, marker=".", label=f"{algo} (median, {len(runs)} seeds)")
-        if len(runs) > 1:
-            ax.fill_between(np.maximum(x, 1), lo, hi, color=f"C{i}", alpha=0.2, lw=0)
+        ax.plot(x, med, color=color, lw=1.2 if ablation else 1.8, ls="--" if ablation else "-", marker=".",
+                label=f"{algo} (median, {len(runs)} seeds)")  # fmt: skip
+        if len(runs) > 1 and not ablation:
+            ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
     ax.axhline(TARGET, color="k", ls="--", lw=0.8)
     ax.set_xscale("log")
     lo, hi = ax.get_xlim()
     ticks = (25, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000)
     ax.set_xticks([t for t in ticks if lo <= t <= hi])
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    label = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}")
+    ax.xaxis.set_major_formatter(label)
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylim(max(-0.5, bottom), 1.05)  # what is shown, down to -0.5 (a policy worse than random is cut there)
     ax.set_xlabel("real quality evaluations")
     ax.set_ylabel("oracle-normalised score")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: none hides a curve
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

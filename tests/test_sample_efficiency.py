@@ -71,3 +71,11 @@ def test_a_cached_run_made_with_other_settings_is_refused(bench, tmp_path):
     path.write_text(json.dumps({"curve": []}))  # a run cached before settings were recorded
     with pytest.raises(ValueError, match="none recorded"):
         bench.read_cache(tmp_path, "mbrl", 0, want)
+
+
+def test_runs_whose_counts_differ_by_seed_share_the_checkpoint_grid(bench):
+    # the threshold rule fitted on 25 and 50 steps pays only those that send: its counts differ by seed
+    runs = [run([(24, 0.4), (49, 0.8)]), run([(25, 0.6), (48, 0.9)]), run([(23, 0.5), (50, 1.0)])]
+    x, med, lo, hi = bench.score_bands(runs)
+    assert x.tolist() == [25]  # at 50 the second run has not spent as many: no band is carried past a run's end
+    assert med.tolist() == [0.5] and lo.tolist() == [0.45] and hi.tolist() == [0.55]
