@@ -290,10 +290,10 @@ def sample_efficiency(args) -> None:
     print("|---|---|---|---|---|")
     summary = {}
     for algo, runs in results.items():
-        vals = np.array([r["evals_to_target"] if r["evals_to_target"] is not None else spent(r) for r in runs])
-        reached = sum(r["evals_to_target"] is not None for r in runs)
-        per = ", ".join(str(r["evals_to_target"]) if r["evals_to_target"] is not None else f">{spent(r)}"
-                        for r in runs)  # fmt: skip
+        got = [r["evals_to_target"] for r in runs]
+        vals, per = censored(got, runs)
+        vals = np.array(vals)
+        reached = sum(g is not None for g in got)
         lo, hi = bootstrap_ci(vals)
         summary[algo] = {"iqm": iqm(vals), "ci": (lo, hi), "reached": reached}
         print(f"| {algo} | {per} | {iqm(vals):.0f} | [{lo:.0f}, {hi:.0f}] | {reached}/{len(runs)} |")
@@ -334,6 +334,14 @@ def spent(run: dict) -> int:
     return int(run["curve"][-1]["quality_evals"]) if run["curve"] else int(run["budget"])
 
 
+def censored(got: list[int | None], runs: list[dict]) -> tuple[list[int], str]:
+    """Each run's evaluations to a target (``got``; ``None``: never), a never counted as the evaluations it spent, and
+    the per-seed text (``>N`` for those)."""
+    vals = [g if g is not None else spent(r) for g, r in zip(got, runs, strict=True)]
+    per = ", ".join(str(g) if g is not None else f">{v}" for g, v in zip(got, vals, strict=True))
+    return vals, per
+
+
 def score_at(run: dict, evals: int) -> float | None:
     """The run's score once it had spent at most ``evals`` real evaluations: its last point at or below ``evals``
     (``None`` if it has none, or if it never spent as many: its count stopped below)."""
@@ -350,8 +358,7 @@ def print_details(results: dict) -> None:
         cells = []
         for target in (0.9, 0.95, 0.99):
             got = [first_reaching(r["curve"], target) for r in runs]
-            vals = [g if g is not None else spent(r) for g, r in zip(got, runs, strict=True)]
-            per = ", ".join(str(g) if g is not None else f">{spent(r)}" for g, r in zip(got, runs, strict=True))
+            vals, per = censored(got, runs)
             bound = ">" if sorted(g is None for g in got)[len(got) // 2] else ""
             cells.append(f"{bound}{np.median(vals):.0f} ({per})")
         print(f"| {algo} | " + " | ".join(cells) + " | |")

@@ -253,10 +253,11 @@ def collect_transitions(env: gym.Env, num_steps: int, seed: int) -> Transitions:
         if term or trunc:
             obs, _ = env.reset()
     live = lifetime_quality_evals(env) - evals_before
+    rule = count_rule(env)
     return Transitions(
         obs=np.asarray(obs_list),
         splits=np.asarray(splits),
         rewards=np.asarray(rewards),
         components=comps,
-        quality_evals=int(live if counts_info(env) else count_rule(env).cost(splits)),
+        quality_evals=int(live if rule.mode == "info" else rule.cost(splits)),
     )
